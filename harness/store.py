@@ -1,0 +1,285 @@
+"""The results store: SQLAlchemy schema, recording, and reading back as DataFrames.
+
+Only the driver process writes. Each replication is written in one transaction, with its
+final metrics, per-epoch history and entropy profile, so a store never holds a partial
+replication and a rerun resumes from what is there. SQLite (the default) runs in WAL
+mode; any SQLAlchemy URL works (``--db postgresql://...``).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable
+
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy import event
+
+DEFAULT_DB = "sqlite:///results/harness.db"
+STATUSES = ("done", "diverged", "failed")
+# Statuses that count as finished: a diverged training is an outcome, not something to retry.
+FINISHED = ("done", "diverged")
+
+metadata = sa.MetaData()
+
+studies_table = sa.Table(
+    "studies",
+    metadata,
+    sa.Column("name", sa.String(200), primary_key=True),
+    sa.Column("definition", sa.Text, nullable=False),  # JSON: settings, grid, analyses, source
+    sa.Column("updated_at", sa.String(40), nullable=False),
+)
+
+replications_table = sa.Table(
+    "replications",
+    metadata,
+    sa.Column("pk", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("study", sa.String(200), sa.ForeignKey("studies.name"), nullable=False),
+    sa.Column("id", sa.String(64), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("error", sa.Text),
+    sa.Column("config", sa.Text, nullable=False),  # JSON {dotted key: value}
+    sa.Column("device", sa.String(64)),
+    sa.Column("host", sa.String(200)),
+    sa.Column("started_at", sa.String(40)),
+    sa.Column("finished_at", sa.String(40)),
+    sa.Column("wall_s", sa.Float),
+    sa.Column("harness_version", sa.String(40)),
+    sa.Column("torch_version", sa.String(40)),
+    sa.Column("git_commit", sa.String(64)),
+    sa.UniqueConstraint("study", "id", name="uq_study_replication"),
+)
+
+metrics_table = sa.Table(
+    "metrics",
+    metadata,
+    sa.Column("rep_pk", sa.Integer, sa.ForeignKey("replications.pk", ondelete="CASCADE"), primary_key=True),
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("value", sa.Float),
+)
+
+history_table = sa.Table(
+    "history",
+    metadata,
+    sa.Column("rep_pk", sa.Integer, sa.ForeignKey("replications.pk", ondelete="CASCADE"), primary_key=True),
+    sa.Column("epoch", sa.Integer, primary_key=True),
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("value", sa.Float),
+)
+
+profiles_table = sa.Table(
+    "profiles",
+    metadata,
+    sa.Column("rep_pk", sa.Integer, sa.ForeignKey("replications.pk", ondelete="CASCADE"), primary_key=True),
+    sa.Column("stage", sa.String(16), primary_key=True),  # "init" | "final"
+    sa.Column("layer", sa.Integer, primary_key=True),
+    sa.Column("filter", sa.Integer, primary_key=True),
+    sa.Column("name", sa.String(200)),
+    sa.Column("kind", sa.String(16)),
+    sa.Column("value", sa.Float),
+)
+
+HISTORY_COLUMNS = ["train_loss", "val_loss", "entropy_loss", "train_acc", "val_acc"]
+
+
+class StoreError(Exception):
+    """The database cannot be opened or used: printed as one line."""
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _sqlite_pragmas(dbapi_connection, _record):
+    cursor = dbapi_connection.cursor()
+    # WAL lets readers (harness status/analyze) work while a run writes; the busy timeout
+    # makes concurrent writers wait for each other instead of failing with "locked".
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=60000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+def _json_default(value):
+    if isinstance(value, tuple):
+        return list(value)
+    raise TypeError(f"not JSON-serialisable: {type(value).__name__}")
+
+
+class Store:
+    """A results database at a SQLAlchemy URL."""
+
+    def __init__(self, url: str = DEFAULT_DB):
+        self.url = url
+        try:
+            parsed = sa.engine.make_url(url)
+        except sa.exc.ArgumentError:
+            raise StoreError(f"bad database URL {url!r}; e.g. sqlite:///results/harness.db") from None
+        if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.engine = sa.create_engine(parsed)
+            if parsed.get_backend_name() == "sqlite":
+                event.listen(self.engine, "connect", _sqlite_pragmas)
+            metadata.create_all(self.engine)
+        except (sa.exc.SQLAlchemyError, ModuleNotFoundError) as err:
+            raise StoreError(f"cannot open database {url}: {err.__class__.__name__}: {_first_line(err)}") from None
+
+    # -- writing (driver only) -------------------------------------------------------
+    def record_study(self, study) -> None:
+        """Save (or update) a study's resolved definition."""
+        self.record_study_dict(study.definition())
+
+    def record_study_dict(self, definition: dict[str, Any]) -> None:
+        text = json.dumps(definition, sort_keys=True, default=_json_default)
+        with self.engine.begin() as conn:
+            conn.execute(sa.delete(studies_table).where(studies_table.c.name == definition["name"]))
+            conn.execute(sa.insert(studies_table).values(name=definition["name"], definition=text, updated_at=_now()))
+
+    def record(self, result: dict[str, Any]) -> None:
+        """Write one replication's result in one transaction, replacing an earlier
+        attempt at the same replication (a retried failure)."""
+        if result["status"] not in STATUSES:
+            raise ValueError(f"unknown status {result['status']!r}")
+        versions = result.get("versions", {})
+        row = dict(
+            study=result["study"],
+            id=result["id"],
+            status=result["status"],
+            error=result.get("error"),
+            config=json.dumps(result["config"], sort_keys=True, default=_json_default),
+            device=result.get("device"),
+            host=result.get("host"),
+            started_at=result.get("started_at"),
+            finished_at=result.get("finished_at"),
+            wall_s=result.get("wall_s"),
+            harness_version=versions.get("harness"),
+            torch_version=versions.get("torch"),
+            git_commit=versions.get("git_commit"),
+        )
+        with self.engine.begin() as conn:
+            old = sa.select(replications_table.c.pk).where(
+                replications_table.c.study == row["study"], replications_table.c.id == row["id"]
+            )
+            old_pks = [r[0] for r in conn.execute(old)]
+            for table in (metrics_table, history_table, profiles_table):
+                conn.execute(sa.delete(table).where(table.c.rep_pk.in_(old_pks)))
+            conn.execute(sa.delete(replications_table).where(replications_table.c.pk.in_(old_pks)))
+            pk = conn.execute(sa.insert(replications_table).values(**row)).inserted_primary_key[0]
+            metrics = [
+                {"rep_pk": pk, "name": k, "value": _float(v)} for k, v in result.get("metrics", {}).items()
+            ]
+            history = [
+                {"rep_pk": pk, "epoch": int(h["epoch"]), "name": k, "value": _float(v)}
+                for h in result.get("history", [])
+                for k, v in h.items()
+                if k != "epoch" and v is not None
+            ]
+            profiles = [
+                {"rep_pk": pk, **{k: p[k] for k in ("stage", "layer", "filter", "name", "kind")}, "value": _float(p["value"])}
+                for p in result.get("profiles", [])
+            ]
+            for table, rows in ((metrics_table, metrics), (history_table, history), (profiles_table, profiles)):
+                if rows:
+                    conn.execute(sa.insert(table), rows)
+
+    # -- reading ---------------------------------------------------------------------
+    def studies(self) -> list[str]:
+        with self.engine.connect() as conn:
+            return [r[0] for r in conn.execute(sa.select(studies_table.c.name).order_by(studies_table.c.name))]
+
+    def study_definition(self, name: str) -> dict[str, Any]:
+        with self.engine.connect() as conn:
+            text = conn.execute(sa.select(studies_table.c.definition).where(studies_table.c.name == name)).scalar()
+        if text is None:
+            raise StoreError(f"no study named {name!r} in {self.url}; studies there: {', '.join(self.studies()) or 'none'}")
+        return json.loads(text)
+
+    def ids(self, study: str, statuses: Iterable[str] = FINISHED) -> set[str]:
+        """Ids of the study's replications recorded with one of these statuses."""
+        query = sa.select(replications_table.c.id).where(
+            replications_table.c.study == study, replications_table.c.status.in_(list(statuses))
+        )
+        with self.engine.connect() as conn:
+            return {r[0] for r in conn.execute(query)}
+
+    def frame(self, study: str) -> pd.DataFrame:
+        """One row per replication: id, study, status, every config key, final metrics,
+        and provenance. Metrics that do not apply are NaN."""
+        reps = pd.read_sql(
+            sa.select(replications_table).where(replications_table.c.study == study).order_by(replications_table.c.pk),
+            self.engine,
+        )
+        if reps.empty:
+            return reps.drop(columns=["pk", "config"])
+        configs = pd.DataFrame([_config_row(json.loads(c)) for c in reps["config"]], index=reps.index)
+        metrics = pd.read_sql(
+            sa.select(metrics_table.c.rep_pk, metrics_table.c.name, metrics_table.c.value)
+            .join(replications_table)
+            .where(replications_table.c.study == study),
+            self.engine,
+        )
+        wide = metrics.pivot(index="rep_pk", columns="name", values="value") if not metrics.empty else pd.DataFrame()
+        wide = wide.reindex(reps["pk"]).reset_index(drop=True)
+        front = reps[["id", "study", "status"]]
+        provenance = reps.drop(columns=["pk", "id", "study", "status", "config"])
+        return pd.concat([front, configs, wide.set_index(reps.index), provenance], axis=1)
+
+    def history(self, study: str) -> pd.DataFrame:
+        """One row per (replication, epoch) with the per-epoch losses and accuracies."""
+        long = pd.read_sql(
+            sa.select(replications_table.c.id, history_table.c.epoch, history_table.c.name, history_table.c.value)
+            .join(replications_table)
+            .where(replications_table.c.study == study),
+            self.engine,
+        )
+        if long.empty:
+            return pd.DataFrame(columns=["id", "epoch", *HISTORY_COLUMNS])
+        wide = long.pivot_table(index=["id", "epoch"], columns="name", values="value", aggfunc="first").reset_index()
+        wide.columns.name = None
+        for col in HISTORY_COLUMNS:
+            if col not in wide:
+                wide[col] = float("nan")
+        return wide.sort_values(["id", "epoch"]).reset_index(drop=True)
+
+    def profiles(self, study: str) -> pd.DataFrame:
+        """Per replication, stage, layer and filter: the entropy change (Fig. 1's data)."""
+        cols = [profiles_table.c[c] for c in ("stage", "layer", "name", "kind", "filter", "value")]
+        return pd.read_sql(
+            sa.select(replications_table.c.id, *cols)
+            .join(replications_table)
+            .where(replications_table.c.study == study)
+            .order_by(replications_table.c.pk, profiles_table.c.stage, profiles_table.c.layer, profiles_table.c.filter),
+            self.engine,
+        )
+
+    def counts(self, study: str) -> dict[str, int]:
+        """Recorded replications per status."""
+        query = (
+            sa.select(replications_table.c.status, sa.func.count())
+            .where(replications_table.c.study == study)
+            .group_by(replications_table.c.status)
+        )
+        with self.engine.connect() as conn:
+            return {status: n for status, n in conn.execute(query)}
+
+
+def _config_row(config: dict[str, Any]) -> dict[str, Any]:
+    """Config as frame columns: arch (a list) becomes "32-64" so it can be grouped on."""
+    row = dict(config)
+    if isinstance(row.get("arch"), list):
+        row["arch"] = "-".join(str(w) for w in row["arch"])
+    return row
+
+
+def _float(value) -> float | None:
+    if value is None:
+        return None
+    return float(value)
+
+
+def _first_line(err: Exception) -> str:
+    return str(err).strip().splitlines()[0] if str(err).strip() else ""

@@ -1,0 +1,362 @@
+"""Studies, their typed settings, grid expansion and replications.
+
+A study file is a small Python module defining ``study = Study(...)``. Every setting of a
+replication is a field of :class:`Config` (nested dataclasses, addressed with dotted keys
+such as ``train.lr``) with a documented default; a study overrides some of them in
+``settings`` and varies some of them in ``grid``. Overrides from the command line use the
+same dotted keys. Each grid point becomes a frozen :class:`Replication` whose id is a hash
+of its full resolved config, so the same config is never trained twice.
+
+This module imports nothing heavy: ``harness --help`` and study loading stay fast.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import importlib.util
+import itertools
+import json
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, get_type_hints
+
+# Bumped when the meaning of a config changes in a way that invalidates old results.
+CONFIG_VERSION = 1
+
+
+class StudyError(Exception):
+    """A user error in a study file or an override: printed as one line."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    optimizer: str = "adam"  # "adam" | "sgd" (the paper: Adam for E1-E3, SGD for E4)
+    lr: float = 1e-3  # not given by the paper; Keras' Adam default
+    momentum: float = 0.0  # SGD only
+    batch_size: int = 32  # not given by the paper; Keras' default
+    max_epochs: int = 200  # not given by the paper; a cap on runs early stopping never ends
+    patience: int = 7  # E1/E2: stop when the monitored loss has not improved for 7 epochs
+    min_delta: float = 0.0  # an improvement must exceed this (Keras' default 0)
+    # What early stopping watches on the validation set: "task" = the task loss alone,
+    # "total" = task loss + the entropy term (what Keras does with add_loss).
+    monitor: str = "task"
+    restore_best: bool = True  # evaluate the best epoch's weights (True) or the last ones
+    lr_patience: int = 0  # divide lr by 10 after this many epochs without gain (E4); 0 = off
+
+
+@dataclass(frozen=True)
+class EntropyConfig:
+    form: str = "inverse"  # "inverse" = 1/(|x|+eps) (eq. 24-25) | "log" = -log|x| (eq. 21, 23)
+    eps: float = 1e-4  # the paper says only "< 1e-3"
+    # dtype of the determinant: at default init |det W| of an MNIST encoder is far below
+    # float32's smallest normal number, so float32 gives det = 0 and no gradient.
+    precision: str = "float64"
+    c11: str = "all_channels"  # multi-channel filters: every input channel's c11, or "first_channel"
+    reduce: str = "sum"  # how per-filter conv terms combine: "sum" | "mean"
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    val_split: str = "test"  # "test" = the official test split; "holdout:0.1" = part of train
+    n_train: int = 0  # keep only the first n training examples (0 = all); for quick runs
+    n_val: int = 0  # likewise for the validation set
+
+
+@dataclass(frozen=True)
+class NetConfig:
+    latent_activation: str = "sigmoid"  # the paper's autoencoder latent activation
+    output_activation: str = "sigmoid"  # decoder output: "sigmoid" | "linear" (not given)
+    padding: str = "valid"  # CNN padding; Keras' default "valid" (not given)
+    leaky_slope: float = 0.3  # LeakyReLU slope; Keras' default alpha
+    dropout: float = 0.0  # dropout before the classifier head
+    init: str = "keras"  # "keras" = glorot-uniform weights, zero biases; "torch" = PyTorch's
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything that determines one replication's result."""
+
+    dataset: str = "digits"  # mnist | fashion_mnist | cifar10 | digits
+    model: str = "dense_ae"  # dense_ae | cnn | vgg16 | resnet50
+    task: str = "reconstruction"  # reconstruction (MSE) | classification (cross-entropy)
+    lam: float = 0.0  # λ: strength of the entropy guidance term (λ1 dense, λ2 conv)
+    latent: int = 0  # autoencoder latent width
+    arch: tuple[int, ...] = ()  # CNN conv widths, one per block, e.g. (32, 32)
+    placement: str = "first"  # guided layers: "first" | "all" | 1-based indices "1,5"
+    seed: int = 0  # replication seed; init and data-order seeds derive from it
+    train: TrainConfig = field(default_factory=TrainConfig)
+    entropy: EntropyConfig = field(default_factory=EntropyConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    net: NetConfig = field(default_factory=NetConfig)
+
+
+def _field_types(cls=Config, prefix="") -> dict[str, type]:
+    """Dotted key -> type of every leaf field of Config."""
+    out = {}
+    hints = get_type_hints(cls)
+    for f in fields(cls):
+        kind = hints[f.name]
+        if dataclasses.is_dataclass(kind):
+            out.update(_field_types(kind, prefix + f.name + "."))
+        else:
+            out[prefix + f.name] = kind
+    return out
+
+
+FIELD_TYPES = _field_types()
+KEYS = tuple(FIELD_TYPES)
+
+# Settings that take one of a few words; checked when a study or an override is read, so a
+# typo fails at once instead of after hours of training. (dataset and model names are
+# checked by their registries in data.py and models.py.)
+CHOICES = {
+    "task": ("reconstruction", "classification"),
+    "train.optimizer": ("adam", "sgd"),
+    "train.monitor": ("task", "total"),
+    "entropy.form": ("inverse", "log"),
+    "entropy.precision": ("float64", "float32"),
+    "entropy.c11": ("all_channels", "first_channel"),
+    "entropy.reduce": ("sum", "mean"),
+    "net.latent_activation": ("sigmoid", "relu", "linear"),
+    "net.output_activation": ("sigmoid", "linear"),
+    "net.padding": ("valid", "same"),
+    "net.init": ("keras", "torch"),
+}
+
+
+def flatten(config: Config) -> dict[str, Any]:
+    """Config -> {dotted key: value}, tuples kept as tuples."""
+    out = {}
+    for key in KEYS:
+        value = config
+        for part in key.split("."):
+            value = getattr(value, part)
+        out[key] = value
+    return out
+
+
+def build_config(values: dict[str, Any]) -> Config:
+    """{dotted key: value} (validated) -> Config; missing keys take their defaults."""
+    nested: dict[str, Any] = {}
+    for key, value in values.items():
+        check_key(key)
+        head, _, rest = key.partition(".")
+        if rest:
+            nested.setdefault(head, {})[rest] = value
+        else:
+            nested[head] = value
+    hints = get_type_hints(Config)
+    kwargs = {}
+    for name, value in nested.items():
+        kind = hints[name]
+        kwargs[name] = kind(**value) if dataclasses.is_dataclass(kind) else value
+    return Config(**kwargs)
+
+
+def check_key(key: str) -> None:
+    if key not in FIELD_TYPES:
+        close = difflib.get_close_matches(key, KEYS, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise StudyError(f"unknown key {key!r}{hint}; allowed keys: {', '.join(KEYS)}")
+
+
+def coerce(key: str, value: Any) -> Any:
+    """Check a value against the key's type, converting strings from the command line."""
+    check_key(key)
+    kind = FIELD_TYPES[key]
+    try:
+        if kind is bool:
+            if isinstance(value, str):
+                if value.lower() in ("1", "true", "yes", "on"):
+                    return True
+                if value.lower() in ("0", "false", "no", "off"):
+                    return False
+                raise ValueError
+            if isinstance(value, (bool, int)):
+                return bool(value)
+            raise ValueError
+        if kind is int:
+            if isinstance(value, bool):
+                raise ValueError
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            if isinstance(value, (int, str)):
+                return int(value)
+            raise ValueError
+        if kind is float:
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        if kind is str:
+            if isinstance(value, (list, tuple)):  # placement given as indices
+                return ",".join(str(int(v)) for v in value)
+            value = str(value)
+            if key in CHOICES and value not in CHOICES[key]:
+                raise StudyError(f"bad value {value!r} for {key}: choose one of {', '.join(CHOICES[key])}")
+            return value
+        if kind == tuple[int, ...]:
+            if isinstance(value, str):  # "32-64-128" on the command line
+                return tuple(int(v) for v in value.split("-") if v != "")
+            if isinstance(value, int):
+                return (value,)
+            return tuple(int(v) for v in value)
+    except (TypeError, ValueError):
+        pass
+    raise StudyError(f"bad value {value!r} for {key}: expected {_type_name(kind)}")
+
+
+def _type_name(kind) -> str:
+    if kind == tuple[int, ...]:
+        return "widths like 32-64"
+    return kind.__name__
+
+
+def derive_seed(seed: int, stream: str) -> int:
+    """One independent seed per source of randomness ("init", "data"), from the
+    replication's seed alone: the same seed gives the same initial weights and data order
+    at every λ, so λ levels are compared on common random numbers."""
+    digest = hashlib.sha256(f"{seed}:{stream}".encode()).digest()
+    return int.from_bytes(digest[:4], "little")
+
+
+def _canonical(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return [_canonical(v) for v in value]
+    if isinstance(value, float) and value.is_integer():
+        return value  # json writes 1.0 and 1 differently; keep floats as floats
+    return value
+
+
+@dataclass(frozen=True)
+class Replication:
+    """One training run: a study name and a fully resolved config."""
+
+    study: str
+    config: Config
+
+    @property
+    def id(self) -> str:
+        """Stable hash of everything that affects the result (not the study's name,
+        the device or the time)."""
+        flat = {k: _canonical(v) for k, v in flatten(self.config).items()}
+        payload = json.dumps({"v": CONFIG_VERSION, "config": flat}, sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+    def params(self) -> dict[str, Any]:
+        return flatten(self.config)
+
+
+@dataclass
+class Study:
+    """A grid of replications and the analyses that turn them into the paper's tables.
+
+    name:      the study's name in the store and in results/<name>/.
+    settings:  {dotted key: value} fixed for every replication (defaults otherwise).
+    grid:      {dotted key: [values]} axes; the replications are their product.
+    analyses:  analysis specs (harness.analysis.spec) that `harness analyze` runs.
+    """
+
+    name: str
+    settings: dict[str, Any] = field(default_factory=dict)
+    grid: dict[str, list] = field(default_factory=dict)
+    analyses: list = field(default_factory=list)
+    description: str = ""
+    source: str = ""  # the study file's text, filled in by load_study
+
+    def __post_init__(self):
+        if not self.name or not isinstance(self.name, str):
+            raise StudyError("a study needs a name")
+        self.settings = {k: coerce(k, v) for k, v in self.settings.items()}
+        grid = {}
+        for key, values in self.grid.items():
+            if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
+                values = [values]
+            values = [coerce(key, v) for v in values]
+            if not values:
+                raise StudyError(f"grid axis {key} has no values")
+            grid[key] = list(dict.fromkeys(values))  # keep order, drop repeats
+        self.grid = grid
+        build_config(self.settings)  # fail early on a bad combination
+
+    def replications(self) -> list[Replication]:
+        """The grid's product in a stable order (axes as declared, last axis fastest)."""
+        keys = list(self.grid)
+        reps = []
+        for combo in itertools.product(*(self.grid[k] for k in keys)):
+            values = {**self.settings, **dict(zip(keys, combo))}
+            reps.append(Replication(self.name, build_config(values)))
+        return reps
+
+    def with_overrides(self, overrides: list[str]) -> "Study":
+        """Apply command-line overrides ``key=value``.
+
+        A value with commas (``lam=0,1e-3``) or an integer range ``start:stop`` (``seed=0:3``
+        = 0, 1, 2) sets a grid axis; a single value on a key that is a grid axis narrows the
+        axis to that value; otherwise it fixes the setting.
+        """
+        settings, grid = dict(self.settings), dict(self.grid)
+        for item in overrides:
+            key, sep, text = item.partition("=")
+            if not sep or not key:
+                raise StudyError(f"bad override {item!r}: expected key=value, e.g. lam=0,1e-3")
+            check_key(key)
+            values = _parse_values(key, text)
+            if len(values) > 1 or key in grid:
+                grid[key] = values
+                settings.pop(key, None)
+            else:
+                settings[key] = values[0]
+        return dataclasses.replace(self, settings=settings, grid=grid)
+
+    def definition(self) -> dict[str, Any]:
+        """JSON-able resolved definition, saved with the results."""
+        from harness.analysis.spec import spec_to_dict
+
+        def plain(v):
+            return list(v) if isinstance(v, tuple) else v
+
+        return {
+            "name": self.name,
+            "description": self.description,
+            "settings": {k: plain(v) for k, v in flatten(build_config(self.settings)).items()},
+            "grid": {k: [plain(v) for v in vs] for k, vs in self.grid.items()},
+            "analyses": [spec_to_dict(a) for a in self.analyses],
+            "source": self.source,
+        }
+
+
+def _parse_values(key: str, text: str) -> list:
+    if text == "":
+        raise StudyError(f"bad override {key}=: no value")
+    kind = FIELD_TYPES[key]
+    if kind is int and ":" in text and "," not in text:
+        start, _, stop = text.partition(":")
+        try:
+            values = list(range(int(start), int(stop)))
+        except ValueError:
+            raise StudyError(f"bad range {text!r} for {key}: expected start:stop, e.g. 0:10")
+        if not values:
+            raise StudyError(f"empty range {text!r} for {key}")
+        return values
+    return [coerce(key, part) for part in text.split(",")]
+
+
+def load_study(path: str | Path) -> Study:
+    """Import a study file and return its ``study``."""
+    path = Path(path)
+    if not path.is_file():
+        raise StudyError(f"no study file at {path}")
+    spec = importlib.util.spec_from_file_location(f"harness_study_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except StudyError as err:
+        raise StudyError(f"{path}: {err}") from None
+    except Exception as err:  # a broken study file is a user error, shown as one line
+        raise StudyError(f"{path}: {type(err).__name__}: {err}") from None
+    study = getattr(module, "study", None)
+    if not isinstance(study, Study):
+        raise StudyError(f"{path} must define `study = Study(...)`")
+    return dataclasses.replace(study, source=path.read_text())
