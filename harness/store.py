@@ -17,6 +17,8 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy import event
 
+from harness.errors import UserError
+
 DEFAULT_DB = "sqlite:///results/harness.db"
 STATUSES = ("done", "diverged", "failed")
 # Statuses that count as finished: a diverged training is an outcome, not something to retry.
@@ -84,7 +86,7 @@ profiles_table = sa.Table(
 HISTORY_COLUMNS = ["train_loss", "val_loss", "entropy_loss", "train_acc", "val_acc"]
 
 
-class StoreError(Exception):
+class StoreError(UserError):
     """The database cannot be opened or used: printed as one line."""
 
 

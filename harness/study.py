@@ -22,11 +22,13 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, get_type_hints
 
+from harness.errors import UserError
+
 # Bumped when the meaning of a config changes in a way that invalidates old results.
 CONFIG_VERSION = 1
 
 
-class StudyError(Exception):
+class StudyError(UserError):
     """A user error in a study file or an override: printed as one line."""
 
 

@@ -1,0 +1,33 @@
+"""E3 (Table 1): small CNNs on CIFAR-10, the entropy term on the first conv layer, and in
+a second set on all conv layers.
+
+9 architectures (1-3 blocks of conv3x3 + LeakyReLU + maxpool2, width 32/64/128 in every
+block) x 7 λ2 x 2 placements x 10 seeds = 1260 replications. The paper gives neither the
+number of epochs nor an early-stopping rule for E3: we stop after 7 epochs without
+improvement of the validation loss (train.patience) and evaluate the best weights.
+
+    harness run studies/cifar_cnn.py
+    harness run studies/cifar_cnn.py arch=32,32-32 placement=first seed=0:3
+"""
+
+from harness.study import Study
+
+LAMBDAS = [0.0, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0]
+ARCHS = [(w,) * depth for depth in (1, 2, 3) for w in (32, 64, 128)]
+
+study = Study(
+    name="cifar_cnn",
+    description="E3: CIFAR-10 CNN classifiers, train/val accuracy vs λ2, first-layer and all-layer placement.",
+    settings={
+        "dataset": "cifar10",
+        "model": "cnn",
+        "task": "classification",
+        "train.patience": 7,
+    },
+    grid={
+        "arch": ARCHS,
+        "placement": ["first", "all"],
+        "lam": LAMBDAS,
+        "seed": range(10),
+    },
+)
