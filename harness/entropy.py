@@ -1,0 +1,347 @@
+"""Entropy change through dense and 2D-convolutional layers, and the guidance loss.
+
+The paper (Meni et al., arXiv 2308.14938, section 3-5) measures how a layer changes the
+Shannon differential entropy (in nats) of its pre-activations:
+
+* dense layer, weight (N, d): log|det W| of the square part W, the top-left
+  min(N, d) x min(N, d) block (Theorem 3, eq. 5-6);
+* 2D convolution, filter (p, q) sliding with stride 1 over an l x w input:
+  (l-p+1)(w-q+1) log|c11|, c11 the filter's top-left weight (Corollary 6, eq. 18). A filter
+  over several input channels is treated as parallel single-channel convolutions.
+
+The guidance term added to the task loss (eq. 19-25) is, per dense layer,
+-lam log|det W| ("log") or lam / (|det W| + eps) ("inverse"), and per conv filter and input
+channel -lam log|c11| or lam / (|c11| + eps) (no spatial factor, as in eq. 23).
+
+Determinants are computed with ``slogdet`` in float64 by default: at PyTorch's default
+initialisation the square part of an MNIST encoder has |det W| ~ e^-180, below float32's
+smallest subnormal, so a float32 det is exactly 0 and the inverse form has zero gradient.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Sequence
+
+import pandas as pd
+import torch
+from torch import Tensor, nn
+
+__all__ = [
+    "dense_entropy_change",
+    "conv_entropy_change",
+    "entropy_loss",
+    "entropy_loss_unweighted",
+    "guided_layers",
+    "entropy_profile",
+    "entropy_stats",
+]
+
+_PRECISIONS = {"float64": torch.float64, "float32": torch.float32}
+_C11 = ("all_channels", "first_channel")
+_FORMS = ("log", "inverse")
+_REDUCES = ("sum", "mean")
+
+
+def _choice(value: str, allowed: Sequence[str], what: str) -> str:
+    if value not in allowed:
+        raise ValueError(f"unknown {what} {value!r}: expected one of {', '.join(allowed)}")
+    return value
+
+
+def _dtype(precision: str) -> torch.dtype:
+    return _PRECISIONS[_choice(precision, tuple(_PRECISIONS), "precision")]
+
+
+# ---------------------------------------------------------------------------- formulas
+
+
+def dense_entropy_change(weight: Tensor, precision: str = "float64") -> Tensor:
+    """log|det W| of the square part of a dense weight (Theorem 3), in nats.
+
+    weight: (N, d), as in ``nn.Linear.weight`` (the paper's Keras kernel is (d, N); the
+    top-left block is the same up to transpose, so the determinant is too).
+    Returns a 0-d tensor in ``precision`` ("float64" or "float32"), differentiable w.r.t.
+    weight; -inf when the block is singular.
+    """
+    if weight.ndim != 2:
+        raise ValueError(f"dense weight must be 2-D (N, d), got shape {tuple(weight.shape)}")
+    k = min(weight.shape)
+    # slogdet, not det: log|det| of a 784-wide block is about -180, so det itself
+    # underflows even where its logarithm is perfectly representable.
+    return torch.linalg.slogdet(weight[:k, :k].to(_dtype(precision))).logabsdet
+
+
+def _c11(weight: Tensor, c11: str) -> Tensor:
+    """Top-left weight of every filter: (out, in) or (out, 1) for "first_channel"."""
+    if weight.ndim != 4:
+        raise ValueError(f"conv weight must be 4-D (out, in, p, q), got {tuple(weight.shape)}")
+    channels = slice(None) if _choice(c11, _C11, "c11 convention") == "all_channels" else slice(0, 1)
+    return weight[:, channels, 0, 0]
+
+
+def conv_entropy_change(
+    weight: Tensor, input_size: tuple[int, int], c11: str = "all_channels"
+) -> Tensor:
+    """Entropy change of each (filter, input channel) pair of a Conv2d (Corollary 6), nats.
+
+    weight: (out, in, p, q), as in ``nn.Conv2d.weight``. input_size: (l, w), the spatial
+    size the filter slides over with stride 1, padding already included. Returns float64
+    of shape (out, in), or (out, 1) with c11="first_channel", holding
+    (l-p+1)(w-q+1) log|c11|; sum over dim 1 for the change per filter.
+    """
+    l, w = input_size
+    p, q = weight.shape[-2:]
+    positions = (l - p + 1) * (w - q + 1)
+    if positions <= 0:
+        raise ValueError(f"filter {p}x{q} does not fit in input {l}x{w}")
+    return positions * _c11(weight, c11).to(torch.float64).abs().log()
+
+
+# ---------------------------------------------------------------------------- guidance loss
+
+
+def _unpack(layers) -> list[nn.Module]:
+    """Accept modules or the (name, module) pairs that guided_layers returns."""
+    return [m[1] if isinstance(m, tuple) else m for m in layers]
+
+
+def _per_layer_lam(lam, n: int) -> list:
+    if isinstance(lam, Tensor) and lam.ndim > 0:
+        # A bare 1-D tensor could mean "per layer" or "per filter": make the caller say.
+        raise ValueError("lam as a 1-D tensor is ambiguous: pass a float or a list with one entry per layer")
+    if isinstance(lam, (numbers.Real, Tensor)):
+        return [lam] * n
+    lam = list(lam)
+    if len(lam) != n:
+        raise ValueError(f"lam has {len(lam)} entries but there are {n} guided layers")
+    return lam
+
+
+def _is_zero(lam) -> bool:
+    return isinstance(lam, numbers.Real) and lam == 0
+
+
+def _dense_term(weight: Tensor, lam, form: str, eps: float, precision: str) -> Tensor:
+    if isinstance(lam, Tensor) and lam.numel() != 1:
+        raise ValueError(f"a dense layer takes one lam, got a tensor of shape {tuple(lam.shape)}")
+    logdet = dense_entropy_change(weight, precision)
+    lam = torch.as_tensor(lam, dtype=logdet.dtype, device=logdet.device).reshape(())
+    if form == "log":
+        return -lam * logdet  # eq. 21
+    # eq. 24; exp in `precision` on purpose, so a float32 run shows the float32 underflow.
+    return lam / (logdet.exp() + eps)
+
+
+def _conv_term(
+    weight: Tensor, lam, form: str, eps: float, precision: str, c11: str, reduce: str
+) -> Tensor:
+    c = _c11(weight, c11).to(_dtype(precision)).abs()  # (out, in) or (out, 1)
+    lam = torch.as_tensor(lam, dtype=c.dtype, device=c.device)
+    if lam.ndim == 1:  # one lam per filter (eq. 23's lambda_2^{ld})
+        if lam.numel() != c.shape[0]:
+            raise ValueError(f"per-filter lam has {lam.numel()} entries, layer has {c.shape[0]} filters")
+        lam = lam[:, None]
+    elif lam.ndim > 1:
+        raise ValueError(f"conv lam must be a scalar or 1-D per filter, got shape {tuple(lam.shape)}")
+    terms = -lam * c.log() if form == "log" else lam / (c + eps)  # eq. 23 / eq. 25
+    return terms.sum() if reduce == "sum" else terms.mean()
+
+
+def entropy_loss(
+    layers: Sequence[nn.Module | tuple[str, nn.Module]],
+    lam,
+    form: str = "inverse",
+    eps: float = 1e-4,
+    precision: str = "float64",
+    c11: str = "all_channels",
+    reduce: str = "sum",
+) -> Tensor:
+    """The lam-weighted entropy guidance term, to be ADDED to the task loss (eq. 19-25).
+
+    layers: nn.Linear and nn.Conv2d modules (or (name, module) pairs from guided_layers).
+    lam: a float for every layer, or a sequence with one entry per layer; a conv layer's
+    entry may be a 1-D tensor with one lam per filter. A layer whose lam is the number 0
+    is skipped, so the lam = 0 baseline costs nothing and never produces 0 * inf = nan.
+    form: "log" (-lam log|x|, eq. 21/23) or "inverse" (lam / (|x| + eps), eq. 24/25), with
+    x = det of a dense layer's square part, or c11 of every conv filter and input channel
+    (c11="all_channels") or of every filter's first channel ("first_channel").
+    reduce: how a conv layer's filter/channel terms combine ("sum" or "mean"); layers sum.
+
+    Computed in ``precision``, then cast to the layers' weight dtype (float32 for an
+    ordinary model, so it adds to a float32 task loss; float64 weights stay float64, which
+    gradcheck needs). Returns a 0-d tensor; gradients flow to the weights.
+    """
+    _choice(form, _FORMS, "form")
+    _choice(reduce, _REDUCES, "reduce")
+    modules = _unpack(layers)
+    if not modules:
+        return torch.zeros(())
+    out_dtype = modules[0].weight.dtype
+    for m in modules[1:]:
+        out_dtype = torch.promote_types(out_dtype, m.weight.dtype)
+    total = torch.zeros((), dtype=_dtype(precision), device=modules[0].weight.device)
+    for module, layer_lam in zip(modules, _per_layer_lam(lam, len(modules))):
+        if _is_zero(layer_lam):
+            continue
+        if isinstance(module, nn.Conv2d):
+            total = total + _conv_term(module.weight, layer_lam, form, eps, precision, c11, reduce)
+        elif isinstance(module, nn.Linear):
+            total = total + _dense_term(module.weight, layer_lam, form, eps, precision)
+        else:
+            name = type(module).__name__
+            raise TypeError(f"entropy guidance applies to nn.Linear and nn.Conv2d, got {name}")
+    return total.to(out_dtype)
+
+
+def entropy_loss_unweighted(layers, **kwargs) -> Tensor:
+    """entropy_loss with lam = 1 for every layer: the bare term, for logging."""
+    return entropy_loss(layers, 1.0, **kwargs)
+
+
+# ---------------------------------------------------------------------------- layer discovery
+
+
+def _forward_trace(model: nn.Module, input_shape, types) -> list[tuple[str, nn.Module, tuple]]:
+    """(name, module, output shape) of every module of `types`, in the order one forward
+    pass on a zero input of shape (1, *input_shape) first calls them."""
+    seen: dict[str, tuple[nn.Module, tuple]] = {}
+    hooks = []
+    for name, module in model.named_modules():
+        if isinstance(module, types):
+            def hook(mod, args, out, name=name):
+                seen.setdefault(name, (mod, tuple(out.shape)))  # first call = its position
+            hooks.append(module.register_forward_hook(hook))
+    param = next(model.parameters(), None)
+    dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
+    device = param.device if param is not None else "cpu"
+    # eval + no_grad: the probe must not update BatchNorm statistics or build a graph;
+    # each module's own training flag is restored afterwards.
+    flags = {m: m.training for m in model.modules()}
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(torch.zeros((1, *input_shape), dtype=dtype, device=device))
+    finally:
+        for h in hooks:
+            h.remove()
+        for m, flag in flags.items():
+            m.training = flag
+    return [(name, mod, shape) for name, (mod, shape) in seen.items()]
+
+
+def _parse_placement(placement, n: int, kind: str) -> list[int]:
+    valid = f"valid indices are 1..{n} into the model's {kind} layers in forward order"
+    if isinstance(placement, str):
+        text = placement.strip().lower()
+        if text == "first":
+            return [1]
+        if text == "all":
+            return list(range(1, n + 1))
+        try:
+            indices = [int(part) for part in text.split(",")]
+        except ValueError:
+            hint = "use 'first', 'all' or indices like '1,5'"
+            raise ValueError(f"unknown placement {placement!r}: {hint}; {valid}") from None
+    elif isinstance(placement, numbers.Integral):
+        indices = [placement]
+    else:
+        indices = [int(i) for i in placement]
+    if not indices:
+        raise ValueError(f"placement {placement!r} selects no layer; {valid}")
+    for i in indices:
+        if not 1 <= i <= n:
+            raise ValueError(f"placement index {i} out of range: {valid}")
+    if len(set(indices)) != len(indices):
+        raise ValueError(f"placement {placement!r} repeats an index; {valid}")
+    return sorted(indices)
+
+
+def guided_layers(model: nn.Module, placement, input_shape=None) -> list[tuple[str, nn.Module]]:
+    """The layers the entropy loss applies to, as (qualified name, module) pairs.
+
+    Candidates: the model's nn.Conv2d layers if it has any, else its nn.Linear layers,
+    in forward order: found by a forward pass on a zero input of shape (1, *input_shape)
+    (input_shape = (C, H, W) or (D,)) when given, else registration order. Candidates the
+    forward pass never calls keep their registration order after the called ones.
+    placement: "first", "all", or 1-based indices into that list ("1,5", [1, 5] or 3).
+    Raises ValueError for an unknown placement or an index out of range.
+    """
+    kind = nn.Conv2d if any(isinstance(m, nn.Conv2d) for m in model.modules()) else nn.Linear
+    candidates = [(n, m) for n, m in model.named_modules() if isinstance(m, kind)]
+    if not candidates:
+        raise ValueError("model has no nn.Conv2d or nn.Linear layer to guide")
+    if input_shape is not None:
+        traced = [(n, m) for n, m, _ in _forward_trace(model, input_shape, kind)]
+        called = {n for n, _ in traced}
+        candidates = traced + [(n, m) for n, m in candidates if n not in called]
+    return [candidates[i - 1] for i in _parse_placement(placement, len(candidates), kind.__name__)]
+
+
+# ---------------------------------------------------------------------------- diagnostics
+
+
+def _log_abs_c11(weight: Tensor, c11: str) -> Tensor:
+    return _c11(weight, c11).to(torch.float64).abs().log()
+
+
+@torch.no_grad()
+def entropy_profile(
+    model: nn.Module, input_shape: tuple, spatial: bool = True, c11: str = "all_channels"
+) -> pd.DataFrame:
+    """Per-filter entropy change of every layer (the data of the paper's Fig. 1), nats.
+
+    One forward pass on a zero input of shape (1, *input_shape) finds the nn.Conv2d and
+    nn.Linear layers in forward order (layers it never calls are left out). Rows:
+    conv layers one per filter, value = sum over its input channels (per ``c11``) of
+    (l-p+1)(w-q+1) log|c11|, or of log|c11| alone with spatial=False; dense layers one row,
+    value = log|det| of the square part. Columns: layer (1-based forward index over conv and
+    dense layers together), name, kind ("conv"/"dense"), filter (0-based), value (float64).
+
+    The spatial factor is taken as the conv's output size H_out * W_out, i.e. l, w =
+    H_out + p - 1, W_out + q - 1: exactly the padded input size for stride 1 and dilation 1,
+    where Corollary 6 holds. For strided or dilated convs the formula is only an
+    approximation (their matrix C_M is not the paper's block Toeplitz one); the output size
+    is still the count of positions each filter is applied at.
+    """
+    rows = []
+    for index, (name, module, out_shape) in enumerate(
+        _forward_trace(model, input_shape, (nn.Conv2d, nn.Linear)), start=1
+    ):
+        if isinstance(module, nn.Conv2d):
+            if spatial:
+                p, q = module.weight.shape[-2:]
+                size = (out_shape[-2] + p - 1, out_shape[-1] + q - 1)
+                per_filter = conv_entropy_change(module.weight, size, c11).sum(dim=1)
+            else:
+                per_filter = _log_abs_c11(module.weight, c11).sum(dim=1)
+            rows += [(index, name, "conv", f, v) for f, v in enumerate(per_filter.tolist())]
+        else:
+            rows.append((index, name, "dense", 0, dense_entropy_change(module.weight).item()))
+    return pd.DataFrame(rows, columns=["layer", "name", "kind", "filter", "value"])
+
+
+@torch.no_grad()
+def entropy_stats(
+    layers: Sequence[tuple[str, nn.Module] | nn.Module], c11: str = "all_channels"
+) -> dict[str, float]:
+    """Diagnostics of the guided layers, recorded per replication (all in nats).
+
+    logdet_mean: mean over dense layers of log|det| of the square part (float64 slogdet).
+    log_c11_mean / log_c11_min / log_c11_max: over every guided conv filter and input
+    channel (per ``c11``) of log|c11|. A key is absent when no layer of its kind is given.
+    """
+    modules = _unpack(layers)
+    stats: dict[str, float] = {}
+    logdets = [dense_entropy_change(m.weight) for m in modules if isinstance(m, nn.Linear)]
+    if logdets:
+        stats["logdet_mean"] = torch.stack(logdets).mean().item()
+    logs = [_log_abs_c11(m.weight, c11).flatten() for m in modules if isinstance(m, nn.Conv2d)]
+    if logs:
+        values = torch.cat(logs)
+        stats.update(
+            log_c11_mean=values.mean().item(),
+            log_c11_min=values.min().item(),
+            log_c11_max=values.max().item(),
+        )
+    return stats
