@@ -1,0 +1,121 @@
+"""The published numbers of Meni et al. (arXiv 2308.14938), PAPER.md §3, as plain data.
+
+Sign tables are written row by row as in the paper's figures: row λ vs column λ, ``+`` row
+mean significantly higher, ``-`` lower, ``.`` blank (not significant), ``=`` the diagonal.
+Table 1 and Table 3 are kept as printed. Metric names are the harness's frame columns.
+"""
+
+from __future__ import annotations
+
+LAMBDAS = (0.0, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)
+
+# Fig. 3b and 4b are each other's exact inverse ("an exact inverse of the significance
+# patterns for MSE"); Fig. 6b repeats 4b's pattern.
+_MSE_ORDERED = (
+    "= - - - - - -",
+    "+ = - - - - -",
+    "+ + = - - - -",
+    "+ + + = . . .",
+    "+ + + . = . .",
+    "+ + + . . = .",
+    "+ + + . . . =",
+)
+_EPOCH_ORDERED = (
+    "= + + + + + +",
+    "- = + + + + +",
+    "- - = + + + +",
+    "- - - = . . .",
+    "- - - . = . .",
+    "- - - . . = .",
+    "- - - . . . =",
+)
+_MSE_TWO_GROUPS = (
+    "= . . - - - -",
+    ". = . - - - -",
+    ". . = - - - -",
+    "+ + + = . . .",
+    "+ + + . = . .",
+    "+ + + . . = .",
+    "+ + + . . . =",
+)
+
+SIGN_TABLES = {
+    "fig3b": dict(title="Fig. 3b: MNIST validation MSE, latent 80", dataset="mnist",
+                  metric="val_mse", factor="lam", at={"latent": 80}, alpha=0.01, reps=10,
+                  levels=LAMBDAS, rows=_MSE_ORDERED),
+    "fig4b": dict(title="Fig. 4b: MNIST stopping epoch, latent 180", dataset="mnist",
+                  metric="stop_epoch", factor="lam", at={"latent": 180}, alpha=0.01, reps=10,
+                  levels=LAMBDAS, rows=_EPOCH_ORDERED),
+    "fig5b": dict(title="Fig. 5b: CIFAR-10 validation MSE, latent 80 (the text says 200)",
+                  dataset="cifar10", metric="val_mse", factor="lam", at={"latent": 80},
+                  alpha=0.01, reps=10, levels=LAMBDAS, rows=_MSE_TWO_GROUPS),
+    "fig6b": dict(title="Fig. 6b: CIFAR-10 stopping epoch, latent 80", dataset="cifar10",
+                  metric="stop_epoch", factor="lam", at={"latent": 80}, alpha=0.01, reps=10,
+                  levels=LAMBDAS, rows=_EPOCH_ORDERED),
+}
+
+# Table 1, loss on the first conv layer (10 reps): arch → (base train, base val,
+# Δ train, p train, Δ val, p val); p is None where the paper prints no p (not significant
+# at 0.05, one-tailed). Stars follow from p.
+_TABLE1_FIRST = {
+    "32": (0.7387, 0.6402, +0.0015, None, +0.0052, 0.0035),
+    "64": (0.7612, 0.6452, +0.0031, None, +0.0077, 0.0155),
+    "128": (0.7736, 0.6479, +0.0076, None, +0.0074, 0.0016),
+    "32-32": (0.7444, 0.6745, +0.0081, None, +0.0076, 0.0043),
+    "64-64": (0.7924, 0.6954, +0.0065, None, +0.0052, 0.0065),
+    "128-128": (0.8447, 0.7061, -0.0087, None, +0.0063, 0.0210),
+    "32-32-32": (0.7441, 0.6789, +0.0125, 0.0179, +0.0114, 0.0004),
+    "64-64-64": (0.8152, 0.7026, +0.0054, None, +0.0064, 0.0130),
+    "128-128-128": (0.8890, 0.7098, +0.0041, None, +0.0053, 0.0151),
+}
+# "Applying the entropy-based loss to all layers ... yields no significant gains, neither
+# for train nor validation accuracy": only the significance is published.
+_TABLE1_ALL = {arch: (None, None, None, None, None, None) for arch in _TABLE1_FIRST}
+
+TABLE1_COLUMNS = ("base_train", "base_val", "d_train", "p_train", "d_val", "p_val")
+TABLE1S = {
+    "table1": dict(title="Table 1: CIFAR-10 CNNs, Δ accuracy at the best λ2 > 0 (10 reps)",
+                   dataset="cifar10", factor="lam", by="arch", split_by="placement",
+                   alpha=0.05, reps=10, splits={"first": _TABLE1_FIRST, "all": _TABLE1_ALL}),
+}
+
+# Table 3 (U-Net on COCO, 1 replication per λ2, loss at layers 19, 24, 29, 34, 39).
+SUMMARY_TABLES = {
+    "table3": dict(title="Table 3: U-Net on COCO, 1 replication per λ2", dataset="coco",
+                   factor="lam", reps=1,
+                   columns=("stop_epoch", "wall_s", "val_acc", "val_iou"),
+                   rows={0.0: (20, 9276.82, 0.8290, 0.6693),
+                         1e-4: (24, 13202.78, 0.8336, 0.6823),
+                         1e-3: (21, 8304.54, 0.8316, 0.6724),
+                         1e-2: (19, 8590.74, 0.8316, 0.6602),
+                         1e-1: (23, 9038.20, 0.8305, 0.6626),
+                         1.0: (23, 11374.05, 0.8349, 0.6734),
+                         10.0: (36, 14358.95, 0.8300, 0.6786)}),
+}
+
+# PAPER.md §4: what the paper leaves open, by the study setting that records the choice.
+OPEN_CHOICES = {
+    "entropy.form": (1, "guidance loss form: 1/(|x|+eps) ('inverse') or -log|x| ('log')"),
+    "entropy.eps": (1, "eps in 1/(|x|+eps); the paper says only < 1e-3"),
+    "entropy.precision": (2, "dtype of the determinant (float32 underflows at init)"),
+    "train.monitor": (3, "early stopping monitors the task loss or the total loss"),
+    "train.min_delta": (3, "early stopping min-delta"),
+    "train.patience": (3, "early stopping patience (paper: 7 for E1/E2)"),
+    "train.restore_best": (3, "evaluate the best or the last weights"),
+    "data.val_split": (4, "validation data: official test split or held-out train"),
+    "train.batch_size": (5, "batch size (Keras default 32)"),
+    "train.lr": (5, "learning rate (Keras Adam default 1e-3)"),
+    "train.max_epochs": (5, "maximum epochs"),
+    "train.optimizer": (5, "optimizer"),
+    "entropy.c11": (6, "which weights of a multi-channel filter count as c11"),
+    "entropy.reduce": (6, "how per-filter values are reduced"),
+    "net.output_activation": (7, "decoder output activation"),
+    "net.padding": (7, "CNN padding (Keras default 'valid')"),
+}
+
+
+def sign_rows(key: str) -> list[list[str]]:
+    """The published sign matrix of ``SIGN_TABLES[key]`` as cells "+", "-", "" (diagonal "")."""
+    table = SIGN_TABLES[key]
+    cells = {"+": "+", "-": "-", ".": "", "=": ""}
+    return [[cells[c] for c in row.split()] for row in table["rows"]]

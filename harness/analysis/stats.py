@@ -1,0 +1,156 @@
+"""Statistics on plain arrays: t-tests, t-intervals, Hedges' g, power, corrections.
+
+Every function takes 1-D arrays of replication values (NaN already removed by the caller)
+and returns floats; none reads the store or writes files. Groups with fewer than 2 values
+give NaN statistics rather than an error, so the tables can mark them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import optimize, stats
+
+ALTERNATIVES = ("two-sided", "greater")
+
+
+@dataclass(frozen=True)
+class TTest:
+    """Two-sample t-test of mean(a) - mean(b)."""
+
+    diff: float  # mean(a) - mean(b), in metric units
+    t: float
+    df: float
+    p: float
+
+
+def _arr(x) -> np.ndarray:
+    return np.asarray(x, dtype=float).ravel()
+
+
+def ttest(a, b, *, welch: bool = False, alternative: str = "two-sided") -> TTest:
+    """Student (pooled variance) or Welch two-sample t-test; ``alternative="greater"``
+    tests H1: mean(a) > mean(b).
+
+    Both groups constant is a degenerate case that scipy answers with NaN; here a
+    nonzero difference gets p = 0 (every replication agrees) and no difference p = 1.
+    """
+    if alternative not in ALTERNATIVES:
+        raise ValueError(f"alternative must be one of {ALTERNATIVES}, got {alternative!r}")
+    a, b = _arr(a), _arr(b)
+    n1, n2 = len(a), len(b)
+    diff = float(a.mean() - b.mean()) if n1 and n2 else float("nan")
+    if min(n1, n2) < 2:
+        return TTest(diff, float("nan"), float("nan"), float("nan"))
+    v1, v2 = a.var(ddof=1), b.var(ddof=1)
+    if welch:
+        se2 = v1 / n1 + v2 / n2
+        df = se2**2 / ((v1 / n1) ** 2 / (n1 - 1) + (v2 / n2) ** 2 / (n2 - 1)) if se2 > 0 else n1 + n2 - 2
+    else:
+        df = n1 + n2 - 2
+        se2 = ((n1 - 1) * v1 + (n2 - 1) * v2) / df * (1 / n1 + 1 / n2)
+    if se2 == 0:
+        if diff == 0:
+            return TTest(diff, float("nan"), float(df), 1.0)
+        return TTest(diff, float(np.copysign(np.inf, diff)), float(df), 0.0 if alternative == "two-sided" or diff > 0 else 1.0)
+    t = diff / np.sqrt(se2)
+    p = 2 * stats.t.sf(abs(t), df) if alternative == "two-sided" else stats.t.sf(t, df)
+    return TTest(diff, float(t), float(df), float(min(p, 1.0)))
+
+
+def t_interval(x, confidence: float = 0.95) -> tuple[float, float, float]:
+    """(mean, lower, upper) of the t confidence interval of the mean; bounds NaN for n < 2."""
+    x = _arr(x)
+    n = len(x)
+    if n == 0:
+        return float("nan"), float("nan"), float("nan")
+    mean = float(x.mean())
+    if n < 2:
+        return mean, float("nan"), float("nan")
+    half = stats.t.ppf((1 + confidence) / 2, n - 1) * x.std(ddof=1) / np.sqrt(n)
+    return mean, float(mean - half), float(mean + half)
+
+
+def pooled_sd(a, b) -> float:
+    """Pooled standard deviation of two groups (NaN when either has fewer than 2 values)."""
+    a, b = _arr(a), _arr(b)
+    n1, n2 = len(a), len(b)
+    if min(n1, n2) < 2:
+        return float("nan")
+    return float(np.sqrt(((n1 - 1) * a.var(ddof=1) + (n2 - 1) * b.var(ddof=1)) / (n1 + n2 - 2)))
+
+
+def hedges_g(a, b, confidence: float = 0.95) -> tuple[float, float, float]:
+    """Hedges' g of a - b with its normal-approximation CI (Hedges & Olkin 1985):
+    g = J d, d = diff / pooled sd, J = 1 - 3 / (4 df - 1),
+    se = sqrt((n1 + n2) / (n1 n2) + g^2 / (2 (n1 + n2)))."""
+    a, b = _arr(a), _arr(b)
+    n1, n2 = len(a), len(b)
+    sd = pooled_sd(a, b)
+    if not np.isfinite(sd):
+        return float("nan"), float("nan"), float("nan")
+    diff = a.mean() - b.mean()
+    if sd == 0:
+        g = float(np.copysign(np.inf, diff)) if diff else float("nan")
+        return g, float("nan"), float("nan")
+    g = (1 - 3 / (4 * (n1 + n2 - 2) - 1)) * diff / sd
+    se = np.sqrt((n1 + n2) / (n1 * n2) + g**2 / (2 * (n1 + n2)))
+    z = stats.norm.ppf((1 + confidence) / 2)
+    return float(g), float(g - z * se), float(g + z * se)
+
+
+def power(effect: float, n1: int, n2: int, alpha: float, alternative: str = "two-sided") -> float:
+    """Power of the pooled two-sample t-test to detect a standardized effect (in sd units),
+    from the noncentral t distribution (same as statsmodels' TTestIndPower.power, but with
+    the lower tail written as an upper tail: scipy's nct.cdf returns NaN far in the tail)."""
+    df = n1 + n2 - 2
+    nc = effect * np.sqrt(n1 * n2 / (n1 + n2))
+    if alternative == "two-sided":
+        crit = stats.t.ppf(1 - alpha / 2, df)
+        tails = [stats.nct.sf(crit, df, nc), stats.nct.sf(crit, df, -nc)]
+    else:
+        tails = [stats.nct.sf(stats.t.ppf(1 - alpha, df), df, nc)]
+    return float(sum(np.nan_to_num(t, nan=0.0) for t in tails))
+
+
+def min_detectable_effect(n1: int, n2: int, alpha: float, target: float = 0.8,
+                          alternative: str = "two-sided") -> float:
+    """Smallest standardized effect (|diff| / pooled sd) that the test detects with
+    probability ``target``; NaN for fewer than 2 per group, inf if none up to 1000 sd.
+    Multiply by the pooled sd for metric units. For Welch tests it is the pooled-test value,
+    a close approximation when the group sizes are equal."""
+    if min(n1, n2) < 2:
+        return float("nan")
+    hi = 1e3
+    if power(hi, n1, n2, alpha, alternative) < target:
+        return float("inf")
+    return float(optimize.brentq(lambda d: power(d, n1, n2, alpha, alternative) - target,
+                                 1e-9, hi, xtol=1e-10))
+
+
+def adjust(pvalues, method: str = "holm") -> np.ndarray:
+    """Multiple-comparison adjusted p-values (statsmodels ``multipletests``) over the finite
+    entries; NaN entries stay NaN and are not counted in the family."""
+    from statsmodels.stats.multitest import multipletests
+
+    p = _arr(pvalues)
+    out = p.copy()
+    ok = np.isfinite(p)
+    if method != "none" and ok.any():
+        out[ok] = multipletests(p[ok], method=method)[1]
+    return out
+
+
+def sign(diff: float, p: float, alpha: float) -> str:
+    """The paper's cell: "+" row mean significantly higher, "-" lower, "" otherwise."""
+    if not (np.isfinite(p) and p < alpha):
+        return ""
+    return "+" if diff > 0 else "-"
+
+
+def stars(p: float) -> str:
+    """Table 1's marks: * p<0.05, ** p<0.01, *** p<0.001."""
+    if not np.isfinite(p):
+        return ""
+    return "***" if p < 0.001 else "**" if p < 0.01 else "*" if p < 0.05 else ""

@@ -1,0 +1,440 @@
+"""Report tables as DataFrames, from the store's replication frame (one row per replication).
+
+Only rows with status "done" and a finite metric enter a statistic, but every level present
+in the frame keeps its row or cell: a group with fewer than 2 values is marked ``?`` /
+noted, never dropped. Nothing here writes files.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from harness.analysis import paper, stats
+
+UNTESTABLE = "?"  # sign-table cell where a group has fewer than 2 replications
+DONE = "done"
+
+
+# ---------------------------------------------------------------- levels and slicing
+
+def level_label(value) -> str:
+    """Short stable label of a factor level: 0.0001 → "0.0001", 80 → "80", 10.0 → "10"."""
+    if isinstance(value, (float, np.floating)):
+        return f"{float(value):g}"
+    if isinstance(value, (np.integer,)):
+        return str(int(value))
+    return str(value)
+
+
+def _sort_key(value):
+    if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
+        return (0, float(value), "")
+    parts = str(value).replace(",", "-").split("-")
+    if all(p.isdigit() for p in parts):  # architectures "32-64", placements "1,5"
+        return (1, len(parts), tuple(int(p) for p in parts))
+    return (2, 0, str(value))
+
+
+def sorted_levels(values) -> list:
+    """Distinct values, numbers numerically, "32-64"-style architectures by depth then widths."""
+    return sorted(pd.unique(pd.Series(list(values))), key=_sort_key)
+
+
+def _matches(column: pd.Series, value) -> pd.Series:
+    if pd.api.types.is_numeric_dtype(column) and not isinstance(value, str):
+        return pd.Series(np.isclose(column.astype(float), float(value), rtol=1e-9, atol=0),
+                         index=column.index)
+    return column.astype(str) == str(value)
+
+
+def select(frame: pd.DataFrame, at) -> pd.DataFrame:
+    """Rows matching every (column, value) of ``at`` (a mapping or pairs; None = all)."""
+    pairs = dict(at or {})
+    mask = pd.Series(True, index=frame.index)
+    for key, value in pairs.items():
+        if key not in frame.columns:
+            raise KeyError(f"no column {key!r} in the study's results")
+        mask &= _matches(frame[key], value)
+    return frame[mask]
+
+
+def slices(frame: pd.DataFrame, at, factors: list[str], exclude: tuple = ()) -> list:
+    """[(labels dict, sub-frame)]: ``frame`` restricted to ``at``, then split by every
+    varying factor that is neither in ``at`` nor in ``exclude``."""
+    fixed = dict(at or {})
+    sub = select(frame, fixed)
+    keys = [k for k in factors if k not in fixed and k not in exclude and k in sub.columns
+            and sub[k].nunique(dropna=False) > 1]
+    if not keys:
+        return [(fixed, sub)]
+    out = []
+    combos = sub[keys].drop_duplicates()
+    combos = sorted(combos.itertuples(index=False, name=None),
+                    key=lambda t: tuple(_sort_key(v) for v in t))
+    for combo in combos:
+        labels = dict(fixed, **dict(zip(keys, combo)))
+        out.append((labels, select(sub, dict(zip(keys, combo)))))
+    return out
+
+
+def groups(frame: pd.DataFrame, metric: str, factor: str) -> dict:
+    """{level: finite metric values of the done replications}, every level of the frame kept."""
+    if metric not in frame.columns:
+        raise KeyError(f"no metric {metric!r} in the study's results")
+    done = frame[frame["status"] == DONE]
+    out = {}
+    for level in sorted_levels(frame[factor]):
+        values = done.loc[_matches(done[factor], level), metric].to_numpy(dtype=float)
+        out[level] = values[np.isfinite(values)]
+    return out
+
+
+# ---------------------------------------------------------------- significance tables
+
+def pairwise(groups_: dict, *, alpha: float = 0.01, test: str = "student",
+             correction: str = "holm", power: float = 0.8) -> pd.DataFrame:
+    """Two-sided t-test of every ordered pair (row ≠ col) of levels; long form.
+
+    The correction family is the unordered pairs (each test once); the mirrored cell gets
+    the same p with the difference's sign flipped. ``mde`` is the smallest |difference|
+    (metric units) detectable with probability ``power`` at ``alpha`` (raw) with these n.
+    """
+    levels = list(groups_)
+    tests = {}
+    for i, a in enumerate(levels):
+        for b in levels[i + 1:]:
+            x, y = groups_[a], groups_[b]
+            tt = stats.ttest(x, y, welch=test == "welch")
+            g = stats.hedges_g(x, y)
+            mde_sd = stats.min_detectable_effect(len(x), len(y), alpha, power)
+            tests[a, b] = (tt, g, mde_sd, mde_sd * stats.pooled_sd(x, y))
+    keys = list(tests)
+    adjusted = dict(zip(keys, stats.adjust([tests[k][0].p for k in keys], correction)))
+    rows = []
+    for a in levels:
+        for b in levels:
+            if a == b:
+                continue
+            flip = (a, b) not in tests
+            tt, g, mde_sd, mde = tests[(b, a) if flip else (a, b)]
+            s = -1.0 if flip else 1.0
+            g_lo, g_hi = (-g[2], -g[1]) if flip else (g[1], g[2])
+            p_adj = adjusted[(b, a) if flip else (a, b)]
+            x, y = groups_[a], groups_[b]
+            rows.append(dict(
+                row=a, col=b, n_row=len(x), n_col=len(y),
+                mean_row=x.mean() if len(x) else np.nan, mean_col=y.mean() if len(y) else np.nan,
+                diff=s * tt.diff, t=s * tt.t, df=tt.df, p=tt.p, p_adj=p_adj,
+                sign=_cell(s * tt.diff, tt.p, alpha, len(x), len(y)),
+                sign_adj=_cell(s * tt.diff, p_adj, alpha, len(x), len(y)),
+                g=s * g[0], g_lo=g_lo, g_hi=g_hi, mde_sd=mde_sd, mde=mde,
+                verdict=_verdict(tt.p, alpha, len(x), len(y), mde, power)))
+    return pd.DataFrame(rows, columns=[
+        "row", "col", "n_row", "n_col", "mean_row", "mean_col", "diff", "t", "df", "p", "p_adj",
+        "sign", "sign_adj", "g", "g_lo", "g_hi", "mde_sd", "mde", "verdict"])
+
+
+def _cell(diff, p, alpha, n1, n2) -> str:
+    return UNTESTABLE if min(n1, n2) < 2 else stats.sign(diff, p, alpha)
+
+
+def _verdict(p, alpha, n1, n2, mde, power) -> str:
+    if min(n1, n2) < 2:
+        return f"untestable: n={n1} vs {n2} (fewer than 2)"
+    if np.isfinite(p) and p < alpha:
+        return "significant"
+    return f"not significant; a true difference >= {mde:.3g} would be found with power {power:g}"
+
+
+def sign_matrix(long: pd.DataFrame, column: str = "sign") -> pd.DataFrame:
+    """Square matrix of ``column`` (row level × col level), labelled, diagonal blank."""
+    levels = sorted_levels(list(long["row"]) + list(long["col"]))
+    labels = [level_label(v) for v in levels]
+    m = pd.DataFrame("", index=labels, columns=labels)
+    for r in long.itertuples(index=False):
+        m.loc[level_label(r.row), level_label(r.col)] = getattr(r, column)
+    return m
+
+
+def value_matrix(long: pd.DataFrame, column: str) -> pd.DataFrame:
+    """Square matrix of a numeric column of the long table (NaN on the diagonal)."""
+    levels = sorted_levels(list(long["row"]) + list(long["col"]))
+    labels = [level_label(v) for v in levels]
+    m = pd.DataFrame(np.nan, index=labels, columns=labels)
+    for r in long.itertuples(index=False):
+        m.loc[level_label(r.row), level_label(r.col)] = getattr(r, column)
+    return m
+
+
+def published_signs(key: str) -> pd.DataFrame:
+    """The paper's sign matrix ``paper.SIGN_TABLES[key]`` as a labelled DataFrame."""
+    labels = [level_label(v) for v in paper.SIGN_TABLES[key]["levels"]]
+    return pd.DataFrame(paper.sign_rows(key), index=labels, columns=labels)
+
+
+def compare_signs(ours: pd.DataFrame, theirs: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
+    """Cell-by-cell agreement of two sign matrices over their common levels (off-diagonal).
+
+    Returns the matrix (``✓`` agree, ``ours≠theirs`` with ``·`` for blank, ``?`` untestable)
+    and counts {"agree", "compared", "untestable", "missing_levels"}.
+    """
+    common = [l for l in ours.index if l in theirs.index]
+    m = pd.DataFrame("", index=common, columns=common)
+    agree = compared = untestable = 0
+    for r in common:
+        for c in common:
+            if r == c:
+                continue
+            a, b = ours.loc[r, c], theirs.loc[r, c]
+            if a == UNTESTABLE:
+                untestable += 1
+                m.loc[r, c] = UNTESTABLE
+                continue
+            compared += 1
+            agree += a == b
+            m.loc[r, c] = "✓" if a == b else f"{a or '·'}≠{b or '·'}"
+    missing = [l for l in theirs.index if l not in ours.index]
+    return m, dict(agree=agree, compared=compared, untestable=untestable, missing_levels=missing)
+
+
+def agreement_sentence(counts: dict, what: str = "cells") -> str:
+    """'31 of 42 cells agree' plus what could not be compared."""
+    s = f"{counts['agree']} of {counts['compared']} {what} agree"
+    if counts.get("untestable"):
+        s += f"; {counts['untestable']} untestable (fewer than 2 replications)"
+    if counts.get("missing_levels"):
+        s += f"; levels not run: {', '.join(counts['missing_levels'])}"
+    return s
+
+
+# ---------------------------------------------------------------- intervals and summaries
+
+def ci_table(frame: pd.DataFrame, metric: str, x: str, hue: str,
+             confidence: float = 0.95) -> pd.DataFrame:
+    """Mean and t-interval of ``metric`` for every (hue, x) cell present in the frame."""
+    rows = []
+    for h, values in groups(frame, metric, hue).items():
+        sub = frame[_matches(frame[hue], h)]
+        for xv, vals in groups(sub, metric, x).items():
+            mean, lo, hi = stats.t_interval(vals, confidence)
+            rows.append({hue: h, x: xv, "n": len(vals), "mean": mean,
+                         "sd": vals.std(ddof=1) if len(vals) > 1 else np.nan, "lo": lo, "hi": hi})
+    return pd.DataFrame(rows, columns=[hue, x, "n", "mean", "sd", "lo", "hi"])
+
+
+def summary_table(frame: pd.DataFrame, metrics, factor: str,
+                  confidence: float = 0.95) -> pd.DataFrame:
+    """Per level of ``factor``: n and mean / t-interval of each metric (wide)."""
+    rows = []
+    for level in sorted_levels(frame[factor]):
+        row = {factor: level}
+        for metric in metrics:
+            vals = groups(frame, metric, factor)[level]
+            mean, lo, hi = stats.t_interval(vals, confidence)
+            row.update({f"{metric}_n": len(vals), f"{metric}_mean": mean,
+                        f"{metric}_lo": lo, f"{metric}_hi": hi})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def compare_summary(ours: pd.DataFrame, key: str) -> tuple[pd.DataFrame, dict]:
+    """Published Table 3-style values beside our means; 'agree' = inside our t-interval."""
+    pub = paper.SUMMARY_TABLES[key]
+    factor = pub["factor"]
+    rows, agree, compared = [], 0, 0
+    for level, values in pub["rows"].items():
+        mine = ours[np.isclose(ours[factor].astype(float), level)] if len(ours) else ours
+        row = {factor: level}
+        for metric, value in zip(pub["columns"], values):
+            row[f"{metric}_paper"] = value
+            if len(mine) and f"{metric}_mean" in mine:
+                m = mine.iloc[0]
+                row[f"{metric}_ours"] = m[f"{metric}_mean"]
+                inside = m[f"{metric}_lo"] <= value <= m[f"{metric}_hi"]
+                if np.isfinite(m[f"{metric}_lo"]):
+                    compared += 1
+                    agree += bool(inside)
+                    row[f"{metric}_in_ci"] = "yes" if inside else "no"
+                else:
+                    row[f"{metric}_in_ci"] = UNTESTABLE
+            else:
+                row[f"{metric}_ours"] = np.nan
+                row[f"{metric}_in_ci"] = ""
+        rows.append(row)
+    return pd.DataFrame(rows), dict(agree=agree, compared=compared)
+
+
+def diagnostics(frame: pd.DataFrame, factor: str,
+                metrics=("grad_ratio", "logdet_mean", "log_c11_mean", "entropy_loss")) -> pd.DataFrame:
+    """Per level of ``factor``: n, mean and sd of each entropy diagnostic that has data."""
+    done = frame[frame["status"] == DONE]
+    present = [m for m in metrics if m in frame.columns and np.isfinite(done[m].astype(float)).any()]
+    rows = []
+    for level in sorted_levels(frame[factor]):
+        row = {factor: level}
+        for m in present:
+            vals = groups(frame, m, factor)[level]
+            row.update({f"{m}_n": len(vals), f"{m}_mean": vals.mean() if len(vals) else np.nan,
+                        f"{m}_sd": vals.std(ddof=1) if len(vals) > 1 else np.nan})
+        rows.append(row)
+    return pd.DataFrame(rows) if present else pd.DataFrame()
+
+
+def status_counts(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """Replications per grid cell by status (done / diverged / failed), every cell kept."""
+    keys = [k for k in keys if k in frame.columns]
+    statuses = ["done", "diverged", "failed"]
+    statuses += sorted(set(frame["status"]) - set(statuses))
+    if keys:
+        table = frame.groupby(keys, dropna=False)["status"].value_counts().unstack(fill_value=0)
+    else:
+        table = frame["status"].value_counts().to_frame().T
+    table = table.reindex(columns=statuses, fill_value=0).reset_index(drop=not keys)
+    if keys:
+        order = sorted(range(len(table)),
+                       key=lambda i: tuple(_sort_key(table.loc[i, k]) for k in keys))
+        table = table.loc[order].reset_index(drop=True)
+    table["total"] = table[statuses].sum(axis=1)
+    table.columns.name = None
+    return table
+
+
+def open_choices(settings: dict, frame: pd.DataFrame) -> pd.DataFrame:
+    """PAPER.md §4 choices with the value(s) these replications used (from the frame when
+    the column is there, else from the study's settings)."""
+    rows = []
+    for key, (item, what) in paper.OPEN_CHOICES.items():
+        if key in frame.columns:
+            vals = [level_label(v) for v in sorted_levels(frame[key].dropna())]
+            value = ", ".join(vals) if vals else "n/a"
+        elif key in settings:
+            value = level_label(settings[key])
+        else:
+            value = "not recorded"
+        rows.append({"key": key, "paper_section_4": item, "value": value, "what": what})
+    return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------- Table 1
+
+def table1(frame: pd.DataFrame, *, metric_train: str = "train_acc", metric_val: str = "val_acc",
+           factor: str = "lam", by: str = "arch", test: str = "student",
+           correction: str = "holm", alpha: float = 0.05) -> pd.DataFrame:
+    """One row per ``by`` value: base means at factor = 0; Δ (mean - base mean) of train and
+    val at the level > 0 with the highest mean val; one-tailed t-tests (H1: Δ > 0), raw and
+    corrected over all levels > 0 (the best level is chosen after looking at the data);
+    ``mde_val``: smallest Δ val detectable with power 0.8 at ``alpha`` one-tailed."""
+    rows = []
+    for key in sorted_levels(frame[by]):
+        sub = frame[_matches(frame[by], key)]
+        tr, va = groups(sub, metric_train, factor), groups(sub, metric_val, factor)
+        base = [l for l in tr if float(l) == 0.0]
+        cands = [l for l in tr if float(l) > 0 and len(va[l])]
+        row = dict(by=key, n_base=len(va[base[0]]) if base else 0,
+                   base_train=_mean(tr[base[0]]) if base else np.nan,
+                   base_val=_mean(va[base[0]]) if base else np.nan, n_levels=len(cands))
+        if not base or not cands:
+            row["note"] = "no base (factor = 0)" if not base else "no level > 0"
+            rows.append(row)
+            continue
+        b = base[0]
+        p_tr = [stats.ttest(tr[l], tr[b], welch=test == "welch", alternative="greater").p for l in cands]
+        p_va = [stats.ttest(va[l], va[b], welch=test == "welch", alternative="greater").p for l in cands]
+        best = max(cands, key=lambda l: (_mean(va[l]), -float(l)))
+        i = cands.index(best)
+        p_tr_adj, p_va_adj = stats.adjust(p_tr, correction)[i], stats.adjust(p_va, correction)[i]
+        n_best = len(va[best])
+        small = min(row["n_base"], n_best, len(tr[best]), len(tr[b])) < 2
+        mde = stats.min_detectable_effect(n_best, row["n_base"], alpha, 0.8, "greater")
+        row.update(
+            best=best, n_best=n_best,
+            d_train=_mean(tr[best]) - row["base_train"], p_train=p_tr[i],
+            stars_train=stats.stars(p_tr[i]), p_train_adj=p_tr_adj, stars_train_adj=stats.stars(p_tr_adj),
+            d_val=_mean(va[best]) - row["base_val"], p_val=p_va[i],
+            stars_val=stats.stars(p_va[i]), p_val_adj=p_va_adj, stars_val_adj=stats.stars(p_va_adj),
+            mde_val=mde * stats.pooled_sd(va[best], va[b]),
+            note="untestable: fewer than 2 replications" if small else "")
+        rows.append(row)
+    cols = ["by", "n_base", "base_train", "base_val", "n_levels", "best", "n_best", "d_train",
+            "p_train", "stars_train", "p_train_adj", "stars_train_adj", "d_val", "p_val",
+            "stars_val", "p_val_adj", "stars_val_adj", "mde_val", "note"]
+    return pd.DataFrame(rows).reindex(columns=cols).rename(columns={"by": by})
+
+
+def _mean(x) -> float:
+    return float(np.mean(x)) if len(x) else float("nan")
+
+
+def compare_table1(ours: pd.DataFrame, rows: dict, by: str = "arch",
+                   alpha: float = 0.05) -> tuple[pd.DataFrame, dict]:
+    """Published Table 1 rows ({arch: paper.TABLE1_COLUMNS values}) beside ours; a cell
+    agrees when both or neither are significant (one-tailed, ``alpha``) for train and val."""
+    out, agree, compared = [], 0, 0
+    mine = {level_label(k): r for k, r in zip(ours[by], ours.to_dict("records"))} if len(ours) else {}
+    for arch, values in rows.items():
+        pub = dict(zip(paper.TABLE1_COLUMNS, values))
+        m = mine.get(arch, {})
+        row = {by: arch}
+        for part in ("train", "val"):
+            p_pub, p_ours = pub[f"p_{part}"], m.get(f"p_{part}", np.nan)
+            sig_pub = p_pub is not None and p_pub < alpha
+            row.update({f"d_{part}_paper": pub[f"d_{part}"], f"p_{part}_paper": p_pub,
+                        f"d_{part}_ours": m.get(f"d_{part}", np.nan), f"p_{part}_ours": p_ours})
+            if m and np.isfinite(p_ours):
+                same = sig_pub == (p_ours < alpha)
+                compared += 1
+                agree += same
+                row[f"{part}_agree"] = "yes" if same else "no"
+            else:
+                row[f"{part}_agree"] = UNTESTABLE if m else "not run"
+        out.append(row)
+    return pd.DataFrame(out), dict(agree=agree, compared=compared)
+
+
+# ---------------------------------------------------------------- protocol effect
+
+def protocol_effect(frame: pd.DataFrame, metric: str, protocol: str, factor: str, *,
+                    alpha: float = 0.01, test: str = "student",
+                    correction: str = "holm") -> pd.DataFrame:
+    """For each level of ``factor``: every pair of ``protocol`` values compared (two-sided),
+    corrected across the whole table."""
+    rows = []
+    for level in sorted_levels(frame[factor]):
+        sub = frame[_matches(frame[factor], level)]
+        long = pairwise(groups(sub, metric, protocol), alpha=alpha, test=test, correction="none")
+        long = long[[_sort_key(r) < _sort_key(c) for r, c in zip(long["row"], long["col"])]]
+        for r in long.itertuples(index=False):
+            rows.append({factor: level, "a": r.row, "b": r.col, "n_a": r.n_row, "n_b": r.n_col,
+                         "mean_a": r.mean_row, "mean_b": r.mean_col, "diff": r.diff, "p": r.p,
+                         "g": r.g, "mde": r.mde})
+    out = pd.DataFrame(rows, columns=[factor, "a", "b", "n_a", "n_b", "mean_a", "mean_b",
+                                      "diff", "p", "p_adj", "sign", "sign_adj", "g", "mde"])
+    if len(out):
+        out["p_adj"] = stats.adjust(out["p"], correction)
+        out["sign"] = [_cell(d, p, alpha, a, b) for d, p, a, b in zip(out["diff"], out["p"], out["n_a"], out["n_b"])]
+        out["sign_adj"] = [_cell(d, p, alpha, a, b)
+                           for d, p, a, b in zip(out["diff"], out["p_adj"], out["n_a"], out["n_b"])]
+    return out
+
+
+def profile_summary(profiles: pd.DataFrame) -> pd.DataFrame:
+    """Per stage and layer: n filters and the box-plot statistics of the entropy change."""
+    cols = ["stage", "layer", "name", "kind", "n", "mean", "sd", "min", "q1", "median", "q3", "max"]
+    if profiles is None or not len(profiles):
+        return pd.DataFrame(columns=cols)
+    rows = []
+    stages = sorted(set(profiles["stage"]), key=lambda s: (s != "init", s))
+    for stage in stages:
+        st = profiles[profiles["stage"] == stage]
+        for layer in sorted(set(st["layer"])):
+            lay = st[st["layer"] == layer]
+            v = lay["value"].to_numpy(dtype=float)
+            v = v[np.isfinite(v)]
+            q = np.percentile(v, [0, 25, 50, 75, 100]) if len(v) else [np.nan] * 5
+            rows.append(dict(stage=stage, layer=int(layer), name=str(lay["name"].iloc[0]),
+                             kind=str(lay["kind"].iloc[0]), n=len(v),
+                             mean=v.mean() if len(v) else np.nan,
+                             sd=v.std(ddof=1) if len(v) > 1 else np.nan,
+                             min=q[0], q1=q[1], median=q[2], q3=q[3], max=q[4]))
+    return pd.DataFrame(rows, columns=cols)
