@@ -138,8 +138,13 @@ class Store:
     def record_study_dict(self, definition: dict[str, Any]) -> None:
         text = json.dumps(definition, sort_keys=True, default=_json_default)
         with self.engine.begin() as conn:
-            conn.execute(sa.delete(studies_table).where(studies_table.c.name == definition["name"]))
-            conn.execute(sa.insert(studies_table).values(name=definition["name"], definition=text, updated_at=_now()))
+            updated = conn.execute(
+                sa.update(studies_table)
+                .where(studies_table.c.name == definition["name"])
+                .values(definition=text, updated_at=_now())
+            )
+            if updated.rowcount == 0:
+                conn.execute(sa.insert(studies_table).values(name=definition["name"], definition=text, updated_at=_now()))
 
     def record(self, result: dict[str, Any]) -> None:
         """Write one replication's result in one transaction, replacing an earlier

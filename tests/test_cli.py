@@ -1,0 +1,158 @@
+"""`harness run` end to end on real data, through the CLI, read back from SQLite."""
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from harness.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+MNIST_DIR = Path(os.environ.get("HARNESS_DATA_DIR", ROOT.parent / "shared" / "data"))
+needs_mnist = pytest.mark.skipif(
+    not (MNIST_DIR / "MNIST" / "raw" / "train-images-idx3-ubyte").exists(), reason=f"MNIST not under {MNIST_DIR}"
+)
+
+
+def rows(db: Path, sql: str):
+    """Read the database with plain sqlite3, independently of harness.store."""
+    with sqlite3.connect(db) as conn:
+        return conn.execute(sql).fetchall()
+
+
+def run(*args) -> int:
+    return main(["run", *map(str, args)])
+
+
+QUICK = ["seed=0", "latent=8", "train.max_epochs=3"]
+
+
+def test_quickstart_subset_records_every_replication_and_rerun_trains_nothing(tmp_path, capsys):
+    db = tmp_path / "h.db"
+    assert run("studies/quickstart.py", "--db", f"sqlite:///{db}", "-q", *QUICK) == 0
+    recorded = rows(db, "SELECT id, status, config FROM replications")
+    assert len(recorded) == 2 and {r[1] for r in recorded} == {"done"}
+    assert {json.loads(r[2])["lam"] for r in recorded} == {0.0, 1e-3}
+    metrics = dict(rows(db, f"SELECT name, value FROM metrics WHERE rep_pk = 1"))
+    assert 0 < metrics["val_mse"] < 0.2 and metrics["stop_epoch"] == 3 and metrics["hit_max_epochs"] == 1
+    assert rows(db, "SELECT count(*) FROM history WHERE name = 'val_loss'")[0][0] == 6  # 2 reps x 3 epochs
+
+    capsys.readouterr()
+    assert run("studies/quickstart.py", "--db", f"sqlite:///{db}", "-q", *QUICK) == 0
+    assert "2 already recorded, 0 to train" in capsys.readouterr().out
+    assert len(rows(db, "SELECT id FROM replications")) == 2
+
+    # a changed training setting is a different replication
+    assert run("studies/quickstart.py", "--db", f"sqlite:///{db}", "-q", *QUICK, "train.lr=0.01", "lam=0") == 0
+    assert len(rows(db, "SELECT id FROM replications")) == 3
+
+
+@needs_mnist
+def test_mnist_study_runs_end_to_end_on_the_real_data(tmp_path):
+    db = tmp_path / "h.db"
+    code = run(
+        "studies/mnist_autoencoder.py", "--db", f"sqlite:///{db}", "--data-dir", MNIST_DIR, "-q",
+        "latent=20", "lam=0,1e-3", "seed=0", "train.max_epochs=2", "data.n_train=2000", "data.n_val=500",
+    )
+    assert code == 0
+    recorded = rows(
+        db,
+        "SELECT r.status, r.config, m.value FROM replications r JOIN metrics m ON m.rep_pk = r.pk "
+        "WHERE m.name = 'val_mse' ORDER BY r.pk",
+    )
+    assert [r[0] for r in recorded] == ["done", "done"]
+    configs = [json.loads(r[1]) for r in recorded]
+    assert [c["lam"] for c in configs] == [0.0, 1e-3] and {c["dataset"] for c in configs} == {"mnist"}
+    assert all(0 < r[2] < 0.12 for r in recorded)  # MNIST pixels in [0,1]: a real reconstruction
+    # entropy diagnostics are recorded for the guided (encoder) layer
+    logdets = rows(db, "SELECT value FROM metrics WHERE name = 'logdet_mean'")
+    assert len(logdets) == 2 and all(v[0] < 0 for v in logdets)
+    ratio = rows(db, "SELECT value FROM metrics m JOIN replications r ON r.pk = m.rep_pk WHERE m.name='grad_ratio'")
+    assert sorted(v[0] for v in ratio)[0] == 0.0  # λ = 0: the guidance contributes no gradient
+    profile = rows(db, "SELECT DISTINCT stage FROM profiles")
+    assert {p[0] for p in profile} == {"init", "final"}
+    study = rows(db, "SELECT definition FROM studies")[0][0]
+    assert json.loads(study)["grid"]["lam"] == [0.0, 1e-3]
+
+
+def test_classification_with_a_cnn_records_accuracy(tmp_path):
+    db = tmp_path / "h.db"
+    code = run(
+        "studies/quickstart.py", "--db", f"sqlite:///{db}", "-q", "model=cnn", "task=classification",
+        "arch=8", "latent=0", "placement=all", "lam=0,0.1", "seed=0", "train.max_epochs=2",
+    )
+    assert code == 0
+    accs = rows(db, "SELECT value FROM metrics WHERE name = 'val_acc'")
+    assert len(accs) == 2 and all(0.3 < a[0] <= 1.0 for a in accs)  # digits: well above chance (0.1)
+    stats = rows(db, "SELECT count(*) FROM metrics WHERE name = 'log_c11_mean'")[0][0]
+    assert stats == 2
+
+
+def test_diverged_training_is_a_recorded_outcome(tmp_path):
+    db = tmp_path / "h.db"
+    # plain SGD with an absurd step on an unbounded (linear) output: the loss leaves the floats
+    code = run(
+        "studies/quickstart.py", "--db", f"sqlite:///{db}", "-q", "seed=0", "latent=8", "lam=0",
+        "net.output_activation=linear", "train.optimizer=sgd", "train.lr=1e10", "train.max_epochs=5",
+    )
+    assert code == 0
+    status, error = rows(db, "SELECT status, error FROM replications")[0]
+    assert status == "diverged" and "non-finite" in error
+
+
+def test_failed_replication_is_recorded_with_its_traceback_and_the_sweep_goes_on(tmp_path, capsys):
+    db = tmp_path / "h.db"
+    # three valid-padded blocks collapse an 8x8 digit to nothing: that replication fails
+    code = run(
+        "studies/quickstart.py", "--db", f"sqlite:///{db}", "-q", "model=cnn", "task=classification",
+        "arch=4,4-4-4", "latent=0", "lam=0", "seed=0", "train.max_epochs=1",
+    )
+    assert code == 1
+    recorded = dict(rows(db, "SELECT status, error FROM replications"))
+    assert set(recorded) == {"done", "failed"} and "Traceback" in recorded["failed"]
+    assert "failed" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [("lamb=1", "did you mean 'lam'"), ("train.batch_size=x", "bad value 'x'"), ("seed=a:b", "bad range")],
+)
+def test_bad_override_is_one_line_and_nonzero(tmp_path, capsys, override, message):
+    assert run("studies/quickstart.py", "--db", f"sqlite:///{tmp_path}/h.db", override) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_missing_data_names_the_path_and_records_nothing(tmp_path, capsys):
+    db = tmp_path / "h.db"
+    empty = tmp_path / "nodata"
+    empty.mkdir()
+    code = run("studies/mnist_autoencoder.py", "--db", f"sqlite:///{db}", "--data-dir", empty, "latent=20", "lam=0", "seed=0")
+    assert code == 2
+    err = capsys.readouterr().err
+    assert str(empty) in err and err.count("\n") == 1
+    assert rows(db, "SELECT count(*) FROM replications")[0][0] == 0
+
+
+def test_status_counts_against_the_grid(tmp_path, capsys):
+    db = f"sqlite:///{tmp_path}/h.db"
+    assert run("studies/quickstart.py", "--db", db, "-q", *QUICK) == 0
+    capsys.readouterr()
+    assert main(["status", "--db", db]) == 0
+    line = [l for l in capsys.readouterr().out.splitlines() if l.startswith("quickstart")][0]
+    assert line.split()[1:6] == ["2", "2", "0", "0", "0"]
+
+
+def test_help_is_fast_and_imports_nothing_heavy():
+    start = time.perf_counter()
+    out = subprocess.run([sys.executable, "-m", "harness.cli", "--help"], capture_output=True, text=True, cwd=ROOT)
+    elapsed = time.perf_counter() - start
+    assert out.returncode == 0 and "run" in out.stdout and "analyze" in out.stdout
+    probe = "import sys, harness.cli; harness.cli.main(['--help']) if False else None; print(sorted(m for m in ('torch','pandas','sqlalchemy') if m in sys.modules))"
+    assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True).stdout.strip() == "[]"
+    assert elapsed < 5  # generous: a cold interpreter on a loaded CI core

@@ -1,0 +1,118 @@
+"""Round trips through the real SQLite store."""
+
+import math
+import sqlite3
+
+import pytest
+
+from harness.store import Store, StoreError
+from harness.study import Study
+
+
+def make_result(rep, status="done", **metrics):
+    return {
+        "id": rep.id,
+        "study": rep.study,
+        "status": status,
+        "error": None if status != "failed" else "Traceback...\nValueError: boom",
+        "config": {k: list(v) if isinstance(v, tuple) else v for k, v in rep.params().items()},
+        "metrics": metrics,
+        "history": [
+            {"epoch": 1, "train_loss": 0.5, "val_loss": 0.6, "entropy_loss": 3.0, "train_acc": None, "val_acc": None},
+            {"epoch": 2, "train_loss": 0.4, "val_loss": 0.5, "entropy_loss": 2.0, "train_acc": None, "val_acc": None},
+        ],
+        "profiles": [
+            {"stage": "init", "layer": 1, "name": "encoder", "kind": "dense", "filter": 0, "value": -40.0},
+            {"stage": "final", "layer": 1, "name": "encoder", "kind": "dense", "filter": 0, "value": -10.0},
+        ],
+        "device": "cpu",
+        "host": "test",
+        "started_at": "2026-01-01T00:00:00",
+        "finished_at": "2026-01-01T00:00:01",
+        "wall_s": 1.5,
+        "versions": {"harness": "0.1.0", "torch": "2.x", "git_commit": "abc"},
+    }
+
+
+@pytest.fixture
+def study():
+    return Study("st", settings={"latent": 4, "arch": (8, 16)}, grid={"lam": [0.0, 1.0], "seed": [0, 1]})
+
+
+@pytest.fixture
+def store(tmp_path):
+    return Store(f"sqlite:///{tmp_path}/sub/h.db")
+
+
+def test_record_and_read_back_one_row_per_replication(store, study):
+    store.record_study(study)
+    reps = study.replications()
+    for i, rep in enumerate(reps):
+        store.record(make_result(rep, val_mse=0.01 * i, stop_epoch=2.0))
+    frame = store.frame("st")
+    assert list(frame["id"]) == [r.id for r in reps]
+    assert list(frame["val_mse"]) == pytest.approx([0.0, 0.01, 0.02, 0.03])
+    assert list(frame["lam"]) == [0.0, 0.0, 1.0, 1.0] and list(frame["seed"]) == [0, 1, 0, 1]
+    assert set(frame["arch"]) == {"8-16"}
+    assert frame.loc[0, "train.batch_size"] == 32 and frame.loc[0, "device"] == "cpu"
+    assert frame.loc[0, "git_commit"] == "abc" and frame.loc[0, "wall_s"] == 1.5
+    assert store.ids("st") == {r.id for r in reps}
+
+
+def test_history_and_profiles_round_trip(store, study):
+    store.record_study(study)
+    rep = study.replications()[0]
+    store.record(make_result(rep, val_mse=0.1))
+    history = store.history("st")
+    assert list(history["epoch"]) == [1, 2] and list(history["val_loss"]) == [0.6, 0.5]
+    assert history["train_acc"].isna().all()
+    profiles = store.profiles("st")
+    assert list(profiles["stage"]) == ["final", "init"] and list(profiles["value"]) == [-10.0, -40.0]
+
+
+def test_rerecording_replaces_and_failed_is_not_finished(store, study):
+    store.record_study(study)
+    rep = study.replications()[0]
+    store.record(make_result(rep, status="failed"))
+    assert store.ids("st") == set() and store.ids("st", ["failed"]) == {rep.id}
+    store.record(make_result(rep, val_mse=0.2))
+    frame = store.frame("st")
+    assert len(frame) == 1 and frame.loc[0, "status"] == "done" and frame.loc[0, "val_mse"] == 0.2
+    assert len(store.history("st")) == 2  # the failed attempt's history is gone
+    assert store.counts("st") == {"done": 1}
+
+
+def test_nan_and_missing_metrics_read_as_nan(store, study):
+    store.record_study(study)
+    a, b = study.replications()[:2]
+    store.record(make_result(a, status="diverged", stop_epoch=3.0, val_mse=float("nan")))
+    store.record(make_result(b, val_mse=0.1, stop_epoch=9.0))
+    frame = store.frame("st").set_index("id")
+    assert math.isnan(frame.loc[a.id, "val_mse"]) and frame.loc[a.id, "status"] == "diverged"
+    assert frame.loc[b.id, "stop_epoch"] == 9.0
+
+
+def test_study_definition_round_trip_and_unknown_study(store, study):
+    store.record_study(study)
+    definition = store.study_definition("st")
+    assert definition["grid"] == {"lam": [0.0, 1.0], "seed": [0, 1]}
+    assert definition["settings"]["arch"] == [8, 16] and definition["settings"]["entropy.eps"] == 1e-4
+    assert store.studies() == ["st"]
+    with pytest.raises(StoreError, match="no study named 'nope'"):
+        store.study_definition("nope")
+    assert store.frame("nope").empty
+
+
+def test_sqlite_runs_in_wal_mode_and_is_intact(store, study, tmp_path):
+    store.record_study(study)
+    store.record(make_result(study.replications()[0], val_mse=0.1))
+    with sqlite3.connect(tmp_path / "sub" / "h.db") as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_bad_url_is_a_one_line_error():
+    with pytest.raises(StoreError, match="bad database URL"):
+        Store("not a url")
+    with pytest.raises(StoreError, match="cannot open database"):
+        Store("postgresql+nosuchdriver://u@localhost/x")
