@@ -290,3 +290,11 @@ def _git_commit() -> str | None:
         return None
     dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True)
     return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+
+
+def run_replications(reps: list[Replication], device: str = "cpu", data_dir: str | Path | None = None) -> list[dict]:
+    """The scheduler's unit of work: train a group of replications on one device and return
+    one result dict each, in order. Replications that differ only in λ and seed are what
+    a group holds; they are trained one after another here (the packed, vectorised path
+    replaces this loop where it applies)."""
+    return [run_replication(rep, device=device, data_dir=data_dir) for rep in reps]
