@@ -156,3 +156,32 @@ def test_help_is_fast_and_imports_nothing_heavy():
     probe = "import sys, harness.cli; harness.cli.main(['--help']) if False else None; print(sorted(m for m in ('torch','pandas','sqlalchemy') if m in sys.modules))"
     assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True).stdout.strip() == "[]"
     assert elapsed < 5  # generous: a cold interpreter on a loaded CI core
+
+
+@pytest.mark.parametrize(
+    "study, overrides, metric",
+    [
+        ("studies/cifar_autoencoder.py", ["latent=20"], "val_mse"),
+        ("studies/cifar_cnn.py", ["arch=8,8-8", "placement=first"], "val_acc"),
+    ],
+)
+def test_cifar_studies_run_on_cifar10_files_in_the_real_format(tmp_path, cifar_dir, study, overrides, metric):
+    root, _ = cifar_dir
+    db = tmp_path / "h.db"
+    code = run(study, "--db", f"sqlite:///{db}", "--data-dir", root, "-q", *overrides, "lam=0,1e-3", "seed=0", "train.max_epochs=1")
+    assert code == 0
+    recorded = rows(db, f"SELECT r.status, m.value FROM replications r JOIN metrics m ON m.rep_pk = r.pk WHERE m.name = '{metric}'")
+    assert len(recorded) == 2 * (2 if "cnn" in study else 1) and {r[0] for r in recorded} == {"done"}
+    assert {json.loads(c[0])["dataset"] for c in rows(db, "SELECT config FROM replications")} == {"cifar10"}
+
+
+@needs_mnist
+def test_mnist_cnn_study_runs_on_the_real_data(tmp_path):
+    db = tmp_path / "h.db"
+    code = run(
+        "studies/mnist_cnn.py", "--db", f"sqlite:///{db}", "--data-dir", MNIST_DIR, "-q", "arch=8-8", "placement=all",
+        "lam=0,1e-2", "seed=0", "train.max_epochs=1", "data.n_train=1000", "data.n_val=300",
+    )
+    assert code == 0
+    accs = rows(db, "SELECT value FROM metrics WHERE name = 'val_acc'")
+    assert len(accs) == 2 and all(a[0] > 0.3 for a in accs)  # one epoch on 1000 digits: well above chance
