@@ -21,11 +21,13 @@ import difflib
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from harness.errors import UserError
+
 TESTS = ("student", "welch")
 CORRECTIONS = ("holm", "bonferroni", "sidak", "holm-sidak", "hommel", "fdr_bh", "fdr_by", "none")
 
 
-class AnalysisError(Exception):
+class AnalysisError(UserError):
     """A user-caused analysis problem (unknown study, nothing recorded, bad spec): one line."""
 
 

@@ -27,7 +27,7 @@ def level_label(value) -> str:
     return str(value)
 
 
-def _sort_key(value):
+def sort_key(value):
     if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
         return (0, float(value), "")
     parts = str(value).replace(",", "-").split("-")
@@ -38,10 +38,10 @@ def _sort_key(value):
 
 def sorted_levels(values) -> list:
     """Distinct values, numbers numerically, "32-64"-style architectures by depth then widths."""
-    return sorted(pd.unique(pd.Series(list(values))), key=_sort_key)
+    return sorted(pd.unique(pd.Series(list(values))), key=sort_key)
 
 
-def _matches(column: pd.Series, value) -> pd.Series:
+def matches(column: pd.Series, value) -> pd.Series:
     if pd.api.types.is_numeric_dtype(column) and not isinstance(value, str):
         return pd.Series(np.isclose(column.astype(float), float(value), rtol=1e-9, atol=0),
                          index=column.index)
@@ -55,7 +55,7 @@ def select(frame: pd.DataFrame, at) -> pd.DataFrame:
     for key, value in pairs.items():
         if key not in frame.columns:
             raise KeyError(f"no column {key!r} in the study's results")
-        mask &= _matches(frame[key], value)
+        mask &= matches(frame[key], value)
     return frame[mask]
 
 
@@ -71,7 +71,7 @@ def slices(frame: pd.DataFrame, at, factors: list[str], exclude: tuple = ()) -> 
     out = []
     combos = sub[keys].drop_duplicates()
     combos = sorted(combos.itertuples(index=False, name=None),
-                    key=lambda t: tuple(_sort_key(v) for v in t))
+                    key=lambda t: tuple(sort_key(v) for v in t))
     for combo in combos:
         labels = dict(fixed, **dict(zip(keys, combo)))
         out.append((labels, select(sub, dict(zip(keys, combo)))))
@@ -85,7 +85,7 @@ def groups(frame: pd.DataFrame, metric: str, factor: str) -> dict:
     done = frame[frame["status"] == DONE]
     out = {}
     for level in sorted_levels(frame[factor]):
-        values = done.loc[_matches(done[factor], level), metric].to_numpy(dtype=float)
+        values = done.loc[matches(done[factor], level), metric].to_numpy(dtype=float)
         out[level] = values[np.isfinite(values)]
     return out
 
@@ -200,7 +200,12 @@ def compare_signs(ours: pd.DataFrame, theirs: pd.DataFrame) -> tuple[pd.DataFram
 
 def agreement_sentence(counts: dict, what: str = "cells") -> str:
     """'31 of 42 cells agree' plus what could not be compared."""
-    s = f"{counts['agree']} of {counts['compared']} {what} agree"
+    return f"{counts['agree']} of {counts['compared']} {what} agree{caveats(counts)}"
+
+
+def caveats(counts: dict) -> str:
+    """'; 6 untestable (...); levels not run: 10' or ''."""
+    s = ""
     if counts.get("untestable"):
         s += f"; {counts['untestable']} untestable (fewer than 2 replications)"
     if counts.get("missing_levels"):
@@ -215,7 +220,7 @@ def ci_table(frame: pd.DataFrame, metric: str, x: str, hue: str,
     """Mean and t-interval of ``metric`` for every (hue, x) cell present in the frame."""
     rows = []
     for h, values in groups(frame, metric, hue).items():
-        sub = frame[_matches(frame[hue], h)]
+        sub = frame[matches(frame[hue], h)]
         for xv, vals in groups(sub, metric, x).items():
             mean, lo, hi = stats.t_interval(vals, confidence)
             rows.append({hue: h, x: xv, "n": len(vals), "mean": mean,
@@ -293,7 +298,7 @@ def status_counts(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     table = table.reindex(columns=statuses, fill_value=0).reset_index(drop=not keys)
     if keys:
         order = sorted(range(len(table)),
-                       key=lambda i: tuple(_sort_key(table.loc[i, k]) for k in keys))
+                       key=lambda i: tuple(sort_key(table.loc[i, k]) for k in keys))
         table = table.loc[order].reset_index(drop=True)
     table["total"] = table[statuses].sum(axis=1)
     table.columns.name = None
@@ -327,7 +332,7 @@ def table1(frame: pd.DataFrame, *, metric_train: str = "train_acc", metric_val: 
     ``mde_val``: smallest Δ val detectable with power 0.8 at ``alpha`` one-tailed."""
     rows = []
     for key in sorted_levels(frame[by]):
-        sub = frame[_matches(frame[by], key)]
+        sub = frame[matches(frame[by], key)]
         tr, va = groups(sub, metric_train, factor), groups(sub, metric_val, factor)
         base = [l for l in tr if float(l) == 0.0]
         cands = [l for l in tr if float(l) > 0 and len(va[l])]
@@ -401,9 +406,9 @@ def protocol_effect(frame: pd.DataFrame, metric: str, protocol: str, factor: str
     corrected across the whole table."""
     rows = []
     for level in sorted_levels(frame[factor]):
-        sub = frame[_matches(frame[factor], level)]
+        sub = frame[matches(frame[factor], level)]
         long = pairwise(groups(sub, metric, protocol), alpha=alpha, test=test, correction="none")
-        long = long[[_sort_key(r) < _sort_key(c) for r, c in zip(long["row"], long["col"])]]
+        long = long[[sort_key(r) < sort_key(c) for r, c in zip(long["row"], long["col"])]]
         for r in long.itertuples(index=False):
             rows.append({factor: level, "a": r.row, "b": r.col, "n_a": r.n_row, "n_b": r.n_col,
                          "mean_a": r.mean_row, "mean_b": r.mean_col, "diff": r.diff, "p": r.p,

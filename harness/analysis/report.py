@@ -1,0 +1,461 @@
+"""``harness analyze``: one report per study, from the store alone.
+
+``analyze(store, studies, out_dir)`` writes ``out_dir/<study>/report.md`` and, for every
+table, ``<name>.csv`` and ``<name>.tex``, for every figure ``<name>.png``. This is the only
+module of the analysis that writes files. Apart from the one "Generated" line, reruns on
+the same database are byte-identical.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from harness.analysis import paper, plots, render, stats, tables
+from harness.analysis.spec import (AnalysisError, CIPlot, ProfilePlot, ProtocolEffect,
+                                   SignificanceTable, SummaryTable, Table1, describe,
+                                   spec_from_dict)
+
+__all__ = ["AnalysisError", "analyze", "study_report"]
+
+REPLICATE_KEYS = ("seed",)  # grid keys that are replications, not factors
+
+
+def analyze(store, studies: list[str] | None, out_dir: Path) -> list[Path]:
+    """Write the report of each study (all studies in the store when ``studies`` is empty).
+
+    Raises ``AnalysisError`` (one line) for an unknown study or one with nothing recorded;
+    everything is checked before anything is written. Returns the written paths.
+    """
+    known = list(store.studies())
+    names = list(studies) if studies else known
+    if not names:
+        raise AnalysisError("the database holds no studies; run `harness run STUDY` first")
+    for name in names:
+        if name not in known:
+            match = difflib.get_closematches(name, known, n=1)
+            hint = f"; did you mean {match[0]!r}?" if match else ""
+            raise AnalysisError(f"unknown study {name!r}{hint} (in the database: {', '.join(known) or 'none'})")
+    frames = {name: store.frame(name) for name in names}
+    empty = [n for n in names if not len(frames[n])]
+    if empty and (studies or len(empty) == len(names)):
+        raise AnalysisError(f"study {empty[0]!r} has nothing recorded; run `harness run {empty[0]}` first")
+    paths = []
+    for name in names:
+        if name in empty:
+            continue
+        definition = store.study_definition(name)
+        paths += study_report(definition, frames[name], store.profiles(name), Path(out_dir) / name)
+    return paths
+
+
+def study_report(definition: dict, frame: pd.DataFrame, profiles: pd.DataFrame | None,
+                 out_dir: Path) -> list[Path]:
+    """Write one study's report from plain data (definition dict, replication frame,
+    profile frame) into ``out_dir``; returns the written paths."""
+    name = definition.get("name", out_dir.name)
+    try:
+        specs = [spec_from_dict(d) for d in definition.get("analyses", [])]
+    except AnalysisError as e:
+        raise AnalysisError(f"study {name!r}: {e}") from None
+    r = _Report(Path(out_dir), name)
+    # sorted so that sums, and hence every number, do not depend on recording order
+    frame = frame.sort_values("id", kind="stable").reset_index(drop=True)
+    if profiles is not None and len(profiles):
+        profiles = profiles.sort_values(["id", "stage", "layer", "filter"], kind="stable")
+    grid = definition.get("grid", {}) or {}
+    factors = [k for k in grid if k not in REPLICATE_KEYS and k in frame.columns
+               and frame[k].nunique(dropna=False) > 1]
+    _header(r, definition, frame, factors)
+    for spec in specs:
+        r.md(f"## {describe(spec)}", "")
+        try:
+            _SECTIONS[type(spec)](r, spec, frame, profiles, factors)
+        except KeyError as e:  # a metric or column the results do not have
+            r.md(f"**Skipped:** {e.args[0]}.", "")
+    if not specs:
+        r.md("The study declares no analyses (`Study(..., analyses=[...])`).", "")
+    _diagnostics(r, frame, factors)
+    _methods(r)
+    return r.finish()
+
+
+# ---------------------------------------------------------------- report writer
+
+class _Report:
+    """Collects Markdown and writes each table / figure beside it."""
+
+    def __init__(self, out_dir: Path, study: str):
+        self.dir, self.study = out_dir, study
+        self.lines: list[str] = []
+        self.summary: list[str] = []
+        self.paths: list[Path] = []
+        self.names: set[str] = set()
+        out_dir.mkdir(parents=True, exist_ok=True)
+
+    def md(self, *lines: str):
+        self.lines.extend(lines)
+
+    def _name(self, base: str, exts: tuple[str, ...]) -> str:
+        """A file stem not yet used with any of ``exts`` (a figure and its table share one)."""
+        base = re.sub(r"[^A-Za-z0-9_.=-]+", "_", base).strip("_") or "table"
+        name, i = base, 2
+        while any(name + e in self.names for e in exts):
+            name, i = f"{base}_{i}", i + 1
+        self.names.update(name + e for e in exts)
+        return name
+
+    def _write(self, filename: str, text: str) -> Path:
+        path = self.dir / filename
+        path.write_text(text, encoding="utf-8")
+        self.paths.append(path)
+        return path
+
+    def table(self, df: pd.DataFrame, base: str, caption: str, *, index: bool = False,
+              show: pd.DataFrame | None = None, inline: bool = True, digits: int = 4) -> str:
+        """Write ``base``.csv / .tex; put ``show`` (default ``df``) into the Markdown."""
+        name = self._name(base, (".csv", ".tex"))
+        self._write(f"{name}.csv", render.csv(df, index=index))
+        self._write(f"{name}.tex", render.latex(df, index=index, caption=caption, digits=digits))
+        self.md(f"*{caption}* ([csv]({name}.csv), [tex]({name}.tex))", "")
+        if inline:
+            self.md(render.markdown(show if show is not None else df, index=index, digits=digits), "")
+        return name
+
+    def figure(self, ax, base: str, caption: str) -> str:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+        name = self._name(base, (".png",))
+        fig = ax.figure
+        fig.tight_layout()
+        FigureCanvasAgg(fig)
+        path = self.dir / f"{name}.png"
+        fig.savefig(path, format="png", metadata={"Software": None})  # no version stamp
+        self.paths.append(path)
+        self.md(f"![{caption}]({name}.png)", "", f"*{caption}*", "")
+        return name
+
+    def finish(self) -> list[Path]:
+        stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        head = [f"# Report: {self.study}", "", f"_Generated {stamp} by `harness analyze`._", ""]
+        if self.summary:
+            head += ["## Published vs replicated", ""] + [f"- {s}" for s in self.summary] + [""]
+        text = "\n".join(head + self.lines).rstrip() + "\n"
+        path = self._write("report.md", text)
+        self.paths.remove(path)
+        return self.paths + [path]
+
+
+def _at_label(labels: dict) -> str:
+    return ", ".join(f"{k}={tables.level_label(v)}" for k, v in labels.items()) or "all replications"
+
+
+def _at(labels: dict) -> str:
+    """' at latent=80' or '' for a heading."""
+    return f" at {_at_label(labels)}" if labels else ""
+
+
+def _at_slug(labels: dict) -> str:
+    return "_".join(f"{k}-{tables.level_label(v)}" for k, v in labels.items())
+
+
+# ---------------------------------------------------------------- fixed sections
+
+def _header(r: _Report, definition: dict, frame: pd.DataFrame, factors: list[str]):
+    settings = definition.get("settings", {}) or {}
+    grid = definition.get("grid", {}) or {}
+    counts = frame["status"].value_counts()
+    n_done = int(counts.get("done", 0))
+    bad = ", ".join(f"{int(counts.get(s, 0))} {s}" for s in ("diverged", "failed"))
+    other = sorted(set(counts.index) - {"done", "diverged", "failed"})
+    bad += "".join(f", {int(counts[s])} {s}" for s in other)
+    if definition.get("description"):
+        r.md(definition["description"], "")
+    r.md("## Replications", "",
+         f"{len(frame)} replications recorded: {n_done} done, {bad}. "
+         "Only done replications enter the statistics; every grid cell is kept below.", "")
+    prov = []
+    for col in ("harness_version", "torch_version", "git_commit", "device"):
+        if col in frame.columns:
+            vals = sorted(str(v) for v in frame[col].dropna().unique())
+            prov.append(f"{col}: {', '.join(vals) or 'n/a'}")
+    if prov:
+        r.md("Provenance — " + "; ".join(prov) + ".", "")
+    cells = tables.status_counts(frame, factors)
+    cells["note"] = np.where(cells["done"] < 2, "fewer than 2 done", "")
+    few = int((cells["done"] < 2).sum())
+    if few:
+        r.md(f"**{few} grid cell(s) have fewer than 2 done replications** (marked `?` in the tests).", "")
+    r.table(cells, "replications", "Replications per grid cell by status", inline=len(cells) <= 40)
+    if "error" in frame.columns:
+        errors = frame.loc[frame["status"] != "done", "error"].dropna().astype(str)
+        for msg, n in sorted(errors.value_counts().items())[:10]:
+            r.md(f"- {n} × `{msg.splitlines()[0][:200] if msg else ''}`")
+        r.md("")
+    r.md("## Open choices (PAPER.md §4)", "")
+    r.table(tables.open_choices(settings, frame), "open_choices",
+            "The paper's open choices and the values these replications used")
+    grid_df = pd.DataFrame([{"key": k, "values": ", ".join(tables.level_label(v) for v in vals)}
+                            for k, vals in grid.items()], columns=["key", "values"])
+    set_df = pd.DataFrame([{"key": k, "value": tables.level_label(v) if not isinstance(v, (list, dict)) else str(v)}
+                           for k, v in sorted(settings.items()) if k not in grid],
+                          columns=["key", "value"])
+    r.table(grid_df, "grid", "Grid axes")
+    r.table(set_df, "settings", "All fixed settings of the study", inline=len(set_df) <= 60)
+
+
+def _diagnostics(r: _Report, frame: pd.DataFrame, factors: list[str]):
+    if "lam" not in frame.columns:
+        return
+    parts = []
+    for labels, sub in tables.slices(frame, None, factors, exclude=("lam",)):
+        d = tables.diagnostics(sub, "lam")
+        if len(d):
+            for k, v in reversed(list(labels.items())):
+                d.insert(0, k, v)
+            parts.append(d)
+    if not parts:
+        return
+    table = pd.concat(parts, ignore_index=True)
+    r.md("## Entropy diagnostics per λ", "",
+         "grad_ratio = ||∇ of λ·entropy term|| / ||∇ of task loss|| on the guided layers "
+         "(mean over epochs); logdet_mean = log|det W| of the guided dense layers; "
+         "log_c11_mean = mean log|c11| of guided conv filters; entropy_loss = final unweighted "
+         "guidance term. A grad_ratio far below 1 means the guidance barely moves training.", "")
+    keep = [c for c in table.columns if not c.endswith("_sd")]
+    r.table(table, "diagnostics", "Entropy diagnostics (mean per cell; sd in the CSV)",
+            show=table[keep], inline=len(table) <= 60)
+
+
+def _methods(r: _Report):
+    r.md("## Methods", "",
+         "- Sign tables: two-sided two-sample t-test of row level vs column level on the done "
+         "replications; `+` row mean significantly higher, `-` lower, blank not significant at α, "
+         "`?` fewer than 2 replications in a group (untestable, kept). Both groups constant: "
+         "p = 0 if the means differ, else 1.",
+         "- Correction: across the unordered pairs of one table (statsmodels `multipletests`), "
+         "shown beside the uncorrected table; the paper did not correct.",
+         "- Hedges' g = J·d with J = 1 − 3/(4·df − 1) and a normal-approximation 95% CI; "
+         "minimum detectable effect (mde) = smallest true difference found with power 0.8 at α "
+         "with the replications at hand (noncentral t), in metric units via the pooled sd. "
+         "A blank cell with a small mde says \"no effect of that size\"; a large mde says "
+         "\"too few seeds\".",
+         "- Table 1: one-tailed t-test, H1: mean with entropy loss > mean at λ = 0, at the λ > 0 "
+         "with the best mean validation metric; because that λ is chosen after seeing the data, "
+         "its p-values are also corrected over all λ > 0 levels (`_adj`).",
+         "- Intervals: mean ± t(0.975, n − 1)·sd/√n, computed per cell (not a bootstrap).", "")
+
+
+# ---------------------------------------------------------------- declared analyses
+
+def _significance(r: _Report, spec: SignificanceTable, frame, profiles, factors):
+    pub = paper.SIGN_TABLES.get(spec.published) if spec.published else None
+    if spec.published and pub is None:
+        r.md(f"**Unknown published table {spec.published!r}** (known: {', '.join(paper.SIGN_TABLES)}).", "")
+    for labels, sub in tables.slices(frame, spec.at, factors, exclude=(spec.factor,)):
+        where = _at_label(labels)
+        base = f"sig_{spec.metric}_by_{spec.factor}_{_at_slug(labels)}"
+        r.md(f"### {spec.metric} by {spec.factor}{_at(labels)}", "")
+        if not len(sub):
+            r.md(f"No replications at {where}.", "")
+            continue
+        grp = tables.groups(sub, spec.metric, spec.factor)
+        long = tables.pairwise(grp, alpha=spec.alpha, test=spec.test,
+                               correction=spec.correction, power=spec.power)
+        n_pairs = len(grp) * (len(grp) - 1) // 2
+        r.md(f"{spec.test.capitalize()} two-sided t-tests, α = {spec.alpha:g}, "
+             f"{n_pairs} pairs; {spec.correction} correction across them shown beside.", "")
+        _levels_table(r, grp, spec.factor, spec.metric, base)
+        raw = tables.sign_matrix(long, "sign")
+        adj = tables.sign_matrix(long, "sign_adj")
+        raw.index.name = adj.index.name = f"{spec.factor} row \\ col"
+        r.table(long, base, f"All pairwise tests of {spec.metric} by {spec.factor} at {where}",
+                inline=False)
+        r.table(raw, base + "_signs", f"Sign table, uncorrected (as the paper): {spec.metric}, {where}", index=True)
+        r.table(adj, base + f"_signs_{spec.correction}",
+                f"Sign table, {spec.correction}-corrected: {spec.metric}, {where}", index=True)
+        _blank_cells(r, long, spec)
+        if pub is not None:
+            _vs_published(r, spec, labels, raw, adj, pub, base)
+
+
+def _levels_table(r, grp, factor, metric, base):
+    rows = []
+    for level, vals in grp.items():
+        mean, lo, hi = stats.t_interval(vals)
+        rows.append({factor: level, "n": len(vals), "mean": mean, "ci_lo": lo, "ci_hi": hi,
+                     "sd": vals.std(ddof=1) if len(vals) > 1 else np.nan,
+                     "note": "fewer than 2" if len(vals) < 2 else ""})
+    r.table(pd.DataFrame(rows), base + "_levels", f"{metric} per {factor}: mean and 95% t-interval")
+
+
+def _blank_cells(r, long, spec):
+    half = long[[tables.sort_key(a) < tables.sort_key(b) for a, b in zip(long["row"], long["col"])]]
+    blank = half[half["sign"] == ""]
+    sig = half[half["sign"].isin(["+", "-"])]
+    unt = half[half["sign"] == tables.UNTESTABLE]
+    text = f"{len(sig)} significant, {len(blank)} blank, {len(unt)} untestable pairs (uncorrected)."
+    if len(blank):
+        mde = blank["mde"].to_numpy(dtype=float)
+        text += (f" For the blank pairs, a true difference of {render.num(np.nanmin(mde), 3)}–"
+                 f"{render.num(np.nanmax(mde), 3)} ({spec.metric} units) would have been found with "
+                 f"power {spec.power:g}; the largest observed |difference| among them is "
+                 f"{render.num(np.nanmax(np.abs(blank['diff'].to_numpy(dtype=float))), 3)}.")
+    r.md(text, "")
+
+
+def _vs_published(r, spec, labels, raw, adj, pub, base):
+    theirs = tables.published_signs(spec.published)
+    theirs.index.name = f"{spec.factor} row \\ col"
+    note = ""
+    if dict(pub["at"]) != {k: v for k, v in labels.items() if k in pub["at"]}:
+        note = f" (published at {_at_label(pub['at'])}; this table is at {_at_label(labels)})"
+    cmp_raw, counts = tables.compare_signs(raw, theirs)
+    _, counts_adj = tables.compare_signs(adj, theirs)
+    cmp_raw.index.name = theirs.index.name
+    sentence = (f"{pub['title']}{note}: {counts['agree']} of {counts['compared']} cells agree "
+                f"uncorrected, {counts_adj['agree']} of {counts_adj['compared']} after "
+                f"{spec.correction}{tables.caveats(counts)}.")
+    r.summary.append(f"{spec.metric} by {spec.factor} at {_at_label(labels)} vs {sentence}")
+    r.md(f"**Published vs replicated.** {sentence}", "")
+    r.table(theirs, base + f"_{spec.published}", f"Published: {pub['title']}", index=True)
+    r.table(cmp_raw, base + f"_vs_{spec.published}",
+            "Cell by cell (✓ agree; ours≠paper, · blank; ? untestable)", index=True)
+
+
+def _ci_plot(r: _Report, spec: CIPlot, frame, profiles, factors):
+    for labels, sub in tables.slices(frame, spec.at, factors, exclude=(spec.x, spec.hue)):
+        where = _at_label(labels)
+        base = f"ci_{spec.metric}_by_{spec.x}_{spec.hue}_{_at_slug(labels)}"
+        r.md(f"### {spec.metric} against {spec.x} by {spec.hue}{_at(labels)}", "")
+        ci = tables.ci_table(sub, spec.metric, spec.x, spec.hue, spec.confidence)
+        ax = plots.ci_plot(ci, spec.x, spec.hue, ylabel=spec.metric, logx=spec.logx,
+                           logy=spec.logy, confidence=spec.confidence)
+        r.figure(ax, base, f"{spec.metric}: mean ± {spec.confidence:.0%} t-interval, {where}")
+        few = ci[ci["n"] < 2]
+        if len(few):
+            cells = "; ".join(f"{spec.hue}={tables.level_label(a)}, {spec.x}={tables.level_label(b)} (n={n})"
+                              for a, b, n in zip(few[spec.hue], few[spec.x], few["n"]))
+            r.md(f"**Cells with fewer than 2 replications (no interval, open red markers):** {cells}.", "")
+        r.table(ci, base, f"Means and {spec.confidence:.0%} t-intervals plotted above",
+                inline=len(ci) <= 30)
+
+
+def _table1(r: _Report, spec: Table1, frame, profiles, factors):
+    pub = paper.TABLE1S.get(spec.published) if spec.published else None
+    split = [spec.split_by] if spec.split_by and spec.split_by in frame.columns else []
+    exclude = (spec.factor, spec.by)
+    sub_frame = tables.select(frame, spec.at)
+    for labels, sub in tables.slices(sub_frame, None, split + [f for f in factors if f not in split],
+                                     exclude=exclude):
+        labels = dict(dict(spec.at or {}), **labels)
+        where = _at_label(labels)
+        base = f"table1_{_at_slug(labels)}"
+        r.md(f"### Table 1{_at(labels)}", "")
+        t1 = tables.table1(sub, metric_train=spec.metric_train, metric_val=spec.metric_val,
+                           factor=spec.factor, by=spec.by, test=spec.test,
+                           correction=spec.correction, alpha=spec.alpha)
+        r.table(t1, base, f"Table 1 ({spec.test} one-tailed t-tests, best {spec.factor} > 0 "
+                f"by mean {spec.metric_val}; {spec.correction} over the levels in `_adj`), {where}",
+                show=_table1_show(t1, spec))
+        if pub is not None:
+            split_value = labels.get(spec.split_by) if spec.split_by else None
+            rows = pub["splits"].get(tables.level_label(split_value)) if split_value is not None else None
+            if rows is None:
+                r.md(f"No published Table 1 for {spec.split_by} = {split_value}.", "")
+                continue
+            cmp, counts = tables.compare_table1(t1, rows, by=spec.by, alpha=spec.alpha)
+            sentence = (f"{pub['title']}, {spec.split_by} = {tables.level_label(split_value)}: "
+                        f"{counts['agree']} of {counts['compared']} significance cells "
+                        f"(train and val, one-tailed α = {spec.alpha:g}) agree")
+            r.summary.append(sentence)
+            r.md(f"**Published vs replicated.** {sentence}.", "")
+            r.table(cmp, base + f"_vs_{spec.published}", "Published Δ and p beside ours")
+
+
+def _table1_show(t1: pd.DataFrame, spec: Table1) -> pd.DataFrame:
+    def cell(d, stars, p):
+        return "–" if not np.isfinite(d) else f"{render.signed(d)}{stars} ({render.num(p, 2)})"
+
+    show = pd.DataFrame({
+        spec.by: [f"[{', '.join(str(a).split('-'))}]" for a in t1[spec.by]],
+        "n base": t1["n_base"], "base train": t1["base_train"], "base val": t1["base_val"],
+        f"best {spec.factor}": t1["best"], "n": t1["n_best"],
+        "Δ train (p)": [cell(*v) for v in zip(t1["d_train"], t1["stars_train"], t1["p_train"])],
+        "Δ val (p)": [cell(*v) for v in zip(t1["d_val"], t1["stars_val"], t1["p_val"])],
+        f"p val {spec.correction}": t1["p_val_adj"].map(lambda p: render.num(p, 2) + stats.stars(p)),
+        "mde val": t1["mde_val"], "note": t1["note"].fillna("")})
+    return show
+
+
+def _profile(r: _Report, spec: ProfilePlot, frame, profiles, factors):
+    if profiles is None or not len(profiles):
+        r.md("No entropy profiles recorded for this study.", "")
+        return
+    if spec.kind:
+        profiles = profiles[profiles["kind"] == spec.kind]
+    keys = [spec.split_by] if spec.split_by else []
+    for labels, sub in tables.slices(frame, spec.at, keys):
+        where = _at_label(labels)
+        ids = set(sub.loc[sub["status"] == "done", "id"])
+        prof = profiles[profiles["id"].isin(ids) & profiles["stage"].isin(spec.stages)]
+        base = f"profile_{_at_slug(labels)}"
+        r.md(f"### Entropy profile{_at(labels)}", "")
+        if not len(prof):
+            r.md(f"No profiles at {where}.", "")
+            continue
+        ax = plots.profile_plot(prof, stages=spec.stages,
+                                title=f"Entropy change per filter, {len(ids)} replications\n{where}")
+        r.figure(ax, base, f"Per-layer entropy change over filters and replications ({where})")
+        r.table(tables.profile_summary(prof), base, "Box-plot statistics per stage and layer")
+
+
+def _summary(r: _Report, spec: SummaryTable, frame, profiles, factors):
+    pub = paper.SUMMARY_TABLES.get(spec.published) if spec.published else None
+    for labels, sub in tables.slices(frame, spec.at, factors, exclude=(spec.factor,)):
+        where = _at_label(labels)
+        base = f"summary_{spec.factor}_{_at_slug(labels)}"
+        r.md(f"### Summary by {spec.factor}{_at(labels)}", "")
+        s = tables.summary_table(sub, spec.metrics, spec.factor, spec.confidence)
+        r.table(s, base, f"Mean and {spec.confidence:.0%} t-interval per {spec.factor}")
+        if pub is not None:
+            cmp, counts = tables.compare_summary(s, spec.published)
+            sentence = (f"{pub['title']}: {counts['agree']} of {counts['compared']} published values "
+                        f"inside our {spec.confidence:.0%} t-interval")
+            r.summary.append(sentence)
+            r.md(f"**Published vs replicated.** {sentence}.", "")
+            r.table(cmp, base + f"_vs_{spec.published}", "Published values beside our means")
+
+
+def _protocol(r: _Report, spec: ProtocolEffect, frame, profiles, factors):
+    for labels, sub in tables.slices(frame, spec.at, factors, exclude=(spec.factor, spec.protocol)):
+        where = _at_label(labels)
+        base = f"protocol_{spec.protocol}_{spec.metric}_{_at_slug(labels)}"
+        r.md(f"### Effect of {spec.protocol} on {spec.metric}{_at(labels)}", "")
+        eff = tables.protocol_effect(sub, spec.metric, spec.protocol, spec.factor,
+                                     alpha=spec.alpha, test=spec.test, correction=spec.correction)
+        r.table(eff, base, f"{spec.protocol} values compared at each {spec.factor} "
+                f"(two-sided, α = {spec.alpha:g}, {spec.correction} across the table)")
+        signs = {}
+        for value in tables.sorted_levels(sub[spec.protocol]):
+            part = sub[tables.matches(sub[spec.protocol], value)]
+            long = tables.pairwise(tables.groups(part, spec.metric, spec.factor), alpha=spec.alpha,
+                                   test=spec.test, correction=spec.correction)
+            signs[value] = tables.sign_matrix(long, "sign")
+        values = list(signs)
+        for i, a in enumerate(values):
+            for b in values[i + 1:]:
+                _, counts = tables.compare_signs(signs[a], signs[b])
+                r.md(f"- {spec.factor} sign table of {spec.metric} under {spec.protocol} = "
+                     f"{tables.level_label(a)} vs {tables.level_label(b)}: "
+                     f"{tables.agreement_sentence(counts)}.")
+        r.md("")
+
+
+_SECTIONS = {SignificanceTable: _significance, CIPlot: _ci_plot, Table1: _table1,
+             ProfilePlot: _profile, SummaryTable: _summary, ProtocolEffect: _protocol}

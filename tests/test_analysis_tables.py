@@ -1,0 +1,202 @@
+"""harness.analysis.tables and paper: report tables on hand-built frames, and the
+published tables against PAPER.md §3."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats as sps
+
+from harness.analysis import paper, plots, tables
+
+LAMS = list(paper.LAMBDAS)
+
+
+def ae_frame(reps=4, failed_at=None):
+    """E1-like frame: val MSE low and increasing over λ ≤ 1e-3, flat and high above."""
+    rows = []
+    for k, lam in enumerate(LAMS):
+        for latent in (20, 80):
+            for seed in range(reps):
+                mse = (0.003 + 0.0005 * k if k < 3 else 0.010) + 0.0001 * (((seed * 7 + k) % 5) - 2)
+                status = "done"
+                if failed_at == (lam, latent) and seed > 0:
+                    status = "failed"
+                rows.append(dict(id=f"{k}-{latent}-{seed}", study="t", status=status, lam=lam,
+                                 latent=latent, seed=seed,
+                                 val_mse=mse if status == "done" else np.nan,
+                                 stop_epoch=float(40 - 5 * k if k < 3 else 9) + seed % 2))
+    return pd.DataFrame(rows)
+
+
+def test_levels_sorted_and_labelled():
+    assert tables.sorted_levels([10.0, 0.0, 1e-4, 1.0]) == [0.0, 1e-4, 1.0, 10.0]
+    assert tables.sorted_levels(["32-32", "128", "32", "64-64-64"]) == ["32", "128", "32-32", "64-64-64"]
+    assert [tables.level_label(v) for v in LAMS] == ["0", "0.0001", "0.001", "0.01", "0.1", "1", "10"]
+
+
+def test_pairwise_matches_scipy_and_is_antisymmetric():
+    frame = tables.select(ae_frame(), {"latent": 80})
+    grp = tables.groups(frame, "val_mse", "lam")
+    long = tables.pairwise(grp, alpha=0.01)
+    assert len(long) == 42
+    for r in long.itertuples():
+        ref = sps.ttest_ind(grp[r.row], grp[r.col])
+        assert r.p == pytest.approx(ref.pvalue, rel=1e-8, abs=1e-300)
+        assert r.t == pytest.approx(ref.statistic, rel=1e-8)
+        assert r.p_adj >= r.p - 1e-15
+    signs = tables.sign_matrix(long)
+    flip = {"+": "-", "-": "+", "": "", "?": "?"}
+    for a in signs.index:
+        assert signs.loc[a, a] == ""
+        for b in signs.columns:
+            assert signs.loc[b, a] == flip[signs.loc[a, b]]
+    g = tables.value_matrix(long, "g")
+    np.testing.assert_allclose(g.to_numpy(), -g.T.to_numpy(), equal_nan=True)
+    # this frame was built to show the published Fig. 3b pattern
+    _, counts = tables.compare_signs(signs, tables.published_signs("fig3b"))
+    assert counts == dict(agree=42, compared=42, untestable=0, missing_levels=[])
+
+
+def test_welch_option_uses_welch():
+    grp = {0.0: np.array([1.0, 2.0, 3.0, 4.0]), 1.0: np.array([2.0, 6.0, 9.0])}
+    long = tables.pairwise(grp, test="welch", correction="none")
+    assert long.loc[0, "p"] == pytest.approx(sps.ttest_ind(grp[0.0], grp[1.0], equal_var=False).pvalue)
+    assert long.loc[0, "p_adj"] == long.loc[0, "p"]
+
+
+def test_too_few_replications_are_marked_not_dropped():
+    frame = tables.select(ae_frame(failed_at=(10.0, 80)), {"latent": 80})
+    grp = tables.groups(frame, "val_mse", "lam")
+    assert len(grp[10.0]) == 1 and len(grp) == 7
+    long = tables.pairwise(grp)
+    signs = tables.sign_matrix(long)
+    assert list(signs.index) == ["0", "0.0001", "0.001", "0.01", "0.1", "1", "10"]
+    assert (signs.loc["10"].drop("10") == "?").all() and (signs["10"].drop("10") == "?").all()
+    assert long[long["row"] == 10.0]["verdict"].str.startswith("untestable").all()
+    _, counts = tables.compare_signs(signs, tables.published_signs("fig3b"))
+    assert counts["compared"] == 30 and counts["untestable"] == 12
+    assert "12 untestable" in tables.agreement_sentence(counts)
+    ci = tables.ci_table(frame, "val_mse", "latent", "lam")
+    row = ci[ci["lam"] == 10.0].iloc[0]
+    assert row["n"] == 1 and np.isnan(row["lo"])
+    cells = tables.status_counts(tables.select(ae_frame(failed_at=(10.0, 80)), {}), ["lam", "latent"])
+    assert len(cells) == 14
+    bad = cells[(cells["lam"] == 10.0) & (cells["latent"] == 80)].iloc[0]
+    assert (bad["done"], bad["failed"], bad["total"]) == (1, 3, 4)
+
+
+def test_compare_signs_counts_disagreements_and_missing_levels():
+    ours = pd.DataFrame([["", "+"], ["-", ""]], index=["0", "1"], columns=["0", "1"])
+    m, counts = tables.compare_signs(ours, tables.published_signs("fig5b"))
+    assert counts["agree"] == 0 and counts["compared"] == 2  # the paper: 0 vs 1 is "-"
+    assert m.loc["0", "1"] == "+≠-" and m.loc["1", "0"] == "-≠+"
+    assert counts["missing_levels"] == ["0.0001", "0.001", "0.01", "0.1", "10"]
+
+
+def test_ci_table_contains_means():
+    ci = tables.ci_table(ae_frame(), "val_mse", "latent", "lam")
+    assert len(ci) == 14
+    assert ((ci["lo"] <= ci["mean"]) & (ci["mean"] <= ci["hi"])).all()
+    ax = plots.ci_plot(ci, "latent", "lam", ylabel="val_mse")
+    assert ax.get_xlabel() == "latent" and len(ax.get_legend().get_texts()) == 7
+
+
+def test_published_sign_tables_match_paper_md():
+    groups = {"L": ["0", "0.0001", "0.001"], "H": ["0.01", "0.1", "1", "10"]}
+    for key, table in paper.SIGN_TABLES.items():
+        s = tables.published_signs(key)
+        assert s.shape == (7, 7)
+        flip = {"+": "-", "-": "+", "": ""}
+        assert all(s.loc[b, a] == flip[s.loc[a, b]] for a in s.index for b in s.columns)
+        within_h = s.loc[groups["H"], groups["H"]].to_numpy()
+        assert (within_h == "").all()  # within H: blank, every table
+        l_vs_h = set(s.loc[groups["L"], groups["H"]].to_numpy().ravel())
+        assert l_vs_h == ({"-"} if table["metric"] == "val_mse" else {"+"})
+    assert tables.published_signs("fig3b").loc["0", "0.0001"] == "-"  # 0 < 1e-4 < 1e-3
+    assert tables.published_signs("fig4b").loc["0", "0.0001"] == "+"  # 0 > 1e-4 > 1e-3
+    assert (tables.published_signs("fig5b").loc[groups["L"], groups["L"]].to_numpy() == "").all()
+    assert paper.SIGN_TABLES["fig6b"]["rows"] == paper.SIGN_TABLES["fig4b"]["rows"]
+
+
+def test_published_table1_values():
+    first = paper.TABLE1S["table1"]["splits"]["first"]
+    assert len(first) == 9
+    assert first["32-32-32"] == (0.7441, 0.6789, 0.0125, 0.0179, 0.0114, 0.0004)
+    assert sum(r[3] is not None for r in first.values()) == 1  # one significant train gain
+    assert all(r[5] < 0.05 for r in first.values())  # all val gains significant
+    assert paper.SUMMARY_TABLES["table3"]["rows"][10.0] == (36, 14358.95, 0.8300, 0.6786)
+
+
+def cnn_frame():
+    rows = []
+    for arch in ("32", "32-32"):
+        for k, lam in enumerate((0.0, 1e-3, 1.0)):
+            for seed in range(4):
+                rows.append(dict(id=f"{arch}{k}{seed}", status="done", arch=arch, lam=lam, seed=seed,
+                                 train_acc=0.74 + 0.003 * k + 0.001 * ((seed * 3 + k) % 4),
+                                 val_acc=0.64 + 0.002 * (k == 1) + 0.001 * ((seed * 5 + k) % 4)))
+    return pd.DataFrame(rows)
+
+
+def test_table1_against_scipy():
+    frame = cnn_frame()
+    t1 = tables.table1(frame)
+    assert list(t1["arch"]) == ["32", "32-32"]
+    sub = frame[frame["arch"] == "32"]
+    va = {lam: sub.loc[sub["lam"] == lam, "val_acc"].to_numpy() for lam in (0.0, 1e-3, 1.0)}
+    tr = {lam: sub.loc[sub["lam"] == lam, "train_acc"].to_numpy() for lam in (0.0, 1e-3, 1.0)}
+    best = max((1e-3, 1.0), key=lambda l: va[l].mean())
+    row = t1.iloc[0]
+    assert row["best"] == best and row["n_base"] == 4 and row["n_levels"] == 2
+    assert row["base_val"] == pytest.approx(va[0.0].mean())
+    assert row["d_val"] == pytest.approx(va[best].mean() - va[0.0].mean())
+    p_val = {l: sps.ttest_ind(va[l], va[0.0], alternative="greater").pvalue for l in (1e-3, 1.0)}
+    assert row["p_val"] == pytest.approx(p_val[best])
+    assert row["d_train"] == pytest.approx(tr[best].mean() - tr[0.0].mean())
+    assert row["p_train"] == pytest.approx(sps.ttest_ind(tr[best], tr[0.0], alternative="greater").pvalue)
+    # Holm over the two candidate levels, by hand: smallest p doubled, then monotone
+    lo, hi = sorted(p_val.values())
+    holm = {lo: min(1.0, 2 * lo), hi: min(1.0, max(2 * lo, hi))}
+    assert row["p_val_adj"] == pytest.approx(holm[p_val[best]])
+    assert row["p_val_adj"] >= row["p_val"] and row["p_train_adj"] >= row["p_train"]
+
+
+def test_table1_without_base_is_noted():
+    t1 = tables.table1(cnn_frame().query("lam > 0"))
+    assert (t1["note"] == "no base (factor = 0)").all()
+
+
+def test_compare_table1_counts_significance_cells():
+    ours = pd.DataFrame([dict(arch="32", d_train=0.001, p_train=0.3, d_val=0.006, p_val=0.004)])
+    cmp, counts = tables.compare_table1(ours, paper.TABLE1S["table1"]["splits"]["first"])
+    assert counts == dict(agree=2, compared=2)
+    assert list(cmp.loc[cmp["arch"] == "64", "val_agree"]) == ["not run"]
+
+
+def test_profile_summary_and_plot():
+    prof = pd.DataFrame([dict(id="a", stage=st, layer=l, name=f"c{l}", kind="conv", filter=f,
+                              value=-(l + f) * (2 if st == "final" else 1))
+                         for st in ("final", "init") for l in (1, 2) for f in range(5)])
+    s = tables.profile_summary(prof)
+    assert list(s["stage"]) == ["init", "init", "final", "final"]
+    first = s.iloc[0]
+    assert (first["n"], first["median"], first["min"], first["max"]) == (5, -3.0, -5.0, -1.0)
+    ax = plots.profile_plot(prof)
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["1", "2"]
+
+
+def test_protocol_effect_compares_each_level():
+    frame = cnn_frame()
+    frame["train.monitor"] = np.where(frame["seed"] % 2, "total", "task")
+    eff = tables.protocol_effect(frame[frame["arch"] == "32"], "val_acc", "train.monitor", "lam")
+    assert len(eff) == 3 and set(eff["a"]) == {"task"} and set(eff["b"]) == {"total"}
+    assert (eff["p_adj"] >= eff["p"]).all()
+
+
+def test_open_choices_lists_values_used():
+    frame = ae_frame()
+    frame["entropy.eps"] = 1e-4
+    oc = tables.open_choices({"train.monitor": "task"}, frame)
+    assert oc.set_index("key").loc["entropy.eps", "value"] == "0.0001"
+    assert oc.set_index("key").loc["train.monitor", "value"] == "task"
+    assert oc.set_index("key").loc["net.padding", "value"] == "not recorded"
