@@ -97,10 +97,15 @@ def test_adjust_holm_hand_worked_and_not_below_raw():
     # sorted 0.01, 0.03, 0.04 → 0.03, 0.06, 0.06 (monotone)
     assert adj[:3] == pytest.approx([0.03, 0.06, 0.06])
     assert math.isnan(adj[3])
+    from statsmodels.stats.multitest import multipletests
+
     rng = np.random.default_rng(0)
-    for method in ("holm", "bonferroni", "fdr_bh"):
-        q = rng.uniform(size=21)
-        assert np.all(stats.adjust(q, method) >= q - 1e-15)
+    for method in ("holm", "bonferroni", "fdr_bh", "hommel"):
+        q = rng.uniform(size=21) ** 4
+        q[3] = q[7]  # a tie
+        adj = stats.adjust(q, method)
+        assert np.all(adj >= q - 1e-15)
+        np.testing.assert_allclose(adj, multipletests(q, method=method)[1], rtol=1e-12)
     assert stats.adjust(p, "none")[:3] == pytest.approx(p[:3])
 
 

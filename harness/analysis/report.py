@@ -38,7 +38,7 @@ def analyze(store, studies: list[str] | None, out_dir: Path) -> list[Path]:
         raise AnalysisError("the database holds no studies; run `harness run STUDY` first")
     for name in names:
         if name not in known:
-            match = difflib.get_closematches(name, known, n=1)
+            match = difflib.get_close_matches(name, known, n=1)
             hint = f"; did you mean {match[0]!r}?" if match else ""
             raise AnalysisError(f"unknown study {name!r}{hint} (in the database: {', '.join(known) or 'none'})")
     frames = {name: store.frame(name) for name in names}
@@ -96,6 +96,7 @@ class _Report:
         self.summary: list[str] = []
         self.paths: list[Path] = []
         self.names: set[str] = set()
+        self.description = ""
         out_dir.mkdir(parents=True, exist_ok=True)
 
     def md(self, *lines: str):
@@ -143,6 +144,8 @@ class _Report:
     def finish(self) -> list[Path]:
         stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
         head = [f"# Report: {self.study}", "", f"_Generated {stamp} by `harness analyze`._", ""]
+        if self.description:
+            head += [self.description, ""]
         if self.summary:
             head += ["## Published vs replicated", ""] + [f"- {s}" for s in self.summary] + [""]
         text = "\n".join(head + self.lines).rstrip() + "\n"
@@ -160,8 +163,10 @@ def _at(labels: dict) -> str:
     return f" at {_at_label(labels)}" if labels else ""
 
 
-def _at_slug(labels: dict) -> str:
-    return "_".join(f"{k}-{tables.level_label(v)}" for k, v in labels.items())
+def _stem(*parts: str, labels: dict | None = None) -> str:
+    """File stem from parts and the slice labels: sig_val_mse_by_lam_latent-80."""
+    parts += tuple(f"{k}-{tables.level_label(v)}" for k, v in (labels or {}).items())
+    return "_".join(p for p in parts if p)
 
 
 # ---------------------------------------------------------------- fixed sections
@@ -174,8 +179,7 @@ def _header(r: _Report, definition: dict, frame: pd.DataFrame, factors: list[str
     bad = ", ".join(f"{int(counts.get(s, 0))} {s}" for s in ("diverged", "failed"))
     other = sorted(set(counts.index) - {"done", "diverged", "failed"})
     bad += "".join(f", {int(counts[s])} {s}" for s in other)
-    if definition.get("description"):
-        r.md(definition["description"], "")
+    r.description = str(definition.get("description") or "")
     r.md("## Replications", "",
          f"{len(frame)} replications recorded: {n_done} done, {bad}. "
          "Only done replications enter the statistics; every grid cell is kept below.", "")
@@ -238,8 +242,9 @@ def _methods(r: _Report):
          "replications; `+` row mean significantly higher, `-` lower, blank not significant at α, "
          "`?` fewer than 2 replications in a group (untestable, kept). Both groups constant: "
          "p = 0 if the means differ, else 1.",
-         "- Correction: across the unordered pairs of one table (statsmodels `multipletests`), "
-         "shown beside the uncorrected table; the paper did not correct.",
+         "- Correction: across the unordered pairs of one table (the study's `correction`, "
+         "statsmodels `multipletests` definitions), shown beside the uncorrected table; the "
+         "paper did not correct.",
          "- Hedges' g = J·d with J = 1 − 3/(4·df − 1) and a normal-approximation 95% CI; "
          "minimum detectable effect (mde) = smallest true difference found with power 0.8 at α "
          "with the replications at hand (noncentral t), in metric units via the pooled sd. "
@@ -259,7 +264,7 @@ def _significance(r: _Report, spec: SignificanceTable, frame, profiles, factors)
         r.md(f"**Unknown published table {spec.published!r}** (known: {', '.join(paper.SIGN_TABLES)}).", "")
     for labels, sub in tables.slices(frame, spec.at, factors, exclude=(spec.factor,)):
         where = _at_label(labels)
-        base = f"sig_{spec.metric}_by_{spec.factor}_{_at_slug(labels)}"
+        base = _stem("sig", spec.metric, "by", spec.factor, labels=labels)
         r.md(f"### {spec.metric} by {spec.factor}{_at(labels)}", "")
         if not len(sub):
             r.md(f"No replications at {where}.", "")
@@ -331,7 +336,7 @@ def _vs_published(r, spec, labels, raw, adj, pub, base):
 def _ci_plot(r: _Report, spec: CIPlot, frame, profiles, factors):
     for labels, sub in tables.slices(frame, spec.at, factors, exclude=(spec.x, spec.hue)):
         where = _at_label(labels)
-        base = f"ci_{spec.metric}_by_{spec.x}_{spec.hue}_{_at_slug(labels)}"
+        base = _stem("ci", spec.metric, "by", spec.x, spec.hue, labels=labels)
         r.md(f"### {spec.metric} against {spec.x} by {spec.hue}{_at(labels)}", "")
         ci = tables.ci_table(sub, spec.metric, spec.x, spec.hue, spec.confidence)
         ax = plots.ci_plot(ci, spec.x, spec.hue, ylabel=spec.metric, logx=spec.logx,
@@ -355,7 +360,7 @@ def _table1(r: _Report, spec: Table1, frame, profiles, factors):
                                      exclude=exclude):
         labels = dict(dict(spec.at or {}), **labels)
         where = _at_label(labels)
-        base = f"table1_{_at_slug(labels)}"
+        base = _stem("table1", labels=labels)
         r.md(f"### Table 1{_at(labels)}", "")
         t1 = tables.table1(sub, metric_train=spec.metric_train, metric_val=spec.metric_val,
                            factor=spec.factor, by=spec.by, test=spec.test,
@@ -404,7 +409,7 @@ def _profile(r: _Report, spec: ProfilePlot, frame, profiles, factors):
         where = _at_label(labels)
         ids = set(sub.loc[sub["status"] == "done", "id"])
         prof = profiles[profiles["id"].isin(ids) & profiles["stage"].isin(spec.stages)]
-        base = f"profile_{_at_slug(labels)}"
+        base = _stem("profile", labels=labels)
         r.md(f"### Entropy profile{_at(labels)}", "")
         if not len(prof):
             r.md(f"No profiles at {where}.", "")
@@ -419,7 +424,7 @@ def _summary(r: _Report, spec: SummaryTable, frame, profiles, factors):
     pub = paper.SUMMARY_TABLES.get(spec.published) if spec.published else None
     for labels, sub in tables.slices(frame, spec.at, factors, exclude=(spec.factor,)):
         where = _at_label(labels)
-        base = f"summary_{spec.factor}_{_at_slug(labels)}"
+        base = _stem("summary", spec.factor, labels=labels)
         r.md(f"### Summary by {spec.factor}{_at(labels)}", "")
         s = tables.summary_table(sub, spec.metrics, spec.factor, spec.confidence)
         r.table(s, base, f"Mean and {spec.confidence:.0%} t-interval per {spec.factor}")
@@ -435,7 +440,7 @@ def _summary(r: _Report, spec: SummaryTable, frame, profiles, factors):
 def _protocol(r: _Report, spec: ProtocolEffect, frame, profiles, factors):
     for labels, sub in tables.slices(frame, spec.at, factors, exclude=(spec.factor, spec.protocol)):
         where = _at_label(labels)
-        base = f"protocol_{spec.protocol}_{spec.metric}_{_at_slug(labels)}"
+        base = _stem("protocol", spec.protocol, spec.metric, labels=labels)
         r.md(f"### Effect of {spec.protocol} on {spec.metric}{_at(labels)}", "")
         eff = tables.protocol_effect(sub, spec.metric, spec.protocol, spec.factor,
                                      alpha=spec.alpha, test=spec.test, correction=spec.correction)

@@ -149,22 +149,20 @@ def _verdict(p, alpha, n1, n2, mde, power) -> str:
 
 def sign_matrix(long: pd.DataFrame, column: str = "sign") -> pd.DataFrame:
     """Square matrix of ``column`` (row level × col level), labelled, diagonal blank."""
-    levels = sorted_levels(list(long["row"]) + list(long["col"]))
-    labels = [level_label(v) for v in levels]
-    m = pd.DataFrame("", index=labels, columns=labels)
-    for r in long.itertuples(index=False):
-        m.loc[level_label(r.row), level_label(r.col)] = getattr(r, column)
-    return m
+    return _square(long, column, "")
 
 
 def value_matrix(long: pd.DataFrame, column: str) -> pd.DataFrame:
     """Square matrix of a numeric column of the long table (NaN on the diagonal)."""
+    return _square(long, column, np.nan)
+
+
+def _square(long: pd.DataFrame, column: str, diagonal) -> pd.DataFrame:
     levels = sorted_levels(list(long["row"]) + list(long["col"]))
     labels = [level_label(v) for v in levels]
-    m = pd.DataFrame(np.nan, index=labels, columns=labels)
-    for r in long.itertuples(index=False):
-        m.loc[level_label(r.row), level_label(r.col)] = getattr(r, column)
-    return m
+    cells = {(level_label(r), level_label(c)): v for r, c, v in zip(long["row"], long["col"], long[column])}
+    return pd.DataFrame([[cells.get((a, b), diagonal) for b in labels] for a in labels],
+                        index=labels, columns=labels)
 
 
 def published_signs(key: str) -> pd.DataFrame:

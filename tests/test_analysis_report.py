@@ -1,0 +1,236 @@
+"""harness analyze end to end on a small fixed database built here through the Store:
+golden report tables, byte-identical reruns, visible missing data, one-line errors."""
+
+import os
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from harness.analysis.report import AnalysisError, analyze
+from harness.analysis.spec import (CIPlot, ProfilePlot, ProtocolEffect, SignificanceTable,
+                                   SummaryTable, Table1, spec_to_dict)
+from harness.store import Store
+
+GOLDEN = Path(__file__).parent / "golden" / "analysis"
+LAMS = [0.0, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0]
+VERSIONS = {"harness": "0.1.0", "torch": "2.x", "git_commit": "abc1234"}
+
+
+def _result(study, rid, status, config, metrics, profiles=()):
+    return {"id": rid, "study": study, "status": status,
+            "error": None if status == "done" else f"{status}: loss became nan",
+            "config": config, "metrics": metrics if status == "done" else {},
+            "history": [{"epoch": 1, "train_loss": 1.0, "val_loss": 1.0}],
+            "profiles": list(profiles), "device": "cpu", "host": "test",
+            "started_at": "2026-11-21T10:00:00", "finished_at": "2026-11-21T10:00:01",
+            "wall_s": 1.0, "versions": VERSIONS}
+
+
+def ae_study(store):
+    """E1-like: 7 λ x latent {20, 80} x 3 seeds; λ=10 at latent 80 has 1 done of 3."""
+    analyses = [SignificanceTable("val_mse", at={"latent": 80}, published="fig3b"),
+                SignificanceTable("stop_epoch", published="fig4b", correction="bonferroni"),
+                CIPlot("val_mse"), ProtocolEffect("val_mse", "train.monitor")]
+    store.record_study_dict({
+        "name": "ae", "description": "Golden E1-like study.",
+        "settings": {"dataset": "mnist", "model": "dense_ae", "entropy.eps": 1e-4, "train.patience": 7},
+        "grid": {"latent": [20, 80], "lam": LAMS, "train.monitor": ["task", "total"], "seed": [0, 1, 2]},
+        "analyses": [spec_to_dict(a) for a in analyses], "source": "study = ..."})
+    for k, lam in enumerate(LAMS):
+        for latent in (20, 80):
+            for monitor in ("task", "total"):
+                for seed in range(3):
+                    status = "done"
+                    if lam == 10.0 and latent == 80 and monitor == "task" and seed:
+                        status = "failed" if seed == 1 else "diverged"
+                    wiggle = ((seed * 7 + k + latent) % 5) - 2
+                    config = {"dataset": "mnist", "model": "dense_ae", "lam": lam, "latent": latent,
+                              "seed": seed, "arch": "", "placement": "first",
+                              "train.monitor": monitor, "entropy.eps": 1e-4}
+                    metrics = {"val_mse": (0.003 + 0.0004 * k if k < 3 else 0.010) + 0.0001 * wiggle
+                               + 0.0002 * (monitor == "total"),
+                               "stop_epoch": float((40 - 6 * k if k < 3 else 9) + wiggle),
+                               "grad_ratio": 0.05 * k + 0.001 * seed, "logdet_mean": -300.0 + 10 * k}
+                    rid = f"ae{k}{latent}{monitor}{seed}"
+                    store.record(_result("ae", rid, status, config, metrics))
+
+
+def cnn_study(store):
+    """E3-like: arch {32, 32-32} x placement {first, all} x λ {0, 1e-3, 1} x 3 seeds."""
+    analyses = [Table1(), ProfilePlot(at={"placement": "first"}, split_by="lam"),
+                SummaryTable(("stop_epoch", "wall_s", "val_acc"), at={"arch": "32", "placement": "first"},
+                             published="table3")]
+    store.record_study_dict({
+        "name": "cnn", "settings": {"dataset": "cifar10", "model": "cnn"},
+        "grid": {"arch": [[32], [32, 32]], "placement": ["first", "all"], "lam": [0.0, 1e-3, 1.0],
+                 "seed": [0, 1, 2]},
+        "analyses": [spec_to_dict(a) for a in analyses], "source": ""})
+    for arch in ([32], [32, 32]):
+        for placement in ("first", "all"):
+            for k, lam in enumerate((0.0, 1e-3, 1.0)):
+                for seed in range(3):
+                    gain = 0.006 * (k == 1) * (placement == "first")
+                    config = {"dataset": "cifar10", "model": "cnn", "lam": lam, "latent": 0,
+                              "arch": arch, "placement": placement, "seed": seed}
+                    metrics = {"train_acc": 0.74 + 0.01 * len(arch) + 0.002 * ((seed + k) % 3),
+                               "val_acc": 0.64 + gain + 0.001 * ((seed * 2 + k) % 3),
+                               "stop_epoch": 10.0 + k + seed, "log_c11_mean": -1.0 - k}
+                    profiles = [{"stage": stage, "layer": layer, "name": f"conv{layer}", "kind": "conv",
+                                 "filter": f, "value": -(layer + 0.5 * f) * (2.0 if stage == "final" else 1.0)}
+                                for stage in ("init", "final") for layer in range(1, len(arch) + 1)
+                                for f in range(3)]
+                    rid = f"cnn{len(arch)}{placement}{k}{seed}"
+                    store.record(_result("cnn", rid, "done", config, metrics, profiles))
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    s = Store(f"sqlite:///{tmp_path_factory.mktemp('db')}/harness.db")
+    ae_study(s)
+    cnn_study(s)
+    s.record_study_dict({"name": "empty", "settings": {}, "grid": {}, "analyses": [], "source": ""})
+    return s
+
+
+@pytest.fixture(scope="module")
+def reports(store, tmp_path_factory):
+    out = tmp_path_factory.mktemp("results")
+    return out, analyze(store, ["ae", "cnn"], out)
+
+
+def _strip_stamp(text: str) -> str:
+    return "\n".join(l for l in text.splitlines() if not l.startswith("_Generated "))
+
+
+def _golden_files(out: Path):
+    return sorted(p.relative_to(out) for p in out.rglob("*") if p.suffix in (".csv", ".md"))
+
+
+def test_writes_report_tables_and_figures(reports):
+    out, paths = reports
+    assert all(p.exists() for p in paths)
+    for study in ("ae", "cnn"):
+        assert (out / study / "report.md") in paths
+        names = {p.name for p in paths if p.parent.name == study}
+        for p in names:
+            if p.endswith(".csv"):
+                assert p[:-4] + ".tex" in names  # every table as CSV and LaTeX
+    assert (out / "ae" / "ci_val_mse_by_latent_lam_train.monitor-task.png") in paths
+    assert any(p.name.startswith("profile_") and p.suffix == ".png" for p in paths)
+
+
+@pytest.mark.parametrize("name", [str(p) for p in sorted(
+    p.relative_to(GOLDEN) for p in GOLDEN.rglob("*") if p.is_file())] if GOLDEN.exists() else [])
+def test_golden_report_tables(reports, name):
+    out, _ = reports
+    new, old = out / name, GOLDEN / name
+    regen = f"if the change is intended, delete {old} and rerun the tests to regenerate it"
+    assert new.exists(), f"{name} is no longer written; {regen}"
+    if name.endswith(".csv"):
+        a, b = pd.read_csv(new, keep_default_na=False), pd.read_csv(old, keep_default_na=False)
+        assert list(a.columns) == list(b.columns), f"{name}: columns changed; {regen}"
+        for col in a.columns:  # cell by cell, numbers to a relative 1e-6
+            x, y = pd.to_numeric(a[col], errors="coerce"), pd.to_numeric(b[col], errors="coerce")
+            if x.notna().any() or y.notna().any():
+                pd.testing.assert_series_equal(x, y, rtol=1e-6, obj=f"{name}[{col}] ({regen})")
+            else:
+                assert list(a[col]) == list(b[col]), f"{name}[{col}] differs; {regen}"
+    else:
+        assert _strip_stamp(new.read_text()) == _strip_stamp(old.read_text()), f"{name} differs; {regen}"
+
+
+def test_golden_files_exist_for_every_report_table(reports):
+    """Writes any missing golden file (delete one to regenerate it) and fails so it is reviewed."""
+    out, _ = reports
+    missing = [p for p in _golden_files(out) if not (GOLDEN / p).exists()]
+    for p in missing:
+        (GOLDEN / p).parent.mkdir(parents=True, exist_ok=True)
+        (GOLDEN / p).write_text((out / p).read_text())
+    assert not missing, f"wrote {len(missing)} missing golden file(s) under {GOLDEN}; review and commit them"
+
+
+def test_reruns_are_byte_identical(store, reports, tmp_path):
+    out, paths = reports
+    again = analyze(store, ["ae", "cnn"], tmp_path)
+    assert [p.relative_to(tmp_path) for p in again] == [p.relative_to(out) for p in paths]
+    for p in paths:
+        q = tmp_path / p.relative_to(out)
+        if p.name == "report.md":
+            assert _strip_stamp(p.read_text()) == _strip_stamp(q.read_text())
+        else:
+            assert p.read_bytes() == q.read_bytes(), p.name
+
+
+def test_missing_data_is_visible(reports):
+    out, _ = reports
+    report = (out / "ae" / "report.md").read_text()
+    assert "84 replications recorded: 82 done, 1 diverged, 1 failed" in report
+    assert "**1 grid cell(s) have fewer than 2 done replications**" in report
+    assert "| 10 | 80 | task | 1 | 1 | 1 | 3 | fewer than 2 done |" in report
+    signs = pd.read_csv(out / "ae" / "sig_val_mse_by_lam_latent-80_train.monitor-task_signs.csv",
+                        index_col=0, keep_default_na=False)
+    assert (signs.loc[10.0].drop("10") == "?").all()
+    assert "untestable (fewer than 2 replications)" in report
+    assert "cells agree uncorrected" in report
+
+
+def test_report_states_published_agreement_and_options(reports):
+    out, _ = reports
+    report = (out / "ae" / "report.md").read_text()
+    assert "## Published vs replicated" in report
+    assert "Fig. 3b: MNIST validation MSE, latent 80" in report
+    assert "Student two-sided t-tests, α = 0.01" in report and "bonferroni" in report
+    assert "| entropy.eps | 1 | 0.0001 |" in report
+    cnn = (out / "cnn" / "report.md").read_text()
+    assert "significance cells (train and val, one-tailed α = 0.05) agree" in cnn
+    assert "## Entropy diagnostics per λ" in cnn
+
+
+def _tiny_store(path, analyses=()):
+    s = Store(f"sqlite:///{path}/tiny.db")
+    s.record_study_dict({"name": "tiny", "settings": {}, "grid": {"lam": [0.0, 1.0], "seed": [0, 1]},
+                         "analyses": [spec_to_dict(a) for a in analyses], "source": ""})
+    s.record_study_dict({"name": "empty", "settings": {}, "grid": {}, "analyses": [], "source": ""})
+    for k, lam in enumerate((0.0, 1.0)):
+        for seed in range(2):
+            s.record(_result("tiny", f"t{k}{seed}", "done", {"lam": lam, "seed": seed},
+                             {"val_mse": 0.01 + 0.01 * k + 0.001 * seed}))
+    return s
+
+
+def test_all_studies_by_default_skips_empty_ones(tmp_path):
+    paths = analyze(_tiny_store(tmp_path), None, tmp_path / "out")
+    assert {p.parent.name for p in paths} == {"tiny"}
+    report = (tmp_path / "out" / "tiny" / "report.md").read_text()
+    assert "The study declares no analyses" in report
+    assert "## Entropy diagnostics" not in report  # no diagnostics recorded: no section
+
+
+def test_errors_are_one_line(store, tmp_path):
+    with pytest.raises(AnalysisError, match="nothing recorded"):
+        analyze(store, ["empty"], tmp_path)
+    with pytest.raises(AnalysisError, match="unknown study 'cnnn'; did you mean 'cnn'"):
+        analyze(store, ["cnnn"], tmp_path)
+    with pytest.raises(AnalysisError, match="no studies"):
+        analyze(Store(f"sqlite:///{tmp_path}/none.db"), None, tmp_path)
+    assert not any(tmp_path.rglob("report.md"))
+
+
+def test_study_object_round_trip(tmp_path):
+    """Analyses declared on a Study survive the store and drive the report."""
+    from harness.study import Study
+
+    s = Store(f"sqlite:///{tmp_path}/q.db")
+    study = Study("q", settings={"dataset": "digits", "model": "dense_ae"},
+                  grid={"lam": [0.0, 1e-3], "seed": [0, 1]},
+                  analyses=[SignificanceTable("val_mse", alpha=0.05)])
+    s.record_study(study)
+    for k, lam in enumerate((0.0, 1e-3)):
+        for seed in range(2):
+            s.record(_result("q", f"q{k}{seed}", "done", {"lam": lam, "seed": seed},
+                             {"val_mse": 0.01 + 0.01 * k + 0.001 * seed}))
+    paths = analyze(s, ["q"], tmp_path / "out")
+    text = (tmp_path / "out" / "q" / "report.md").read_text()
+    assert "SignificanceTable(metric=val_mse; alpha=0.05)" in text
+    assert any(p.name == "sig_val_mse_by_lam_signs.csv" for p in paths)
