@@ -31,7 +31,8 @@ def ae_study(store):
     """E1-like: 7 λ x latent {20, 80} x 3 seeds; λ=10 at latent 80 has 1 done of 3."""
     analyses = [SignificanceTable("val_mse", at={"latent": 80}, published="fig3b"),
                 SignificanceTable("stop_epoch", published="fig4b", correction="bonferroni"),
-                CIPlot("val_mse"), ProtocolEffect("val_mse", "train.monitor")]
+                CIPlot("val_mse"), ProtocolEffect("val_mse", "train.monitor"),
+                SignificanceTable("val_acc"), CIPlot("val_mse", at={"arch_typo": "32"})]
     store.record_study_dict({
         "name": "ae", "description": "Golden E1-like study.",
         "settings": {"dataset": "mnist", "model": "dense_ae", "entropy.eps": 1e-4, "train.patience": 7},
@@ -51,7 +52,8 @@ def ae_study(store):
                     metrics = {"val_mse": (0.003 + 0.0004 * k if k < 3 else 0.010) + 0.0001 * wiggle
                                + 0.0002 * (monitor == "total"),
                                "stop_epoch": float((40 - 6 * k if k < 3 else 9) + wiggle),
-                               "grad_ratio": 0.05 * k + 0.001 * seed, "logdet_mean": -300.0 + 10 * k}
+                               "grad_ratio": 0.05 * k + 0.001 * seed, "logdet_mean": -300.0 + 10 * k,
+                               "hit_max_epochs": float(k == 0 and seed == 0), "val_acc": float("nan")}
                     rid = f"ae{k}{latent}{monitor}{seed}"
                     store.record(_result("ae", rid, status, config, metrics))
 
@@ -167,12 +169,19 @@ def test_missing_data_is_visible(reports):
     report = (out / "ae" / "report.md").read_text()
     assert "84 replications recorded: 82 done, 1 diverged, 1 failed" in report
     assert "**1 grid cell(s) have fewer than 2 done replications**" in report
-    assert "| 10 | 80 | task | 1 | 1 | 1 | 3 | fewer than 2 done |" in report
+    assert "| 10 | 80 | task | 1 | 1 | 1 | 3 | 0 | fewer than 2 done |" in report
     signs = pd.read_csv(out / "ae" / "sig_val_mse_by_lam_latent-80_train.monitor-task_signs.csv",
                         index_col=0, keep_default_na=False)
     assert (signs.loc[10.0].drop("10") == "?").all()
     assert "untestable (fewer than 2 replications)" in report
     assert "cells agree uncorrected" in report
+
+
+def test_inapplicable_analyses_are_skipped_visibly(reports):
+    report = (reports[0] / "ae" / "report.md").read_text()
+    assert "**Skipped:** metric 'val_acc' has no values in the done replications." in report
+    assert "**Skipped:** no column 'arch_typo' in the study's results." in report
+    assert "**4 of 82 done replications stopped at train.max_epochs**" in report
 
 
 def test_report_states_published_agreement_and_options(reports):

@@ -75,6 +75,8 @@ def study_report(definition: dict, frame: pd.DataFrame, profiles: pd.DataFrame |
     for spec in specs:
         r.md(f"## {describe(spec)}", "")
         try:
+            for metric in _metrics(spec):
+                tables.check_metric(frame, metric)
             _SECTIONS[type(spec)](r, spec, frame, profiles, factors)
         except KeyError as e:  # a metric or column the results do not have
             r.md(f"**Skipped:** {e.args[0]}.", "")
@@ -83,6 +85,12 @@ def study_report(definition: dict, frame: pd.DataFrame, profiles: pd.DataFrame |
     _diagnostics(r, frame, factors)
     _methods(r)
     return r.finish()
+
+
+def _metrics(spec) -> list[str]:
+    if isinstance(spec, Table1):
+        return [spec.metric_train, spec.metric_val]
+    return [spec.metric] if hasattr(spec, "metric") else []
 
 
 # ---------------------------------------------------------------- report writer
@@ -192,6 +200,10 @@ def _header(r: _Report, definition: dict, frame: pd.DataFrame, factors: list[str
         r.md("Provenance — " + "; ".join(prov) + ".", "")
     cells = tables.status_counts(frame, factors)
     cells["note"] = np.where(cells["done"] < 2, "fewer than 2 done", "")
+    if "hit_max_epochs" in cells and cells["hit_max_epochs"].sum():
+        r.md(f"**{int(cells['hit_max_epochs'].sum())} of {n_done} done replications stopped at "
+             "train.max_epochs**: their stopping epoch is censored at the cap, so stop_epoch "
+             "differences involving them are understated.", "")
     few = int((cells["done"] < 2).sum())
     if few:
         r.md(f"**{few} grid cell(s) have fewer than 2 done replications** (marked `?` in the tests).", "")
@@ -274,7 +286,8 @@ def _significance(r: _Report, spec: SignificanceTable, frame, profiles, factors)
                                correction=spec.correction, power=spec.power)
         n_pairs = len(grp) * (len(grp) - 1) // 2
         r.md(f"{spec.test.capitalize()} two-sided t-tests, α = {spec.alpha:g}, "
-             f"{n_pairs} pairs; {spec.correction} correction across them shown beside.", "")
+             f"{n_pairs} pair{'s' * (n_pairs != 1)}; {spec.correction} correction across them "
+             "shown beside.", "")
         _levels_table(r, grp, spec.factor, spec.metric, base)
         raw = tables.sign_matrix(long, "sign")
         adj = tables.sign_matrix(long, "sign_adj")

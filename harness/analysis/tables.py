@@ -78,6 +78,15 @@ def slices(frame: pd.DataFrame, at, factors: list[str], exclude: tuple = ()) -> 
     return out
 
 
+def check_metric(frame: pd.DataFrame, metric: str) -> None:
+    """KeyError (shown as a skipped analysis) when no done replication has a value."""
+    if metric not in frame.columns:
+        raise KeyError(f"no metric {metric!r} in the study's results")
+    done = frame.loc[frame["status"] == DONE, metric].astype(float)
+    if len(frame) and not np.isfinite(done).any():
+        raise KeyError(f"metric {metric!r} has no values in the done replications")
+
+
 def groups(frame: pd.DataFrame, metric: str, factor: str) -> dict:
     """{level: finite metric values of the done replications}, every level of the frame kept."""
     if metric not in frame.columns:
@@ -299,6 +308,15 @@ def status_counts(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
                        key=lambda i: tuple(sort_key(table.loc[i, k]) for k in keys))
         table = table.loc[order].reset_index(drop=True)
     table["total"] = table[statuses].sum(axis=1)
+    if "hit_max_epochs" in frame.columns:  # stopping epoch censored at the cap
+        done = frame[frame["status"] == DONE]
+        done = done.assign(hit_max_epochs=done["hit_max_epochs"].fillna(0))
+        if keys:
+            hits = done.groupby(keys, dropna=False)["hit_max_epochs"].sum().reset_index()
+            table = table.merge(hits, on=keys, how="left")
+            table["hit_max_epochs"] = table["hit_max_epochs"].fillna(0).astype(int)
+        else:
+            table["hit_max_epochs"] = int(done["hit_max_epochs"].sum())
     table.columns.name = None
     return table
 
