@@ -1,7 +1,7 @@
 """harness analyze end to end on a small fixed database built here through the Store:
 golden report tables, byte-identical reruns, visible missing data, one-line errors."""
 
-import os
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -243,3 +243,16 @@ def test_study_object_round_trip(tmp_path):
     text = (tmp_path / "out" / "q" / "report.md").read_text()
     assert "SignificanceTable(metric=val_mse; alpha=0.05)" in text
     assert any(p.name == "sig_val_mse_by_lam_signs.csv" for p in paths)
+
+
+def test_table1_with_a_single_placement_is_still_compared(tmp_path):
+    """study_report works on plain data too; a split with one value is not a slice."""
+    from harness.analysis.report import study_report
+    from test_analysis_tables import cnn_frame
+
+    frame = cnn_frame().assign(placement="first", study="c")
+    definition = {"name": "c", "grid": {"arch": [[32], [32, 32]], "lam": [0.0, 1e-3, 1.0]},
+                  "analyses": [spec_to_dict(Table1())]}
+    study_report(definition, frame, None, tmp_path)
+    report = (tmp_path / "report.md").read_text()
+    assert re.search(r"placement = first: \d of 4 significance cells", report)

@@ -383,6 +383,8 @@ def _table1(r: _Report, spec: Table1, frame, profiles, factors):
                 show=_table1_show(t1, spec))
         if pub is not None:
             split_value = labels.get(spec.split_by) if spec.split_by else None
+            if split_value is None and spec.split_by in sub.columns and sub[spec.split_by].nunique() == 1:
+                split_value = sub[spec.split_by].iloc[0]  # one placement only: not a slice
             rows = pub["splits"].get(tables.level_label(split_value)) if split_value is not None else None
             if rows is None:
                 r.md(f"No published Table 1 for {spec.split_by} = {split_value}.", "")
