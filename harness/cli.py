@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 
 RUN_EPILOG = """overrides (key=value, dotted keys as in the study's Config):
   lam=0,1e-3          a list of values sets a grid axis
@@ -37,9 +36,32 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("overrides", nargs="*", help="key=value overrides (see below)")
     _db_arg(run)
     run.add_argument("--data-dir", help="where data sets live (default: $HARNESS_DATA_DIR, else ./data)")
-    run.add_argument("--device", default=None, help="torch device to train on (default: cuda if visible, else cpu)")
     run.add_argument("--dry-run", action="store_true", help="list what would be trained, train nothing")
-    run.add_argument("-q", "--quiet", action="store_true", help="no progress bar; failures and the summary only")
+    where = run.add_argument_group("workers and devices")
+    where.add_argument(
+        "--devices", "--device", metavar="LIST", type=_comma_list, default=None,
+        help="torch devices, comma-separated: cuda (every GPU), cuda:0,cuda:1, cpu; list one several times for "
+        "several workers on it (cpu,cpu records cpu:0 and cpu:1) (default: every visible GPU, else cpu)",
+    )
+    count = where.add_mutually_exclusive_group()
+    count.add_argument("--workers-per-device", type=int, default=1, metavar="K", help="workers on each listed device (default 1)")
+    count.add_argument("--workers", type=int, default=None, metavar="N", help="workers in all, dealt to the devices in turn")
+    where.add_argument(
+        "--backend", choices=("inprocess", "processes", "dask"), default=None,
+        help="inprocess (the driver trains), processes (worker processes here) or dask; "
+        "default: processes for more than one worker, else inprocess",
+    )
+    where.add_argument("--scheduler", metavar="ADDRESS", help="a running Dask scheduler, e.g. tcp://host:8786 (implies --backend dask)")
+    where.add_argument("--pack-size", type=int, default=1, metavar="K", help="train up to K replications that differ only in lam and seed together (default 1)")
+    failures = run.add_argument_group("failures")
+    failures.add_argument("--retries", type=int, default=1, metavar="N", help="retry a replication that fails up to N times (default 1)")
+    failures.add_argument("--rerun-failed", action="store_true", help="also train the replications earlier runs recorded as failed")
+    output = run.add_argument_group("output")
+    output.add_argument("-q", "--quiet", action="store_true", help="no progress display; failures and the summary only")
+    output.add_argument(
+        "--log", choices=("auto", "bar", "plain"), default="auto",
+        help="progress as a live bar, or plain: one line per result, for batch jobs' logs (default: bar on a terminal)",
+    )
 
     status = sub.add_parser("status", help="replications done / failed / diverged / remaining per study")
     status.add_argument("study", nargs="*", help="study names or files (default: every study in the database)")
@@ -82,58 +104,38 @@ def cmd_run(args) -> int:
     from harness.study import load_study
     from harness.schedule import run_study
 
+    from harness.schedule import RunOptions
+
     study = load_study(args.study).with_overrides(args.overrides)
-    return run_study(
-        study,
-        db=args.db,
-        data_dir=args.data_dir,
-        device=args.device,
-        dry_run=args.dry_run,
-        quiet=args.quiet,
+    options = RunOptions(
+        devices=args.devices,
+        workers_per_device=args.workers_per_device,
+        workers=args.workers,
+        backend=args.backend,
+        scheduler=args.scheduler,
+        retries=args.retries,
+        rerun_failed=args.rerun_failed,
+        pack_size=args.pack_size,
+        log="quiet" if args.quiet else args.log,
     )
+    return run_study(study, db=args.db, data_dir=args.data_dir, options=options, dry_run=args.dry_run)
 
 
 def cmd_status(args) -> int:
-    from pathlib import Path
-
+    from harness.schedule import format_status, study_status
     from harness.store import Store
-    from harness.study import load_study
 
     store = Store(args.db)
     names = args.study or store.studies()
     if not names:
         print(f"no studies recorded in {args.db}")
         return 0
-    print(f"{'study':<28} {'grid':>6} {'done':>6} {'diverged':>8} {'failed':>6} {'remaining':>9} {'wall time':>10}")
-    for name in names:
-        if name.endswith(".py") or Path(name).is_file():  # a study file: count against its grid
-            study = load_study(name)
-            name, grid_ids = study.name, {r.id for r in study.replications()}
-        else:
-            definition = store.study_definition(name)
-            grid_ids = None if not definition.get("grid") else _grid_ids(definition)
-        frame = store.frame(name)
-        counts = frame["status"].value_counts() if len(frame) else {}
-        finished = set(frame.loc[frame["status"].isin(["done", "diverged"]), "id"]) if len(frame) else set()
-        total = len(grid_ids) if grid_ids is not None else len(frame)
-        remaining = len(grid_ids - finished) if grid_ids is not None else 0
-        wall = frame["wall_s"].sum() if len(frame) else 0.0
-        print(
-            f"{name:<28} {total:>6} {counts.get('done', 0):>6} {counts.get('diverged', 0):>8} "
-            f"{counts.get('failed', 0):>6} {remaining:>9} {_duration(wall):>10}"
-        )
+    print(format_status([study_status(store, name) for name in names]))
     return 0
 
 
-def _grid_ids(definition: dict) -> set[str]:
-    from harness.study import Study
-
-    study = Study(definition["name"], settings=definition["settings"], grid=definition["grid"])
-    return {r.id for r in study.replications()}
-
-
-def _duration(seconds: float) -> str:
-    return time.strftime("%H:%M:%S", time.gmtime(float(seconds)))
+def _comma_list(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
 
 
 def cmd_analyze(args) -> int:

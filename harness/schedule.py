@@ -1,28 +1,122 @@
-"""Which replications remain, and running them.
+"""Which replications remain, and training them on workers.
 
-The driver (this module) is the only writer of the store: it asks the store which
-replications are finished, trains the others, and records each result in its own
-transaction as soon as it arrives, so an interrupted sweep resumes where it stopped.
+The driver (this module, in the ``harness run`` process) is the only writer of the store.
+It works out which replications remain, claims each group of them in the store just
+before a worker gets it, and records each result in its own transaction as soon as it
+comes back, so a sweep stopped in any way (Ctrl-C, SIGKILL of the driver, a dead worker)
+resumes where it stopped when the same command runs again.
+
+Backends, all driven through ``submit(fn, *args) -> concurrent.futures.Future``:
+
+- ``inprocess``: one worker, the driver itself (debugging, tests, a single CPU worker);
+- ``processes``: worker processes on this machine (loky, joblib's process pool);
+- ``dask``: a Dask cluster, an existing one (``--scheduler tcp://host:8786``) or a
+  ``LocalCluster`` started for the run; results come back to the driver all the same.
+
+Devices: ``--devices`` lists torch devices (default: every visible GPU, else the CPU);
+each entry gets ``--workers-per-device`` slots, or ``--workers`` slots in all are dealt to
+the entries in turn. A worker holds one slot (an exclusive lock on a file) while it
+trains, preferring the slot it held last, so on this machine every slot trains one group
+at a time and a worker stays on its device. The slot's name is the result's recorded
+``device``: ``cuda:1``, ``cpu``, or ``cpu:0``, ``cpu:1``, ... when the CPU is listed more
+than once (torch runs every ``cpu:N`` on the one CPU; the number shows which worker
+trained what). Each worker runs torch with cores // workers threads. On an existing Dask
+cluster each task uses its worker's GPU when it sees one (``--devices cuda`` asks for one
+Dask resource ``GPU`` per task), else the CPU.
+
+Failures: an exception in training is a ``failed`` result with its traceback (train.py);
+a worker process that dies takes down loky's whole pool, so the groups that were in
+flight are run again one at a time, and a group that kills its worker when alone is
+recorded as failed. A failed group is retried up to ``--retries`` times in the run;
+failures recorded by earlier runs are retried only with ``--rerun-failed``.
 """
 
 from __future__ import annotations
 
+import fcntl
+import os
+import shutil
+import signal
+import socket
 import sys
+import tempfile
+import threading
+import time
+import traceback
+from collections import Counter, deque
+from concurrent.futures import FIRST_COMPLETED, BrokenExecutor, Future, wait
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Callable, Iterator
 
-from harness.study import Replication, Study
+import harness
+from harness.errors import UserError
+from harness.study import Replication, Study, flatten
+
+BACKENDS = ("inprocess", "processes", "dask")
+LOG_MODES = ("auto", "bar", "plain", "quiet")
+PACK_AXES = ("lam", "seed")  # what replications trained together may differ in
+LEASE_S = 300.0  # a claim not renewed for this long may be taken over by another run
+SLOT_WAIT_S = 600.0  # a worker waits this long for a free slot before giving up
 
 
-def remaining(study: Study, store) -> tuple[list[Replication], int]:
-    """(replications the store does not hold as finished, size of the grid)."""
+class ScheduleError(UserError):
+    """A bad scheduling request (devices, workers, backend): one line."""
+
+
+@dataclass
+class RunOptions:
+    """How ``harness run`` trains what remains of a study (one field per CLI flag)."""
+
+    devices: list[str] | None = None  # torch devices, e.g. ["cuda:0", "cuda:1"]; None = every GPU, else ["cpu"]
+    workers_per_device: int = 1  # workers on each entry of devices
+    workers: int | None = None  # workers in all, dealt to the devices in turn (instead of workers_per_device)
+    backend: str | None = None  # inprocess | processes | dask; None = processes for several workers, else inprocess
+    scheduler: str | None = None  # address of a running Dask scheduler (implies backend dask)
+    retries: int = 1  # further attempts at a replication that failed in this run
+    rerun_failed: bool = False  # also train replications that earlier runs recorded as failed
+    pack_size: int = 1  # a worker trains up to this many replications differing only in λ and seed at once
+    log: str = "auto"  # auto (a live bar on a terminal, else plain) | bar | plain (a line per result) | quiet
+    lease_s: float = LEASE_S  # claim lease; renewed every lease_s / 10 while the run lives
+
+
+@dataclass(frozen=True)
+class Slot:
+    """Where one worker trains."""
+
+    name: str  # recorded as the result's device
+    device: str  # the torch device
+    threads: int | None  # torch threads while training (None: leave as is)
+
+
+# -- what to train ---------------------------------------------------------------------
+
+
+def remaining(study: Study, store, rerun_failed: bool = False) -> tuple[list[Replication], int]:
+    """(replications still to train, size of the grid). Done and diverged replications
+    are finished; failed ones are left alone unless ``rerun_failed``."""
     reps = list({r.id: r for r in study.replications()}.values())  # a repeated grid point runs once
-    finished = store.ids(study.name)
-    return [r for r in reps if r.id not in finished], len(reps)
+    statuses = ("done", "diverged") if rerun_failed else ("done", "diverged", "failed")
+    recorded = store.ids(study.name, statuses)
+    return [r for r in reps if r.id not in recorded], len(reps)
 
 
-def default_device() -> str:
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
+def pack(reps: list[Replication], size: int) -> list[list[Replication]]:
+    """Groups of at most ``size`` replications that differ only in λ and seed (what
+    train.run_replications can train as one vectorised pack), in order of first member."""
+    if size < 1:
+        raise ScheduleError(f"--pack-size must be at least 1, not {size}")
+    chunks: dict[tuple, list[Replication]] = {}
+    groups: list[list[Replication]] = []
+    for rep in reps:
+        key = tuple((k, v) for k, v in flatten(rep.config).items() if k not in PACK_AXES)
+        chunk = chunks.get(key)
+        if chunk is None or len(chunk) == size:
+            chunk = chunks[key] = []
+            groups.append(chunk)
+        chunk.append(rep)
+    return groups
 
 
 def check_data(reps: list[Replication], data_dir) -> None:
@@ -38,19 +132,486 @@ def check_data(reps: list[Replication], data_dir) -> None:
             load_splits(rep.config.dataset, data_dir, device="cpu", val_split=key[1], n_train=key[2], n_val=key[3])
 
 
-def run_study(study: Study, db: str, data_dir=None, device: str | None = None, dry_run: bool = False, quiet: bool = False) -> int:
+# -- where to train ----------------------------------------------------------------------
+
+
+def expand_devices(devices: list[str] | None, n_gpus: int | None) -> list[str]:
+    """Device entries as torch devices: ``cuda`` is every visible GPU; the default is
+    every visible GPU, else the CPU. ``n_gpus=None`` (an unknown, remote machine) keeps
+    CUDA entries as written."""
+    if not devices:
+        return [f"cuda:{i}" for i in range(n_gpus)] if n_gpus else ["cpu"]
+    out = []
+    for entry in (d.strip() for d in devices):
+        kind, _, index = entry.partition(":")
+        if entry in ("cpu", "mps") or (kind == "cuda" and n_gpus is None):
+            out.append(entry)
+        elif entry == "cuda":
+            if not n_gpus:
+                raise ScheduleError("--devices cuda: no CUDA device is visible here; use --devices cpu")
+            out += [f"cuda:{i}" for i in range(n_gpus)]
+        elif kind == "cuda" and index.isdigit():
+            if int(index) >= n_gpus:
+                raise ScheduleError(f"--devices {entry}: {n_gpus} CUDA device(s) visible here (cuda:0..cuda:{n_gpus - 1})")
+            out.append(entry)
+        else:
+            raise ScheduleError(f"unknown device {entry!r}: use cpu, cuda, cuda:N or mps, comma-separated")
+    return out
+
+
+def plan_slots(
+    devices: list[str] | None = None,
+    workers_per_device: int = 1,
+    workers: int | None = None,
+    n_gpus: int = 0,
+    cores: int | None = None,
+) -> list[Slot]:
+    """The workers' slots: ``workers_per_device`` per device entry, or ``workers`` in all
+    dealt to the entries in turn; cores split evenly between them."""
+    entries = expand_devices(devices, n_gpus)
+    count = workers if workers is not None else workers_per_device * len(entries)
+    if count < 1:
+        raise ScheduleError("--workers and --workers-per-device must be at least 1")
+    cores = cores or _cores()
+    threads = max(1, cores // count)
+    cpu_listed = entries.count("cpu") > 1
+    cpu_seen = 0
+    names = []
+    for entry in entries:
+        if entry == "cpu" and cpu_listed:
+            entry, cpu_seen = f"cpu:{cpu_seen}", cpu_seen + 1
+        names.append(entry)
+    slots = []
+    for i in range(count):
+        entry, name = entries[i % len(entries)], names[i % len(entries)]
+        slots.append(Slot(name, entry, threads))
+    return slots
+
+
+def choose_backend(options: RunOptions, n_slots: int) -> str:
+    backend = options.backend or ("dask" if options.scheduler else "processes" if n_slots > 1 else "inprocess")
+    if backend not in BACKENDS:
+        raise ScheduleError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
+    if options.scheduler and backend != "dask":
+        raise ScheduleError("--scheduler is the address of a Dask scheduler: use it with --backend dask")
+    if backend == "inprocess" and n_slots > 1:
+        raise ScheduleError(f"the inprocess backend runs one worker, not {n_slots}; use --backend processes")
+    return backend
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+# -- the worker side -----------------------------------------------------------------------
+
+_last_slot = threading.local()  # per worker thread: {slot directory: index of the slot held last}
+
+
+class SlotPool:
+    """The slots of one run, shared by its workers on this machine through lock files:
+    holding a slot is holding an exclusive ``flock`` on its file, which the OS drops when
+    the holder dies. Without a directory there is one slot (in process), or none at all
+    (an existing Dask cluster: the worker's own GPU if it sees one, else the CPU)."""
+
+    def __init__(self, slots: list[Slot] | None, directory: str | None = None):
+        self.slots, self.directory = slots, directory
+
+    @contextmanager
+    def hold(self) -> Iterator[Slot]:
+        if not self.slots:
+            import torch
+
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+            yield Slot(device, device, None)
+            return
+        if self.directory is None:
+            yield self.slots[0]
+            return
+        last = getattr(_last_slot, "by_dir", {})
+        _last_slot.by_dir = last
+        order = sorted(range(len(self.slots)), key=lambda i: i != last.get(self.directory))
+        deadline = time.monotonic() + SLOT_WAIT_S
+        while True:
+            for i in order:
+                fd = os.open(os.path.join(self.directory, f"slot-{i}"), os.O_RDWR | os.O_CREAT)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    os.close(fd)
+                    continue
+                last[self.directory] = i
+                try:
+                    yield self.slots[i]
+                finally:
+                    os.close(fd)  # drops the lock
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"no free worker slot in {self.directory} after {SLOT_WAIT_S:.0f}s")
+            time.sleep(0.05)
+
+
+def train_group(reps: list[Replication], pool: SlotPool, data_dir, work: Callable) -> list[dict]:
+    """The worker's task: train a group on the slot it holds and return one result each.
+    Never raises for a failure inside ``work``: the group's results say ``failed``."""
+    with pool.hold() as slot:
+        if slot.threads:
+            import torch
+
+            torch.set_num_threads(slot.threads)
+        try:
+            results = work(reps, slot.device, data_dir)
+        except Exception:
+            error = traceback.format_exc()
+            return [failed_result(rep, error, slot.name) for rep in reps]
+    for result in results:
+        result["device"] = slot.name
+    return results
+
+
+def failed_result(rep: Replication, error: str, device: str | None = None) -> dict:
+    """A ``failed`` result made outside train.py (the worker died, or raised)."""
+    return {
+        "id": rep.id,
+        "study": rep.study,
+        "status": "failed",
+        "error": error,
+        "config": {k: list(v) if isinstance(v, tuple) else v for k, v in flatten(rep.config).items()},
+        "device": device,
+        "host": socket.gethostname() if device else None,
+        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "versions": {"harness": harness.__version__},
+    }
+
+
+def _ignore_sigint() -> None:
+    # Ctrl-C reaches the whole process group; the driver handles it and stops the workers.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+# -- backends ----------------------------------------------------------------------------
+
+
+class InProcess:
+    """Runs each task at submit, in the driver: the debugging backend."""
+
+    capacity = 1
+
+    def submit(self, fn, *args) -> Future:
+        future: Future = Future()
+        future.set_running_or_notify_cancel()
+        try:
+            future.set_result(fn(*args))
+        except Exception as err:
+            future.set_exception(err)
+        return future
+
+    def restart(self) -> None:
+        pass
+
+    def close(self, kill: bool = False) -> None:
+        pass
+
+
+class Processes:
+    """Worker processes on this machine (loky's reusable pool, as joblib uses)."""
+
+    def __init__(self, n: int, threads: int):
+        self.capacity = n
+        self.env = {v: str(threads) for v in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+        self.restart()
+
+    def restart(self) -> None:
+        from joblib.externals.loky import get_reusable_executor
+
+        self.pool = get_reusable_executor(max_workers=self.capacity, initializer=_ignore_sigint, env=self.env)
+
+    def submit(self, fn, *args) -> Future:
+        return self.pool.submit(fn, *args)
+
+    def close(self, kill: bool = False) -> None:
+        if kill:
+            self.pool.shutdown(wait=False, kill_workers=True)
+
+
+class Dask:
+    """A Dask cluster: the one at ``address``, else a LocalCluster of ``n_local`` single-
+    threaded worker processes. Its futures are bridged to concurrent.futures ones."""
+
+    def __init__(self, address: str | None, n_local: int, resources: dict | None = None):
+        from distributed import Client, LocalCluster
+
+        self.cluster = None
+        self.resources = resources
+        try:
+            if address:
+                self.client = Client(address, timeout="30s")
+            else:
+                self.cluster = LocalCluster(
+                    n_workers=n_local, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=40
+                )
+                self.client = Client(self.cluster)
+        except OSError as err:
+            raise ScheduleError(f"cannot reach the Dask scheduler at {address}: {err}") from None
+        self.capacity = max(1, sum(self.client.nthreads().values()))
+
+    def submit(self, fn, *args) -> Future:
+        future: Future = Future()
+        future.set_running_or_notify_cancel()
+        remote = self.client.submit(fn, *args, pure=False, resources=self.resources)
+        remote.add_done_callback(lambda f: _settle(future, f))
+        future.remote = remote  # keeps the Dask future (and so the task) alive
+        return future
+
+    def restart(self) -> None:
+        pass
+
+    def close(self, kill: bool = False) -> None:
+        self.client.close()
+        if self.cluster is not None:
+            self.cluster.close()
+
+
+def _settle(future: Future, remote) -> None:
+    try:
+        future.set_result(remote.result())
+    except BaseException as err:  # noqa: BLE001 - handed to the driver as is
+        future.set_exception(err)
+
+
+def _worker_died(err: BaseException) -> bool:
+    """Did this error come from a worker process dying rather than from the task?"""
+    return isinstance(err, BrokenExecutor) or type(err).__name__ == "KilledWorker"
+
+
+# -- the driver --------------------------------------------------------------------------
+
+
+class Progress:
+    """The sweep's counts as one live tqdm line (mode "bar"), one log line per result
+    ("plain", for batch jobs) or nothing ("quiet"); a failure is always one line."""
+
+    def __init__(self, total: int, mode: str, label: Callable[[Replication], str]):
+        self.total, self.mode, self.label = total, mode, label
+        self.counts = Counter(done=0, diverged=0, failed=0)
+        self.running = 0
+        self.start = time.monotonic()
+        self.bar = None
+        if mode == "bar":
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, unit="rep", dynamic_ncols=True, file=sys.stderr)
+            self._refresh()
+
+    @property
+    def finished(self) -> int:
+        return sum(self.counts.values())
+
+    def set_running(self, n: int) -> None:
+        self.running = n
+        self._refresh()
+
+    def skip(self, n: int) -> None:
+        """n replications were taken by another run: they leave this run's total."""
+        self.total -= n
+        if self.bar is not None:
+            self.bar.total = self.total
+        self._refresh()
+
+    def result(self, rep: Replication, result: dict, retry: str | None = None) -> None:
+        if result["status"] == "failed":
+            last = (result.get("error") or "").strip().splitlines() or ["?"]
+            self.line(f"failed {self.label(rep)}: {last[-1]}" + (f"; {retry}" if retry else ""))
+        if retry:
+            return
+        self.counts[result["status"]] += 1
+        if self.bar is not None:
+            self.bar.update(1)
+            self._refresh()
+        elif self.mode == "plain":
+            wall = result.get("wall_s")
+            took = f" in {wall:.1f}s" if wall is not None else ""
+            print(f"{self._status()} | {self.label(rep)} {result['status']}{took}", file=sys.stderr, flush=True)
+
+    def line(self, text: str) -> None:
+        if self.bar is not None:
+            self.bar.write(text, file=sys.stderr)
+        else:
+            print(text, file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+    def _counts(self) -> dict:
+        left = max(0, self.total - self.finished - self.running)
+        c = self.counts
+        return {"done": c["done"], "diverged": c["diverged"], "failed": c["failed"], "running": self.running, "remaining": left}
+
+    def _refresh(self) -> None:
+        if self.bar is not None:
+            self.bar.set_postfix(self._counts(), refresh=True)
+
+    def _status(self) -> str:
+        elapsed = time.monotonic() - self.start
+        eta = elapsed / self.finished * (self.total - self.finished) if self.finished else None
+        counts = " ".join(f"{k} {v}" for k, v in self._counts().items())
+        return (
+            f"{time.strftime('%H:%M:%S')} [{self.finished}/{self.total}] {counts} "
+            f"eta {_duration(eta) if eta is not None else '?'}"
+        )
+
+
+class Heartbeat:
+    """Renews the run's claims every lease/10 from a thread, so they outlive no run and a
+    long replication (or the in-process backend, which blocks the driver) keeps them."""
+
+    def __init__(self, store, claimant, lease_s: float):
+        self.stop_event = threading.Event()
+        self.thread = threading.Thread(target=self._beat, args=(store, claimant, lease_s), daemon=True)
+        self.thread.start()
+
+    def _beat(self, store, claimant, lease_s: float) -> None:
+        while not self.stop_event.wait(lease_s / 10):
+            try:
+                store.renew(claimant, lease_s)
+            except Exception:  # noqa: BLE001 - a busy database now; the lease covers the next try
+                pass
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.thread.join(timeout=5)
+
+
+class Sweep:
+    """The driver's loop: claim a group, hand it to a worker, record what comes back,
+    retry failures; keeps the executor's slots full."""
+
+    def __init__(self, store, executor, task: Callable[[list[Replication]], tuple], options: RunOptions, progress: Progress, claimant, rerun_failed_upto):
+        self.store, self.executor, self.task = store, executor, task
+        self.options, self.progress, self.claimant = options, progress, claimant
+        self.rerun_failed_upto = rerun_failed_upto
+        self.attempts: Counter = Counter()
+        self.skipped = 0
+        self.pending: deque = deque()  # groups not claimed yet
+        self.again: deque = deque()  # claimed groups to run again
+        self.alone: deque = deque()  # claimed groups to run one at a time (in flight when a worker died)
+        self.inflight: dict[Future, tuple[list[Replication], bool]] = {}
+
+    def run(self, groups: list[list[Replication]]) -> None:
+        self.pending.extend(groups)
+        while self.pending or self.again or self.alone or self.inflight:
+            self._submit_more()
+            if not self.inflight:
+                break  # what is left was claimed or recorded by another run
+            done, _ = wait(self.inflight, timeout=1.0, return_when=FIRST_COMPLETED)
+            self._collect(done)
+
+    def _submit_more(self) -> None:
+        if any(alone for _, alone in self.inflight.values()):
+            return
+        if self.alone:
+            if not self.inflight:
+                self._submit(self.alone.popleft(), alone=True)
+            return
+        while len(self.inflight) < self.executor.capacity and (self.again or self.pending):
+            group = self.again.popleft() if self.again else self._claim(self.pending.popleft())
+            if group:
+                self._submit(group)
+
+    def _claim(self, group: list[Replication]) -> list[Replication]:
+        study = group[0].study
+        ids = set(self.store.claim(study, [r.id for r in group], self.claimant, self.options.lease_s, self.rerun_failed_upto))
+        if len(ids) < len(group):
+            self.skipped += len(group) - len(ids)
+            self.progress.skip(len(group) - len(ids))
+        return [r for r in group if r.id in ids]
+
+    def _submit(self, group: list[Replication], alone: bool = False) -> None:
+        self.progress.set_running(self.progress.running + len(group))
+        future = self.executor.submit(*self.task(group))
+        self.inflight[future] = (group, alone)
+
+    def _collect(self, done) -> None:
+        lost = []
+        for future in done:
+            group, _ = self.inflight.pop(future)
+            self.progress.set_running(self.progress.running - len(group))
+            try:
+                results = future.result()
+            except Exception as err:  # noqa: BLE001 - the task never ran to its end
+                if isinstance(err, BrokenExecutor):
+                    lost.append(group)
+                    continue
+                error = "".join(traceback.format_exception(err))
+                self._handle(group, [failed_result(rep, error) for rep in group], crashed=_worker_died(err))
+                continue
+            self._handle(group, results)
+        if lost:
+            self._recover(lost)
+
+    def _recover(self, lost: list[list[Replication]]) -> None:
+        """A worker died and took loky's pool with it: every group in flight is lost. One
+        group alone is the culprit; several are run again one at a time to find it."""
+        rest, _ = wait(list(self.inflight), timeout=60)
+        for future in rest:
+            group, _ = self.inflight.pop(future)
+            self.progress.set_running(self.progress.running - len(group))
+            try:
+                self._handle(group, future.result())
+            except Exception:  # noqa: BLE001 - lost with the pool
+                lost.append(group)
+        self.executor.restart()
+        if len(lost) == 1:
+            error = f"the worker process training this group died (killed, out of memory, or a crash in native code)"
+            self._handle(lost[0], [failed_result(rep, error) for rep in lost[0]], crashed=True)
+        else:
+            self.progress.line(f"a worker process died; running the {len(lost)} groups it may have been training one at a time")
+            self.alone.extend(lost)
+
+    def _handle(self, group: list[Replication], results: list[dict], crashed: bool = False) -> None:
+        by_id = {r["id"]: r for r in results}
+        retry = []
+        for rep in group:
+            result = by_id.get(rep.id) or failed_result(rep, "the worker returned no result for this replication")
+            self.attempts[rep.id] += 1
+            attempt, allowed = self.attempts[rep.id], self.options.retries + 1
+            if result["status"] == "failed" and attempt < allowed:
+                self.store.record(result)  # visible now; replaced by the retry's result
+                self.progress.result(rep, result, retry=f"retrying (attempt {attempt + 1} of {allowed})")
+                retry.append(rep)
+            else:
+                self.store.record(result, release=self.claimant)
+                self.progress.result(rep, result)
+        if retry:
+            (self.alone if crashed else self.again).append(retry)
+
+
+def run_study(
+    study: Study, db: str, data_dir=None, options: RunOptions | None = None, dry_run: bool = False, work: Callable | None = None
+) -> int:
     """Train what remains of ``study``, recording each result as it finishes. Returns the
-    exit code: 0 when every replication finished (done or diverged), 1 if any failed."""
+    exit code: 0 when every replication it trained finished (done or diverged), 1 if any
+    failed, 130 when interrupted. ``work(reps, device, data_dir) -> results`` is what a
+    worker calls (default: harness.train.run_replications)."""
     from harness.data import data_dir_from_env
-    from harness.store import Store
+    from harness.store import Claimant, Store
     from harness.train import check_config
 
+    options = options or RunOptions()
+    if options.log not in LOG_MODES:
+        raise ScheduleError(f"unknown log mode {options.log!r}: choose one of {', '.join(LOG_MODES)}")
     data_dir = data_dir_from_env(data_dir)
     for rep in study.replications():
         check_config(rep.config)
     store = Store(db)
-    todo, total = remaining(study, store)
-    print(f"{study.name}: {total} replications in the grid, {total - len(todo)} already recorded, {len(todo)} to train")
+    todo, total = remaining(study, store, options.rerun_failed)
+    failed_before = 0 if options.rerun_failed else len(store.ids(study.name, ["failed"]) & {r.id for r in study.replications()})
+    note = f" ({failed_before} failed, not retried without --rerun-failed)" if failed_before else ""
+    print(f"{study.name}: {total} replications in the grid, {total - len(todo)} already recorded{note}, {len(todo)} to train")
     if dry_run:
         for rep in todo:
             print(f"  {rep.id}  " + " ".join(f"{k}={v}" for k, v in _varying(study, rep).items()))
@@ -58,46 +619,185 @@ def run_study(study: Study, db: str, data_dir=None, device: str | None = None, d
     if not todo:
         print(f"nothing to train; results in {db}")
         return 0
-    check_data(todo, data_dir)
+    if options.workers is not None and options.workers < 1 or options.workers_per_device < 1:
+        raise ScheduleError("--workers and --workers-per-device must be at least 1")
+    groups = pack(todo, options.pack_size)
+    remote = bool(options.scheduler)
+    if not remote:
+        check_data(todo, data_dir)
+    slots = _slots(options, remote)
+    backend = choose_backend(options, len(slots) if slots else 1)
     store.record_study(study)
-    device = device or default_device()
-    return _run_in_process(todo, store, device, data_dir, quiet, db)
+    mode = options.log if options.log != "auto" else ("bar" if sys.stderr.isatty() else "plain")
+    if mode != "quiet":
+        print(_layout(backend, slots, options))
 
-
-def _run_in_process(todo, store, device, data_dir, quiet, db) -> int:
-    from tqdm import tqdm
-
-    from harness.train import run_replication
-
-    counts = {"done": 0, "diverged": 0, "failed": 0}
-    bar = tqdm(total=len(todo), unit="rep", disable=quiet, dynamic_ncols=True)
+    work = work or _default_work()
+    directory = tempfile.mkdtemp(prefix="harness-slots-") if backend != "inprocess" and slots else None
+    pool = SlotPool(slots, directory)
+    executor = _executor(backend, slots, options)
+    claimant = Claimant.this_process()
+    progress = Progress(len(todo), mode, lambda rep: f"{rep.id} ({_label(study, rep)})")
+    sweep = Sweep(
+        store, executor, lambda group: (train_group, group, pool, str(data_dir), work), options, progress, claimant,
+        store.max_pk() if options.rerun_failed else None,
+    )
+    heartbeat = Heartbeat(store, claimant, options.lease_s)
+    interrupted = False
+    previous = _sigterm_as_interrupt()
     try:
-        for rep in todo:
-            result = run_replication(rep, device=device, data_dir=data_dir)
-            store.record(result)
-            counts[result["status"]] += 1
-            if result["status"] == "failed":
-                last = result["error"].strip().splitlines()[-1]
-                tqdm.write(f"failed {rep.id}: {last}", file=sys.stderr)
-            bar.set_postfix(counts, refresh=False)
-            bar.update()
+        sweep.run(groups)
     except KeyboardInterrupt:
-        bar.close()
-        finished = sum(counts.values())
+        interrupted = True
+        executor.close(kill=True)
+    finally:
+        heartbeat.stop()
+        progress.close()
+        store.release(claimant)
+        if not interrupted:
+            executor.close()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+        if directory:
+            shutil.rmtree(directory, ignore_errors=True)
+    return _summary(progress, sweep, db, len(todo), interrupted)
+
+
+def _slots(options: RunOptions, remote: bool) -> list[Slot] | None:
+    if remote:  # the cluster's workers pick their own device
+        return None
+    import torch
+
+    return plan_slots(options.devices, options.workers_per_device, options.workers, n_gpus=torch.cuda.device_count())
+
+
+def _executor(backend: str, slots: list[Slot] | None, options: RunOptions):
+    if backend == "inprocess":
+        return InProcess()
+    if backend == "processes":
+        return Processes(len(slots), slots[0].threads or 1)
+    wants_gpu = any(d.startswith("cuda") for d in options.devices or [])
+    return Dask(options.scheduler, len(slots or []), {"GPU": 1} if options.scheduler and wants_gpu else None)
+
+
+def _default_work() -> Callable:
+    from harness.train import run_replications
+
+    return run_replications
+
+
+def _layout(backend: str, slots: list[Slot] | None, options: RunOptions) -> str:
+    if not slots:
+        return f"backend dask at {options.scheduler}: each worker trains on its own GPU if it has one, else its CPU"
+    names = Counter(s.name for s in slots)
+    where = ", ".join(f"{n} x {name}" if n > 1 else name for name, n in names.items())
+    threads = f", {slots[0].threads} torch thread(s) each" if slots[0].threads else ""
+    return f"backend {backend}: {len(slots)} worker(s) on {where}{threads}"
+
+
+def _summary(progress: Progress, sweep: Sweep, db: str, todo: int, interrupted: bool) -> int:
+    c = progress.counts
+    if interrupted:
         print(
-            f"\ninterrupted: {finished} of {len(todo)} replications recorded in {db}; "
+            f"\ninterrupted: {progress.finished} of {todo} replications recorded in {db}; "
             "run the same command again to train the rest",
             file=sys.stderr,
         )
         return 130
-    bar.close()
     print(
-        f"trained {len(todo)}: {counts['done']} done, {counts['diverged']} diverged, {counts['failed']} failed; "
+        f"trained {progress.finished}: {c['done']} done, {c['diverged']} diverged, {c['failed']} failed; "
         f"results in {db} (harness analyze to write the report)"
     )
-    return 1 if counts["failed"] else 0
+    if sweep.skipped:
+        print(f"{sweep.skipped} replication(s) skipped: another run recorded them or is training them (harness status)")
+    return 1 if c["failed"] else 0
+
+
+def _sigterm_as_interrupt():
+    """Handle SIGTERM (a batch job cancelled) like Ctrl-C; returns the old handler."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    return signal.signal(signal.SIGTERM, interrupt)
+
+
+# -- harness status -------------------------------------------------------------------------
+
+
+@dataclass
+class StudyStatus:
+    """Where one study stands: its grid, split by status, and the time spent on it."""
+
+    name: str
+    grid: int  # replications in the study's grid
+    done: int
+    diverged: int
+    failed: int
+    remaining: int  # in the grid and not recorded yet (failed ones are not counted here)
+    running: int  # of those, claimed by a live run
+    train_s: float  # training time summed over the recorded replications
+    elapsed_s: float  # from the first replication's start to the last one's end
+
+
+def study_status(store, name: str) -> StudyStatus:
+    """Status of a study in the store, by name or by study file (counted against the
+    file's grid; by name, against the grid of the study's last run)."""
+    from pathlib import Path
+
+    import pandas as pd
+
+    from harness.study import load_study
+
+    if name.endswith(".py") or Path(name).is_file():
+        study = load_study(name)
+    else:
+        definition = store.study_definition(name)
+        study = Study(definition["name"], settings=definition["settings"], grid=definition["grid"])
+    grid = {r.id for r in study.replications()}
+    frame = store.frame(study.name)
+    frame = frame[frame["id"].isin(grid)] if len(frame) else frame
+    counts = frame["status"].value_counts() if len(frame) else {}
+    recorded = set(frame["id"]) if len(frame) else set()
+    running = {c["id"] for c in store.claims(study.name) if c["live"]} & (grid - recorded)
+    elapsed = 0.0
+    if len(frame) and frame["started_at"].notna().any():
+        start = pd.to_datetime(frame["started_at"], utc=True).min()
+        end = pd.to_datetime(frame["finished_at"], utc=True).max()
+        elapsed = max(0.0, (end - start).total_seconds())
+    return StudyStatus(
+        study.name, len(grid), int(counts.get("done", 0)), int(counts.get("diverged", 0)), int(counts.get("failed", 0)),
+        len(grid - recorded), len(running), float(frame["wall_s"].sum()) if len(frame) else 0.0, elapsed,
+    )
+
+
+def format_status(rows: list[StudyStatus]) -> str:
+    lines = [
+        f"{'study':<28} {'grid':>6} {'done':>6} {'diverged':>8} {'failed':>6} {'remaining':>9} {'running':>7} "
+        f"{'train time':>10} {'elapsed':>10}"
+    ]
+    for r in rows:
+        lines.append(
+            f"{r.name:<28} {r.grid:>6} {r.done:>6} {r.diverged:>8} {r.failed:>6} {r.remaining:>9} {r.running:>7} "
+            f"{_duration(r.train_s):>10} {_duration(r.elapsed_s):>10}"
+        )
+    if any(r.failed for r in rows):
+        lines.append("failed replications are trained again with: harness run <study file> --rerun-failed")
+    return "\n".join(lines)
+
+
+def _label(study: Study, rep: Replication) -> str:
+    return " ".join(f"{k}={v}" for k, v in _varying(study, rep).items())
 
 
 def _varying(study: Study, rep: Replication) -> dict:
     params = rep.params()
     return {k: params[k] for k in study.grid}
+
+
+def _duration(seconds: float) -> str:
+    """h:mm:ss, hours unbounded (a sweep can train for days)."""
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"

@@ -4,14 +4,24 @@ Only the driver process writes. Each replication is written in one transaction, 
 final metrics, per-epoch history and entropy profile, so a store never holds a partial
 replication and a rerun resumes from what is there. SQLite (the default) runs in WAL
 mode; any SQLAlchemy URL works (``--db postgresql://...``).
+
+Runs that share a database coordinate through claims: a run claims a replication before
+it trains it and holds the claim under a lease it keeps renewing; a claim is released in
+the transaction that records the final result. Another run skips claimed replications,
+and takes over a claim whose lease ran out or whose run is a dead process on this host.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import socket
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import pandas as pd
 import sqlalchemy as sa
@@ -83,6 +93,19 @@ profiles_table = sa.Table(
     sa.Column("value", sa.Float),
 )
 
+# Who is training what right now. No foreign key: a claim is taken before the replication
+# has a row, and dropped in the transaction that writes it.
+claims_table = sa.Table(
+    "claims",
+    metadata,
+    sa.Column("study", sa.String(200), primary_key=True),
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("owner", sa.String(200), nullable=False),  # Claimant.key of the run
+    sa.Column("host", sa.String(200), nullable=False),
+    sa.Column("pid", sa.Integer, nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False),  # unix seconds; renewed while the run lives
+)
+
 HISTORY_COLUMNS = ["train_loss", "val_loss", "entropy_loss", "train_acc", "val_acc"]
 
 
@@ -95,14 +118,56 @@ def _now() -> str:
 
 
 def _sqlite_pragmas(dbapi_connection, _record):
+    # SQLAlchemy, not the sqlite3 module, starts transactions (see _sqlite_begin).
+    dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
-    # WAL lets readers (harness status/analyze) work while a run writes; the busy timeout
-    # makes concurrent writers wait for each other instead of failing with "locked".
-    cursor.execute("PRAGMA journal_mode=WAL")
+    # The busy timeout makes concurrent writers wait for each other instead of failing
+    # with "database is locked"; it comes first so that switching to WAL waits too. WAL
+    # lets readers (harness status/analyze) work while a run writes.
     cursor.execute("PRAGMA busy_timeout=60000")
+    cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
+
+
+def _sqlite_begin(conn):
+    # A write transaction takes SQLite's write lock at BEGIN. A deferred one that reads
+    # first and writes later fails at once with "database is locked" when another process
+    # wrote in between (the busy timeout does not apply to that case), which is what two
+    # runs claiming replications of one study would do.
+    write = conn.get_execution_options().get("harness_write", False)
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
+@dataclass(frozen=True)
+class Claimant:
+    """One run, as the owner of its claims."""
+
+    key: str  # host:pid:random, unique per run
+    host: str
+    pid: int
+
+    @classmethod
+    def this_process(cls) -> "Claimant":
+        host, pid = socket.gethostname(), os.getpid()
+        return cls(f"{host}:{pid}:{os.urandom(4).hex()}", host, pid)
+
+
+def claim_is_live(host: str, pid: int, expires_at: float, now: float | None = None) -> bool:
+    """A claim holds while its lease runs and, on this host, while its process lives (a
+    run killed with SIGKILL cannot release its claims; a rerun takes them over at once)."""
+    if expires_at <= (time.time() if now is None else now):
+        return False
+    if host != socket.gethostname():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, someone else's
+        return True
+    return True
 
 
 def _json_default(value):
@@ -126,9 +191,19 @@ class Store:
             self.engine = sa.create_engine(parsed)
             if parsed.get_backend_name() == "sqlite":
                 event.listen(self.engine, "connect", _sqlite_pragmas)
-            metadata.create_all(self.engine)
+                event.listen(self.engine, "begin", _sqlite_begin)
+            with self._writing() as conn:  # two runs starting at once create the tables once
+                metadata.create_all(conn)
         except (sa.exc.SQLAlchemyError, ModuleNotFoundError) as err:
             raise StoreError(f"cannot open database {url}: {err.__class__.__name__}: {_first_line(err)}") from None
+
+    @contextmanager
+    def _writing(self) -> Iterator[sa.Connection]:
+        """One write transaction (on SQLite it holds the write lock from its start)."""
+        with self.engine.connect() as conn:
+            conn.execution_options(harness_write=True)
+            with conn.begin():
+                yield conn
 
     # -- writing (driver only) -------------------------------------------------------
     def record_study(self, study) -> None:
@@ -137,7 +212,7 @@ class Store:
 
     def record_study_dict(self, definition: dict[str, Any]) -> None:
         text = json.dumps(definition, sort_keys=True, default=_json_default)
-        with self.engine.begin() as conn:
+        with self._writing() as conn:
             updated = conn.execute(
                 sa.update(studies_table)
                 .where(studies_table.c.name == definition["name"])
@@ -146,9 +221,11 @@ class Store:
             if updated.rowcount == 0:
                 conn.execute(sa.insert(studies_table).values(name=definition["name"], definition=text, updated_at=_now()))
 
-    def record(self, result: dict[str, Any]) -> None:
+    def record(self, result: dict[str, Any], release: Claimant | None = None) -> None:
         """Write one replication's result in one transaction, replacing an earlier
-        attempt at the same replication (a retried failure)."""
+        attempt at the same replication (a retried failure). With ``release``, that run's
+        claim on the replication is dropped in the same transaction, so another run sees
+        the replication either claimed or recorded, never neither."""
         if result["status"] not in STATUSES:
             raise ValueError(f"unknown status {result['status']!r}")
         versions = result.get("versions", {})
@@ -167,7 +244,7 @@ class Store:
             torch_version=versions.get("torch"),
             git_commit=versions.get("git_commit"),
         )
-        with self.engine.begin() as conn:
+        with self._writing() as conn:
             old = sa.select(replications_table.c.pk).where(
                 replications_table.c.study == row["study"], replications_table.c.id == row["id"]
             )
@@ -192,6 +269,72 @@ class Store:
             for table, rows in ((metrics_table, metrics), (history_table, history), (profiles_table, profiles)):
                 if rows:
                     conn.execute(sa.insert(table), rows)
+            if release is not None:
+                conn.execute(_own_claims(release).where(claims_table.c.study == row["study"], claims_table.c.id == row["id"]))
+
+    # -- claims (driver only) ----------------------------------------------------------
+    def claim(
+        self, study: str, ids: Iterable[str], claimant: Claimant, lease_s: float, rerun_failed_upto: int | None = None
+    ) -> list[str]:
+        """Claim the replications that no other run holds and nobody has recorded; return
+        the ids claimed, in the given order. A failed row blocks a claim unless its pk is
+        at most ``rerun_failed_upto`` (failures recorded before this run began, which
+        --rerun-failed retries; one recorded by another run since is left alone)."""
+        ids = list(dict.fromkeys(ids))
+        if not ids:
+            return []
+        now = time.time()
+        reps, claims = replications_table.c, claims_table.c
+        with self._writing() as conn:
+            recorded = conn.execute(sa.select(reps.id, reps.status, reps.pk).where(reps.study == study, reps.id.in_(ids)))
+            blocked = {
+                rid for rid, status, pk in recorded
+                if status != "failed" or rerun_failed_upto is None or pk > rerun_failed_upto
+            }
+            held = {
+                r.id: r for r in conn.execute(sa.select(claims_table).where(claims.study == study, claims.id.in_(ids)))
+            }
+            values = dict(owner=claimant.key, host=claimant.host, pid=claimant.pid, expires_at=now + lease_s)
+            won = []
+            for rid in ids:
+                if rid in blocked:
+                    continue
+                old = held.get(rid)
+                if old is None:
+                    try:
+                        with conn.begin_nested():  # a concurrent insert (PostgreSQL) fails only this one
+                            conn.execute(sa.insert(claims_table).values(study=study, id=rid, **values))
+                    except sa.exc.IntegrityError:
+                        continue
+                elif old.owner == claimant.key or not claim_is_live(old.host, old.pid, old.expires_at, now):
+                    taken = conn.execute(
+                        sa.update(claims_table)
+                        .where(claims.study == study, claims.id == rid, claims.owner == old.owner)
+                        .values(**values)
+                    )
+                    if taken.rowcount != 1:
+                        continue
+                else:
+                    continue
+                won.append(rid)
+        return won
+
+    def renew(self, claimant: Claimant, lease_s: float) -> None:
+        """Extend the lease of every claim this run holds."""
+        with self._writing() as conn:
+            conn.execute(
+                sa.update(claims_table).where(claims_table.c.owner == claimant.key).values(expires_at=time.time() + lease_s)
+            )
+
+    def release(self, claimant: Claimant) -> None:
+        """Drop every claim this run holds (it stops; what it did not record is free)."""
+        with self._writing() as conn:
+            conn.execute(_own_claims(claimant))
+
+    def max_pk(self) -> int:
+        """The highest replication row number so far (0 for an empty store)."""
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(sa.func.max(replications_table.c.pk))).scalar() or 0
 
     # -- reading ---------------------------------------------------------------------
     def studies(self) -> list[str]:
@@ -263,6 +406,13 @@ class Store:
             self.engine,
         )
 
+    def claims(self, study: str) -> list[dict[str, Any]]:
+        """The study's claims: id, owner, host, pid, expires_at and whether it is live."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(claims_table).where(claims_table.c.study == study)).mappings().all()
+        now = time.time()
+        return [{**r, "live": claim_is_live(r["host"], r["pid"], r["expires_at"], now)} for r in rows]
+
     def counts(self, study: str) -> dict[str, int]:
         """Recorded replications per status."""
         query = (
@@ -272,6 +422,10 @@ class Store:
         )
         with self.engine.connect() as conn:
             return {status: n for status, n in conn.execute(query)}
+
+
+def _own_claims(claimant: Claimant):
+    return sa.delete(claims_table).where(claims_table.c.owner == claimant.key)
 
 
 def _config_row(config: dict[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,330 @@
+"""The scheduler: one suite every backend must pass (in-process, local processes, Dask),
+run with a stand-in for training that is instant and fails on cue; then devices, packing,
+claims, and real tiny runs of `harness run` that are killed, interrupted, or run twice at
+once against one SQLite file."""
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from harness.schedule import (
+    RunOptions,
+    ScheduleError,
+    SlotPool,
+    Slot,
+    choose_backend,
+    pack,
+    plan_slots,
+    run_study,
+    study_status,
+)
+from harness.store import Claimant, Store
+from harness.study import Study
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# -- a stand-in for train.run_replications -------------------------------------------------
+#
+# The data directory is a scratch folder shared with the workers: each attempt leaves a
+# file there, and cues.json says which seeds fail, fail once, kill their worker, sleep, or
+# interrupt the driver.
+
+
+def fake_work(reps, device, data_dir):
+    import torch
+
+    scratch = Path(data_dir)
+    cues = json.loads((scratch / "cues.json").read_text()) if (scratch / "cues.json").exists() else {}
+    results = []
+    for rep in reps:
+        seed = rep.config.seed
+        attempt = len(list(scratch.glob(f"{rep.id}.*"))) + 1
+        (scratch / f"{rep.id}.{attempt}.{os.getpid()}.{threading.get_ident()}").touch()
+        if seed in cues.get("interrupt", []) and _once(scratch / "interrupted"):
+            os.kill(cues["driver"], signal.SIGINT)
+            time.sleep(2)  # the driver stops before this result could come back
+        if seed in cues.get("die", []):
+            os.kill(os.getpid(), signal.SIGKILL)
+        if seed in cues.get("fail", []) or (seed in cues.get("fail_once", []) and attempt == 1):
+            raise ValueError(f"boom at seed {seed}")
+        start = time.time()
+        time.sleep(cues.get("sleep", 0))
+        results.append(
+            {
+                "id": rep.id,
+                "study": rep.study,
+                "status": "done",
+                "config": {"lam": rep.config.lam, "seed": seed},
+                "metrics": {
+                    "score": 10 * seed + rep.config.lam,
+                    "threads": float(torch.get_num_threads()),
+                    "group": float(len(reps)),
+                    "start": start,
+                    "end": time.time(),
+                },
+                "history": [{"epoch": 1, "train_loss": 1.0, "val_loss": 2.0}],
+                "device": device,
+                "wall_s": 0.01,
+            }
+        )
+    return results
+
+
+def _once(marker: Path) -> bool:
+    try:
+        marker.touch(exist_ok=False)
+        return True
+    except FileExistsError:
+        return False
+
+
+def attempts(scratch: Path) -> dict[str, int]:
+    """Replication id -> how many times the stand-in was called for it."""
+    out: dict[str, int] = {}
+    for path in scratch.iterdir():
+        if path.name.count(".") == 3:
+            out[path.name.split(".")[0]] = out.get(path.name.split(".")[0], 0) + 1
+    return out
+
+
+def grid_study(seeds=range(3)) -> Study:
+    return Study("fake", settings={"latent": 8}, grid={"lam": [0.0, 0.5], "seed": list(seeds)})
+
+
+def rows(db: Path, sql: str):
+    with sqlite3.connect(db) as conn:
+        return conn.execute(sql).fetchall()
+
+
+# -- one suite, every backend ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def dask_scheduler():
+    distributed = pytest.importorskip("distributed")
+    # threads in this process: quick to start, and the stand-in needs no pickling by value
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None, silence_logs=40
+    ) as cluster:
+        yield cluster.scheduler_address
+
+
+@pytest.fixture(params=["inprocess", "processes", "dask"])
+def options(request):
+    if request.param == "inprocess":
+        return RunOptions(log="quiet")
+    if request.param == "processes":
+        return RunOptions(backend="processes", workers=2, log="quiet")
+    return RunOptions(scheduler=request.getfixturevalue("dask_scheduler"), log="quiet")
+
+
+@pytest.fixture
+def scratch(tmp_path):
+    path = tmp_path / "scratch"
+    path.mkdir()
+    return path
+
+
+def sweep(study, db, scratch, options, **cues):
+    (scratch / "cues.json").write_text(json.dumps({"driver": os.getpid(), **cues}))
+    return run_study(study, f"sqlite:///{db}", data_dir=scratch, options=options, work=fake_work)
+
+
+def test_every_replication_recorded_once_and_a_rerun_trains_nothing(tmp_path, scratch, options):
+    db = tmp_path / "h.db"
+    assert sweep(grid_study(seeds=range(2)), db, scratch, options) == 0  # a first part of the grid
+    assert sweep(grid_study(), db, scratch, options) == 0  # resume: the rest
+    frame = Store(f"sqlite:///{db}").frame("fake")
+    assert len(frame) == 6 and set(frame["status"]) == {"done"} and frame["id"].is_unique
+    assert sorted(frame["score"]) == sorted(10 * s + lam for s in range(3) for lam in (0.0, 0.5))
+    assert set(attempts(scratch).values()) == {1}  # nothing trained twice
+    assert rows(db, "SELECT count(*) FROM history")[0][0] == 6 * 2
+    assert rows(db, "SELECT count(*) FROM claims")[0][0] == 0
+    assert sweep(grid_study(), db, scratch, options) == 0
+    assert len(attempts(scratch)) == 6 and set(attempts(scratch).values()) == {1}
+
+
+def test_failure_is_recorded_with_its_traceback_and_retried(tmp_path, scratch, options, capsys):
+    db = tmp_path / "h.db"
+    options.retries = 1
+    assert sweep(grid_study(), db, scratch, options, fail=[1], fail_once=[2]) == 1
+    frame = Store(f"sqlite:///{db}").frame("fake").set_index("seed")
+    assert set(frame.loc[1, "status"]) == {"failed"} and set(frame.loc[2, "status"]) == {"done"}
+    assert all("Traceback" in e and "ValueError: boom at seed 1" in e for e in frame.loc[1, "error"])
+    assert len(frame) == 6  # a retried failure is replaced, not added
+    tries = attempts(scratch)
+    assert sorted(tries[i] for i in frame.loc[1, "id"]) == [2, 2] and sorted(tries[i] for i in frame.loc[2, "id"]) == [2, 2]
+    err = capsys.readouterr().err
+    assert err.count("retrying (attempt 2 of 2)") == 4 and "ValueError: boom at seed 1" in err
+
+    # a later run leaves recorded failures alone unless asked
+    assert sweep(grid_study(), db, scratch, options) == 0
+    assert "2 failed, not retried without --rerun-failed" in capsys.readouterr().out
+    options.rerun_failed = True
+    assert sweep(grid_study(), db, scratch, options) == 0
+    assert set(Store(f"sqlite:///{db}").frame("fake")["status"]) == {"done"}
+
+
+def test_no_retries_records_the_first_failure(tmp_path, scratch, options):
+    db = tmp_path / "h.db"
+    options.retries = 0
+    assert sweep(grid_study(seeds=[2]), db, scratch, options, fail_once=[2]) == 1
+    assert {s for (s,) in rows(db, "SELECT status FROM replications")} == {"failed"}
+    assert set(attempts(scratch).values()) == {1}
+
+
+def test_interrupted_run_stops_cleanly_and_resumes(tmp_path, scratch, options, capsys):
+    db = tmp_path / "h.db"
+    options.retries = 0
+    assert sweep(grid_study(), db, scratch, options, interrupt=[1]) == 130
+    assert "run the same command again" in capsys.readouterr().err
+    recorded = {i for (i,) in rows(db, "SELECT id FROM replications")}
+    assert len(recorded) < 6 and rows(db, "SELECT count(*) FROM claims")[0][0] == 0
+    assert sweep(grid_study(), db, scratch, options) == 0
+    frame = Store(f"sqlite:///{db}").frame("fake")
+    assert len(frame) == 6 and frame["id"].is_unique and set(frame["status"]) == {"done"}
+    tries = attempts(scratch)
+    assert all(tries[i] == 1 for i in recorded)  # what was recorded before is not trained again
+
+
+# -- processes: dying workers, devices, threads ------------------------------------------------
+
+
+def test_a_dying_worker_loses_only_its_replication(tmp_path, scratch, capsys):
+    db = tmp_path / "h.db"
+    study = Study("fake", settings={"latent": 8}, grid={"seed": [0, 1, 2, 3]})
+    options = RunOptions(backend="processes", workers=2, retries=1, log="quiet")
+    assert sweep(study, db, scratch, options, die=[2]) == 1
+    frame = Store(f"sqlite:///{db}").frame("fake").set_index("seed")
+    assert len(frame) == 4 and frame["id"].is_unique and set(frame.drop(index=2)["status"]) == {"done"}
+    assert frame.loc[2, "status"] == "failed" and "worker process training this group died" in frame.loc[2, "error"]
+    # in flight next to another group when the pool broke: not charged; alone: charged, retried once
+    assert attempts(scratch)[frame.loc[2, "id"]] in (2, 3)
+    assert capsys.readouterr().err.count("retrying (attempt 2 of 2)") == 1
+
+
+def test_listing_the_cpu_twice_gives_two_workers_each_on_its_own_slot(tmp_path, scratch):
+    db = tmp_path / "h.db"
+    options = RunOptions(devices=["cpu", "cpu"], log="quiet")
+    assert sweep(grid_study(seeds=range(3)), db, scratch, options, sleep=0.5) == 0
+    frame = Store(f"sqlite:///{db}").frame("fake")
+    assert set(frame["device"]) == {"cpu:0", "cpu:1"}
+    assert set(frame["threads"]) == {max(1, len(os.sched_getaffinity(0)) // 2)}  # cores split, not oversubscribed
+    for _, slot in frame.groupby("device"):  # a slot trains one replication at a time
+        spans = sorted(zip(slot["start"], slot["end"]))
+        assert all(end <= next_start for (_, end), (next_start, _) in zip(spans, spans[1:]))
+
+
+def test_slots_are_exclusive_and_a_worker_keeps_its_own(tmp_path):
+    pool = SlotPool([Slot("cpu:0", "cpu", 1), Slot("cpu:1", "cpu", 1)], str(tmp_path))
+    held, again, release = {}, {}, threading.Event()
+
+    def worker(name):
+        with pool.hold() as slot:
+            held[name] = slot.name
+            release.wait(5)
+        with pool.hold() as slot:
+            again[name] = slot.name
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in "ab"]
+    for t in threads:
+        t.start()
+    while len(held) < 2:
+        time.sleep(0.01)
+    release.set()
+    for t in threads:
+        t.join()
+    assert sorted(held.values()) == ["cpu:0", "cpu:1"] and again == held
+
+
+# -- planning ---------------------------------------------------------------------------------
+
+
+def test_plan_slots_names_devices_and_splits_cores():
+    assert [s.name for s in plan_slots(["cpu", "cpu"], cores=8)] == ["cpu:0", "cpu:1"]
+    assert {(s.device, s.threads) for s in plan_slots(["cpu", "cpu"], cores=8)} == {("cpu", 4)}
+    assert [(s.name, s.threads) for s in plan_slots(["cpu"], workers=3, cores=2)] == [("cpu", 1)] * 3
+    gpus = plan_slots(None, workers_per_device=2, n_gpus=2, cores=16)
+    assert [s.name for s in gpus] == ["cuda:0", "cuda:1", "cuda:0", "cuda:1"] and gpus[0].threads == 4
+    assert [s.name for s in plan_slots(["cuda:1"], workers=2, n_gpus=2, cores=4)] == ["cuda:1", "cuda:1"]
+    assert [s.name for s in plan_slots(None, cores=4)] == ["cpu"]
+    for devices, message in [(["cuda"], "no CUDA device"), (["cuda:2"], "2 CUDA device"), (["tpu"], "unknown device")]:
+        with pytest.raises(ScheduleError, match=message):
+            plan_slots(devices, n_gpus=2 if devices != ["cuda"] else 0)
+
+
+def test_default_backend_is_processes_only_for_several_workers():
+    assert choose_backend(RunOptions(), 1) == "inprocess"
+    assert choose_backend(RunOptions(), 2) == "processes"
+    assert choose_backend(RunOptions(scheduler="tcp://h:8786"), 1) == "dask"
+    with pytest.raises(ScheduleError, match="runs one worker"):
+        choose_backend(RunOptions(backend="inprocess"), 2)
+    with pytest.raises(ScheduleError, match="Dask scheduler"):
+        choose_backend(RunOptions(backend="processes", scheduler="tcp://h:8786"), 2)
+
+
+def test_pack_groups_replications_that_differ_only_in_lam_and_seed():
+    study = Study("p", settings={"latent": 8}, grid={"latent": [8, 16], "lam": [0.0, 1e-3], "seed": [0, 1, 2]})
+    groups = pack(study.replications(), 4)
+    assert [len(g) for g in groups] == [4, 2, 4, 2]
+    assert all(len({r.config.latent for r in g}) == 1 for g in groups)
+    assert [g[0] for g in pack(study.replications(), 1)] == study.replications()
+    with pytest.raises(ScheduleError):
+        pack(study.replications(), 0)
+
+
+def test_a_worker_gets_whole_packs(tmp_path, scratch):
+    db = tmp_path / "h.db"
+    assert sweep(grid_study(seeds=range(3)), db, scratch, RunOptions(pack_size=4, log="quiet")) == 0
+    assert sorted(Store(f"sqlite:///{db}").frame("fake")["group"]) == [2.0] * 2 + [4.0] * 4
+
+
+# -- claims -----------------------------------------------------------------------------------
+
+
+def test_claims_keep_runs_apart_and_expire(tmp_path):
+    store = Store(f"sqlite:///{tmp_path}/h.db")
+    a, b = Claimant.this_process(), Claimant.this_process()
+    assert store.claim("s", ["x", "y"], a, lease_s=60) == ["x", "y"]
+    assert store.claim("s", ["x", "y", "z"], b, lease_s=60) == ["z"]  # a live run's claims hold
+    assert store.claim("s", ["x"], a, lease_s=60) == ["x"]  # its own: renewed
+    store.renew(a, lease_s=-1)  # a's lease runs out
+    assert store.claim("s", ["x"], b, lease_s=60) == ["x"]
+    dead = Claimant("host:1:dead", __import__("socket").gethostname(), _dead_pid())
+    assert store.claim("s", ["w"], dead, lease_s=600) == ["w"]
+    assert store.claim("s", ["w"], b, lease_s=60) == ["w"]  # its run is gone: taken over at once
+    store.release(b)
+    assert {c["id"]: c["owner"] for c in store.claims("s")} == {"y": a.key}
+
+
+def test_a_recorded_replication_cannot_be_claimed_and_its_claim_goes_with_the_record(tmp_path):
+    from test_store import make_result
+
+    store = Store(f"sqlite:///{tmp_path}/h.db")
+    study = grid_study(seeds=[0])
+    store.record_study(study)
+    done, failed = study.replications()
+    a, b = Claimant.this_process(), Claimant.this_process()
+    assert store.claim("fake", [done.id, failed.id], a, lease_s=60) == [done.id, failed.id]
+    store.record(make_result(done), release=a)
+    store.record(make_result(failed, status="failed"), release=a)
+    assert store.claims("fake") == []
+    assert store.claim("fake", [done.id, failed.id], b, lease_s=60) == []
+    # --rerun-failed: a failure recorded before the run began may be claimed, a newer one not
+    assert store.claim("fake", [failed.id], b, lease_s=60, rerun_failed_upto=store.max_pk() - 1) == []
+    assert store.claim("fake", [done.id, failed.id], b, lease_s=60, rerun_failed_upto=store.max_pk()) == [failed.id]
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
