@@ -256,3 +256,17 @@ def test_table1_with_a_single_placement_is_still_compared(tmp_path):
     study_report(definition, frame, None, tmp_path)
     report = (tmp_path / "report.md").read_text()
     assert re.search(r"placement = first: \d of 4 significance cells", report)
+
+
+def test_settings_left_varying_by_overrides_split_the_tables(tmp_path):
+    from harness.analysis.report import study_report
+    from test_analysis_tables import ae_frame
+
+    frame = ae_frame().assign(**{"train.monitor": lambda d: ["task", "total"] * (len(d) // 2)})
+    definition = {"name": "o", "settings": {"train.monitor": "total"},
+                  "grid": {"lam": LAMS, "latent": [20, 80], "seed": [0, 1, 2, 3]},
+                  "analyses": [spec_to_dict(SignificanceTable("val_mse", at={"latent": 80}))]}
+    study_report(definition, frame, None, tmp_path)
+    report = (tmp_path / "report.md").read_text()
+    assert "**Note:** train.monitor vary among the recorded replications" in report
+    assert "### val_mse by lam at latent=80, train.monitor=task" in report

@@ -45,33 +45,48 @@ def analyze(store, studies: list[str] | None, out_dir: Path) -> list[Path]:
     empty = [n for n in names if not len(frames[n])]
     if empty and (studies or len(empty) == len(names)):
         raise AnalysisError(f"study {empty[0]!r} has nothing recorded; run `harness run {empty[0]}` first")
+    names = [n for n in names if n not in empty]
+    definitions = {name: store.study_definition(name) for name in names}
+    for name in names:  # a bad analysis spec fails before anything is written
+        _specs(definitions[name])
     paths = []
     for name in names:
-        if name in empty:
-            continue
-        definition = store.study_definition(name)
-        paths += study_report(definition, frames[name], store.profiles(name), Path(out_dir) / name)
+        paths += study_report(definitions[name], frames[name], store.profiles(name), Path(out_dir) / name)
     return paths
+
+
+def _specs(definition: dict) -> list:
+    try:
+        return [spec_from_dict(d) for d in definition.get("analyses", [])]
+    except AnalysisError as e:
+        raise AnalysisError(f"study {definition.get('name')!r}: {e}") from None
+
+
+def _factors(definition: dict, frame: pd.DataFrame) -> tuple[list[str], list[str]]:
+    """Config keys that vary among the recorded replications (seed excluded): the grid's
+    axes first, then settings that runs with different overrides left varying."""
+    grid = list(definition.get("grid", {}) or {})
+    settings = sorted(k for k in definition.get("settings", {}) or {} if k not in grid)
+    varying = [k for k in grid + settings if k not in REPLICATE_KEYS and k in frame.columns
+               and frame[k].astype(str).nunique() > 1]
+    return varying, [k for k in varying if k not in grid]
 
 
 def study_report(definition: dict, frame: pd.DataFrame, profiles: pd.DataFrame | None,
                  out_dir: Path) -> list[Path]:
     """Write one study's report from plain data (definition dict, replication frame,
     profile frame) into ``out_dir``; returns the written paths."""
-    name = definition.get("name", out_dir.name)
-    try:
-        specs = [spec_from_dict(d) for d in definition.get("analyses", [])]
-    except AnalysisError as e:
-        raise AnalysisError(f"study {name!r}: {e}") from None
-    r = _Report(Path(out_dir), name)
+    specs = _specs(definition)
+    r = _Report(Path(out_dir), definition.get("name", Path(out_dir).name))
     # sorted so that sums, and hence every number, do not depend on recording order
     frame = frame.sort_values("id", kind="stable").reset_index(drop=True)
     if profiles is not None and len(profiles):
         profiles = profiles.sort_values(["id", "stage", "layer", "filter"], kind="stable")
-    grid = definition.get("grid", {}) or {}
-    factors = [k for k in grid if k not in REPLICATE_KEYS and k in frame.columns
-               and frame[k].nunique(dropna=False) > 1]
+    factors, stray = _factors(definition, frame)
     _header(r, definition, frame, factors)
+    if stray:
+        r.md(f"**Note:** {', '.join(stray)} vary among the recorded replications though not "
+             "grid axes (runs with different overrides); every table is split by them.", "")
     for spec in specs:
         r.md(f"## {describe(spec)}", "")
         try:
