@@ -457,7 +457,7 @@ def _summary(r: _Report, spec: SummaryTable, frame, profiles, factors):
         base = _stem("summary", spec.factor, labels=labels)
         r.md(f"### Summary by {spec.factor}{_at(labels)}", "")
         s = tables.summary_table(sub, spec.metrics, spec.factor, spec.confidence)
-        r.table(s, base, f"Mean and {spec.confidence:.0%} t-interval per {spec.factor}")
+        r.table(s, base, f"Mean and {spec.confidence:.0%} t-interval per {spec.factor}, {where}")
         if pub is not None:
             cmp, counts = tables.compare_summary(s, spec.published)
             sentence = (f"{pub['title']}: {counts['agree']} of {counts['compared']} published values "
@@ -475,7 +475,7 @@ def _protocol(r: _Report, spec: ProtocolEffect, frame, profiles, factors):
         eff = tables.protocol_effect(sub, spec.metric, spec.protocol, spec.factor,
                                      alpha=spec.alpha, test=spec.test, correction=spec.correction)
         r.table(eff, base, f"{spec.protocol} values compared at each {spec.factor} "
-                f"(two-sided, α = {spec.alpha:g}, {spec.correction} across the table)")
+                f"(two-sided, α = {spec.alpha:g}, {spec.correction} across the table), {where}")
         signs = {}
         for value in tables.sorted_levels(sub[spec.protocol]):
             part = sub[tables.matches(sub[spec.protocol], value)]
