@@ -7,7 +7,8 @@ that importing a study file (and ``harness --help``) stays fast.
 
 Common fields:
   at          fixes other factors, e.g. ``{"latent": 80}``; ``None`` = one result per
-              combination of the study's other grid factors (seed excluded).
+              combination of the study's other grid factors (seed excluded). Values are
+              written as in the results frame: ``{"arch": "32-32", "placement": "first"}``.
   alpha       significance threshold of the two-sided tests (one-sided for Table 1).
   test        "student" (pooled variance, what the paper most likely used) or "welch".
   correction  multiple-comparison correction across each table, shown beside the raw result:
