@@ -294,7 +294,18 @@ def _git_commit() -> str | None:
 
 def run_replications(reps: list[Replication], device: str = "cpu", data_dir: str | Path | None = None) -> list[dict]:
     """The scheduler's unit of work: train a group of replications on one device and return
-    one result dict each, in order. Replications that differ only in λ and seed are what
-    a group holds; they are trained one after another here (the packed, vectorised path
-    replaces this loop where it applies)."""
-    return [run_replication(rep, device=device, data_dir=data_dir) for rep in reps]
+    one result dict each, in order. Replications that differ only in λ and seed (the same
+    harness.pack.pack_key) are trained together as one vectorised pack (harness.pack),
+    each still giving its own result; the others one at a time by run_replication."""
+    from harness.pack import pack_groups, run_pack
+
+    results: list[dict] = [None] * len(reps)  # type: ignore[list-item]
+    for group in pack_groups([rep.config for rep in reps]):
+        members = [reps[i] for i in group]
+        if len(members) == 1:
+            out = [run_replication(members[0], device=device, data_dir=data_dir)]
+        else:
+            out = run_pack(members, device=device, data_dir=data_dir)
+        for i, result in zip(group, out):
+            results[i] = result
+    return results

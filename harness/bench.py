@@ -1,0 +1,290 @@
+"""`harness bench STUDY [overrides]`: how fast this machine trains a study.
+
+Takes the replications of the study's first grid cell that can share a pack (every λ and
+seed at the first value of the other axes; narrow them with overrides such as
+``latent=80``), and trains them for a fixed number of epochs with early stopping off, in
+the same process, twice:
+
+* plain: what a researcher would write, one replication at a time, each with its own
+  model, optimizer and ``DataLoader`` (the same loss, entropy term, per-epoch validation
+  and final train/val evaluation as the harness);
+* packed: the harness's own path, ``harness.pack.train_pack`` (all members at once).
+
+It prints replications per hour for each, their ratio, the packed path's achieved model
+FLOP rate (counted by ``torch.utils.flop_counter`` on one replication's training step and
+evaluation) as a fraction of the machine's matmul peak (a large float32 matmul measured in
+the same run), and the pack size the harness would choose on this device. Throughput
+is measured, never asserted: timings on a shared machine are noisy, so compare the
+figures of one run with each other.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import time
+from dataclasses import dataclass
+
+__all__ = ["add_arguments", "run", "BenchResult", "bench", "first_cell", "plain_loop", "matmul_peak", "model_flops"]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The `harness bench` options, added to ``parser`` (a subparser of the CLI)."""
+    parser.add_argument("study", help="path to a study file, e.g. studies/mnist_autoencoder.py")
+    parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. latent=80 seed=0:10")
+    parser.add_argument("--epochs", type=int, default=1, help="epochs each replication trains (default 1)")
+    parser.add_argument(
+        "--n-train", type=int, default=10000,
+        help="training examples (default 10000: a few minutes on 2 CPU cores; 0 = the study's own)",
+    )
+    parser.add_argument(
+        "--plain-reps", type=int, default=0,
+        help="replications the plain loop trains (default 0 = all; its rate is per replication either way)",
+    )
+    parser.add_argument("--max-members", type=int, default=0, help="cap on the replications taken (0 = the whole cell)")
+    parser.add_argument("--data-dir", default=None, help="data directory (default $HARNESS_DATA_DIR, else ./data)")
+    parser.add_argument("--device", default=None, help="torch device (default cuda if available, else cpu)")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the benchmark the parsed ``args`` describe and print its figures; 0 on success."""
+    import torch
+
+    from harness.data import load_splits
+    from harness.study import load_study
+
+    study = load_study(args.study).with_overrides(list(args.overrides))
+    if args.epochs < 1 or args.n_train < 0 or args.plain_reps < 0 or args.max_members < 0:
+        raise SystemExit("harness bench: --epochs must be >= 1; --n-train, --plain-reps, --max-members >= 0")
+    settings = {"train.max_epochs": args.epochs, "train.patience": args.epochs + 1}  # no early stopping
+    if args.n_train:
+        settings["data.n_train"] = args.n_train
+    study = study.with_overrides([f"{k}={v}" for k, v in settings.items()])
+    configs = first_cell(study)
+    if args.max_members:
+        configs = configs[: args.max_members]
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    base = configs[0]
+    splits = load_splits(
+        base.dataset, args.data_dir, device=device, val_split=base.data.val_split,
+        n_train=base.data.n_train, n_val=base.data.n_val,
+    )
+    result = bench(configs, splits, device, plain_reps=args.plain_reps or len(configs))
+    print(result.report(study.name, _varying(study, base)))
+    return 0
+
+
+def first_cell(study) -> list:
+    """Configs of the study's first grid cell: every replication that shares the first
+    replication's pack key (differs from it only in λ and seed), in grid order."""
+    from harness.pack import pack_key
+
+    reps = study.replications()
+    key = pack_key(reps[0].config)
+    if key is None:
+        return [reps[0].config]
+    return [r.config for r in reps if pack_key(r.config) == key]
+
+
+def _varying(study, config) -> str:
+    from harness.study import flatten
+
+    flat = flatten(config)
+    fixed = {k: flat[k] for k in study.grid if k not in ("lam", "seed")}
+    return " ".join(f"{k}={v}" for k, v in fixed.items())
+
+
+@dataclass
+class BenchResult:
+    """The figures `harness bench` prints. Rates are per second of training wall time."""
+
+    members: int
+    epochs: int
+    n_train: int
+    n_val: int
+    device: str
+    threads: int
+    peak_flops: float  # FLOP/s of a large float32 matmul
+    plain_reps: int
+    plain_s: float
+    packed_s: float
+    flops_per_rep: float  # model FLOPs one replication's training and evaluation take
+    pack_size: int  # what choose_pack_size picks on this device
+
+    @property
+    def plain_reps_per_hour(self) -> float:
+        return self.plain_reps / self.plain_s * 3600
+
+    @property
+    def packed_reps_per_hour(self) -> float:
+        return self.members / self.packed_s * 3600
+
+    @property
+    def speedup(self) -> float:
+        return self.packed_reps_per_hour / self.plain_reps_per_hour
+
+    @property
+    def plain_flops(self) -> float:
+        return self.flops_per_rep * self.plain_reps / self.plain_s
+
+    @property
+    def packed_flops(self) -> float:
+        return self.flops_per_rep * self.members / self.packed_s
+
+    def report(self, study: str, cell: str) -> str:
+        g = 1e9
+        lines = [
+            f"harness bench {study}: {self.members} replications (every λ and seed at {cell or 'the first cell'}), "
+            f"{self.epochs} epoch(s) on {self.n_train} examples, validation {self.n_val}, no early stopping",
+            f"device {self.device} ({self.threads} threads); matmul peak (float32, measured): {self.peak_flops / g:.1f} GFLOP/s",
+            f"plain loop (DataLoader, one model at a time): {self.plain_reps} reps in {self.plain_s:.1f} s = "
+            f"{self.plain_reps_per_hour:,.0f} reps/h, {self.plain_flops / g:.1f} GFLOP/s "
+            f"({self.plain_flops / self.peak_flops:.0%} of peak)",
+            f"packed ({self.members} members): {self.members} reps in {self.packed_s:.1f} s = "
+            f"{self.packed_reps_per_hour:,.0f} reps/h, {self.packed_flops / g:.1f} GFLOP/s "
+            f"({self.packed_flops / self.peak_flops:.0%} of peak)",
+            f"speed-up packed / plain: {self.speedup:.1f}x",
+            f"pack size the harness would choose here: {self.pack_size}",
+        ]
+        return "\n".join(lines)
+
+
+def bench(configs: list, splits, device: str, plain_reps: int | None = None) -> BenchResult:
+    """Time the plain loop on the first ``plain_reps`` configs and the packed path on all
+    of them, on ``splits``; measure the matmul peak and count the model's FLOPs."""
+    import torch
+
+    from harness.pack import choose_pack_size, train_pack
+
+    plain_reps = min(plain_reps or len(configs), len(configs))
+    # Warm-up, left out of timing: first calls allocate, pick kernels, fill caches.
+    tiny = _subset(splits, 64)
+    plain_loop(configs[:1], tiny, device)
+    train_pack(configs[:2], tiny, device)
+
+    peak = matmul_peak(device)
+    start = time.perf_counter()
+    plain_loop(configs[:plain_reps], splits, device)
+    plain_s = time.perf_counter() - start
+    _sync(device)
+    start = time.perf_counter()
+    train_pack(configs, splits, device)
+    _sync(device)
+    packed_s = time.perf_counter() - start
+    peak = max(peak, matmul_peak(device))  # the better of before and after: less noise
+
+    base = configs[0]
+    train_flops, eval_flops = model_flops(base, splits)
+    n_train, n_val = len(splits.train_x), len(splits.val_x)
+    epochs = base.train.max_epochs
+    per_rep = epochs * (n_train * train_flops + n_val * eval_flops) + (n_train + n_val) * eval_flops
+    return BenchResult(
+        members=len(configs), epochs=epochs, n_train=n_train, n_val=n_val, device=str(device),
+        threads=torch.get_num_threads(), peak_flops=peak, plain_reps=plain_reps, plain_s=plain_s,
+        packed_s=packed_s, flops_per_rep=per_rep,
+        pack_size=choose_pack_size(base, splits.input_shape, splits.n_classes, device),
+    )
+
+
+def plain_loop(configs: list, splits, device: str) -> None:
+    """One replication after another, as a researcher would write it: a model, an Adam
+    optimizer and a shuffling DataLoader each; loss + λ·entropy term per batch; validation
+    loss every epoch; train and validation loss at the end. Same seeds as the harness."""
+    import torch
+    import torch.nn.functional as F
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from harness.entropy import entropy_loss, guided_layers
+    from harness.pack import _build
+    from harness.study import derive_seed
+
+    train_set = TensorDataset(splits.train_x, splits.train_y)
+    val_set = TensorDataset(splits.val_x, splits.val_y)
+    for config in configs:
+        model = _build(config, splits.input_shape, splits.n_classes).to(device)
+        guided = [m for _, m in guided_layers(model, config.placement, input_shape=splits.input_shape)]
+        ent = config.entropy
+        optimizer = torch.optim.Adam(model.parameters(), lr=config.train.lr)
+        generator = torch.Generator().manual_seed(derive_seed(config.seed, "data"))
+        loader = DataLoader(train_set, batch_size=config.train.batch_size, shuffle=True, generator=generator)
+
+        def loss_fn(out, x, y):
+            if config.task == "reconstruction":
+                return F.mse_loss(out, x.flatten(1))
+            return F.cross_entropy(out, y)
+
+        def evaluate(dataset):
+            model.eval()
+            total = 0.0
+            with torch.no_grad():
+                for x, y in DataLoader(dataset, batch_size=1024):
+                    total += loss_fn(model(x), x, y).item() * len(x)
+            model.train()
+            return total / len(dataset)
+
+        for _ in range(config.train.max_epochs):
+            for x, y in loader:
+                loss = loss_fn(model(x), x, y)
+                if config.lam:
+                    loss = loss + entropy_loss(guided, config.lam, form=ent.form, eps=ent.eps,
+                                               precision=ent.precision, c11=ent.c11, reduce=ent.reduce)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+            evaluate(val_set)
+        evaluate(train_set), evaluate(val_set)
+
+
+def matmul_peak(device: str = "cpu", n: int = 4096, repeats: int = 3) -> float:
+    """FLOP/s of the fastest of ``repeats`` float32 (n x n) @ (n x n) matmuls on ``device``
+    (after one untimed): the rate this machine's BLAS reaches on a large, easy problem."""
+    import torch
+
+    a = torch.randn(n, n, device=device)
+    b = torch.randn(n, n, device=device)
+    a @ b
+    _sync(device)
+    best = math.inf
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        _sync(device)
+        best = min(best, time.perf_counter() - start)
+    return 2 * n**3 / best
+
+
+def model_flops(config, splits) -> tuple[float, float]:
+    """(training FLOPs per example, evaluation FLOPs per example) of one replication's
+    model, counted by torch's FlopCounterMode on one batch: forward and backward of a
+    training step (the entropy term's small determinant is left out), and a forward."""
+    import torch
+    import torch.nn.functional as F
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from harness.pack import _build
+
+    model = _build(config, splits.input_shape, splits.n_classes)
+    batch = config.train.batch_size
+    x = torch.rand((batch, *splits.input_shape))
+    y = torch.zeros(batch, dtype=torch.int64)
+    with FlopCounterMode(display=False) as counter:
+        out = model(x)
+        loss = F.mse_loss(out, x.flatten(1)) if config.task == "reconstruction" else F.cross_entropy(out, y)
+        loss.backward()
+    train = counter.get_total_flops() / batch
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(x)
+    return train, counter.get_total_flops() / batch
+
+
+def _subset(splits, n: int):
+    return dataclasses.replace(splits, train_x=splits.train_x[:n], train_y=splits.train_y[:n],
+                               val_x=splits.val_x[:n], val_y=splits.val_y[:n])
+
+
+def _sync(device) -> None:
+    import torch
+
+    if str(device).startswith("cuda"):
+        torch.cuda.synchronize()

@@ -1,0 +1,664 @@
+"""Train a pack of replications as one vectorised model.
+
+Replications that differ only in λ and seed share an architecture, a data set and every
+training setting, so their weights can be stacked along a leading member dimension,
+(P, *shape), and trained together: per step one batched matmul per layer (the dense
+autoencoder) or one ``torch.func.vmap`` call of the model (the CNN, whose convolutions
+vmap turns into one grouped convolution) instead of P small ones with P times the Python
+and kernel-launch overhead.
+
+Each member is still its own replication, trained as ``harness.train.train`` trains it
+alone: its initial weights come from ``torch.manual_seed(derive_seed(seed, "init"))`` and
+``build_model``; its data order from its own generator seeded ``derive_seed(seed,
+"data")``, with the same ``randperm`` calls; Adam (or SGD) acts element-wise, so one
+optimizer over the stacked tensors is P independent optimizers in the same step; its λ,
+its entropy term (a batched float64 ``slogdet``), its grad-ratio diagnostic, its early
+stopping and its final metrics are its own. A member that stops is frozen (its best or
+last weights are kept and its result is final) and the pack is compacted to the members
+still training. The histories equal the lone runs' to float rounding: batched kernels
+sum in a different order.
+
+Packable: models ``dense_ae`` and ``cnn``, without dropout (whose random masks come from
+the global generator, shared in a lone run with nothing else) and without the lr schedule
+(``train.lr_patience``, a per-member learning rate).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import platform
+import time
+import traceback
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from harness.data import Splits, load_splits
+from harness.entropy import entropy_loss, entropy_stats, guided_layers
+from harness.models import ACTIVATIONS, DenseAutoencoder, build_model
+from harness.study import Config, Replication, derive_seed, flatten
+from harness.train import Outcome, _profile_rows, check_config, versions
+
+__all__ = ["PACKABLE_MODELS", "PackedOutcome", "pack_key", "pack_groups", "choose_pack_size", "train_pack", "run_pack"]
+
+PACKABLE_MODELS = ("dense_ae", "cnn")
+MAX_PACK_CPU = 128  # beyond this a CPU pack is no faster per member (see harness bench)
+MAX_PACK_GPU = 1024
+EVAL_FLOATS = 1 << 24  # activations of one batched evaluation step, in floats (64 MiB)
+_VARYING = ("lam", "seed")  # what members of one pack may differ in
+
+
+@dataclass
+class PackedOutcome(Outcome):
+    """An Outcome plus what packing adds: the member's share of the pack's wall time (each
+    epoch's time split evenly among the members training in it) and when it finished."""
+
+    wall_s: float = 0.0
+    finished_at: datetime | None = None
+
+
+# ---------------------------------------------------------------------------- grouping
+
+
+def pack_key(config: Config) -> tuple | None:
+    """What a pack's members share: every setting but λ and seed. None when ``config``
+    cannot be packed (its model, dropout or lr schedule; or a config train() rejects)."""
+    try:
+        check_config(config)
+    except Exception:
+        return None
+    if config.model not in PACKABLE_MODELS or config.net.dropout > 0 or config.train.lr_patience:
+        return None
+    return tuple((k, v) for k, v in flatten(config).items() if k not in _VARYING)
+
+
+def pack_groups(configs: Sequence[Config], max_size: int | None = None) -> list[list[int]]:
+    """Indices of ``configs`` grouped into packs, in first-seen order: configs with the same
+    pack_key together, at most ``max_size`` per pack; unpackable configs alone."""
+    groups: dict[object, list[list[int]]] = {}
+    order: list[list[int]] = []
+    for i, config in enumerate(configs):
+        key = pack_key(config)
+        if key is None:
+            order.append([i])
+            continue
+        chunks = groups.setdefault(key, [])
+        if not chunks or (max_size is not None and len(chunks[-1]) >= max_size):
+            chunks.append([])
+            order.append(chunks[-1])
+        chunks[-1].append(i)
+    return order
+
+
+def choose_pack_size(config: Config, input_shape: tuple, n_classes: int, device: str | torch.device = "cpu") -> int:
+    """The automatic pack size: as many members as fit in a quarter of the device's free
+    memory (weights, gradients, optimizer state, best weights, a training batch's and an
+    evaluation's activations), capped where a bigger pack stops paying (MAX_PACK_CPU on
+    CPU, where the batched matmuls are already efficient at a few dozen members)."""
+    model = _build(config, input_shape, n_classes)
+    n_params = sum(p.numel() for p in model.parameters())
+    acts = _activation_floats(model, input_shape)
+    per_member = 4 * (6 * n_params + 3 * config.train.batch_size * acts)
+    device = torch.device(device)
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        cap = MAX_PACK_GPU
+    else:
+        free = _free_host_memory()
+        cap = MAX_PACK_CPU
+    return int(max(1, min(cap, free // 4 // per_member)))
+
+
+def _free_host_memory() -> int:
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().available)
+    except ImportError:  # psutil comes with dask.distributed; a plain fallback all the same
+        with open("/proc/meminfo") as f:
+            info = dict(line.split(":", 1) for line in f)
+        return int(info["MemAvailable"].split()[0]) * 1024
+
+
+def _activation_floats(model: nn.Module, input_shape: tuple) -> int:
+    """Floats of every leaf module's output for one example: a model's activation memory."""
+    total = [math.prod(input_shape)]
+    hooks = [
+        m.register_forward_hook(lambda mod, args, out: total.append(out[0].numel()))
+        for m in model.modules()
+        if not list(m.children())
+    ]
+    try:
+        with torch.no_grad():
+            model(torch.zeros((1, *input_shape)))
+    finally:
+        for h in hooks:
+            h.remove()
+    return sum(total)
+
+
+# ---------------------------------------------------------------------------- the result dicts
+
+
+def run_pack(reps: Sequence[Replication], device: str = "cpu", data_dir: str | Path | None = None) -> list[dict]:
+    """Train ``reps`` (same pack_key) as packs of at most choose_pack_size members and
+    return one result dict each, in order, with the keys of ``harness.train.run_replication``'s. An exception outside a member's
+    own training (data, a bug) marks every member failed with its traceback."""
+    started = datetime.now(timezone.utc)
+    config = reps[0].config
+    try:
+        splits = load_splits(
+            config.dataset,
+            data_dir,
+            device=device,
+            val_split=config.data.val_split,
+            n_train=config.data.n_train,
+            n_val=config.data.n_val,
+        )
+        size = choose_pack_size(config, splits.input_shape, splits.n_classes, device)
+        outcomes = []
+        for start in range(0, len(reps), size):
+            outcomes += train_pack([r.config for r in reps[start : start + size]], splits, device)
+    except Exception:  # recorded, not raised, as run_replication does
+        error = traceback.format_exc()
+        outcomes = [PackedOutcome(status="failed", error=error) for _ in reps]
+    return [_result(rep, outcome, device, started) for rep, outcome in zip(reps, outcomes)]
+
+
+def _result(rep: Replication, outcome: PackedOutcome, device, started: datetime) -> dict:
+    finished = outcome.finished_at or datetime.now(timezone.utc)
+    return {
+        "id": rep.id,
+        "study": rep.study,
+        "status": outcome.status,
+        "error": outcome.error,
+        "config": {k: list(v) if isinstance(v, tuple) else v for k, v in flatten(rep.config).items()},
+        "metrics": outcome.metrics,
+        "history": outcome.history,
+        "profiles": outcome.profiles,
+        "device": str(device),
+        "host": platform.node(),
+        "started_at": started.isoformat(timespec="seconds"),
+        "finished_at": finished.isoformat(timespec="seconds"),
+        "wall_s": outcome.wall_s,
+        "versions": versions(),
+    }
+
+
+# ---------------------------------------------------------------------------- the packed model
+
+
+def _build(config: Config, input_shape: tuple, n_classes: int) -> nn.Module:
+    """A member's model, seeded as train() seeds it: the same initial weights."""
+    torch.manual_seed(derive_seed(config.seed, "init"))
+    return build_model(
+        config.model,
+        input_shape,
+        n_classes,
+        latent=config.latent,
+        arch=config.arch,
+        latent_activation=config.net.latent_activation,
+        output_activation=config.net.output_activation,
+        padding=config.net.padding,
+        leaky_slope=config.net.leaky_slope,
+        dropout=config.net.dropout,
+        init=config.net.init,
+    )
+
+
+class _DenseEngine:
+    """The dense autoencoder on stacked weights, forward and backward by hand.
+
+    Training: x (P, b, D), one batch per member: two baddbmm forward, three bmm backward,
+    every gradient written into a preallocated, contiguous buffer (what the fused
+    optimizer reads), no autograd graph. Evaluation: one shared x (b, D); the P encoders
+    are one (b, D) @ (D, P*L) matmul. The backward is autograd's own (mse_loss,
+    sigmoid_backward, threshold_backward for ReLU), so the numbers are train()'s to
+    rounding; tests check it against train()."""
+
+    _ACTS = {
+        nn.Sigmoid: (torch.sigmoid_, torch.ops.aten.sigmoid_backward),
+        nn.Tanh: (torch.tanh_, torch.ops.aten.tanh_backward),
+        nn.ReLU: (torch.relu_, lambda grad, out: torch.ops.aten.threshold_backward(grad, out, 0)),
+        nn.Identity: (None, None),
+    }
+
+    def __init__(self, template: DenseAutoencoder):
+        names = [n for n, _ in template.named_parameters()]
+        if names != ["encoder.weight", "encoder.bias", "decoder.weight", "decoder.bias"]:
+            raise TypeError(f"unexpected dense autoencoder parameters {names}")
+        self.latent_act = self._ACTS[type(template.latent_activation)]
+        self.output_act = self._ACTS[type(template.output_activation)]
+        self._grads: list[Tensor] = []
+
+    @staticmethod
+    def _apply(act, z: Tensor) -> Tensor:
+        return z if act[0] is None else act[0](z)
+
+    @staticmethod
+    def _backward(act, grad: Tensor, out: Tensor) -> Tensor:
+        return grad if act[1] is None else act[1](grad, out)
+
+    @torch.no_grad()
+    def forward(self, params: list[Tensor], x: Tensor) -> Tensor:
+        """Evaluation: the P members on one shared batch x (b, C, H, W) -> (P, b, D)."""
+        w1, b1, w2, b2 = params
+        xf = x.flatten(1)
+        z1 = (xf @ w1.flatten(0, 1).T).view(len(xf), *w1.shape[:2]).transpose(0, 1) + b1[:, None, :]
+        h = self._apply(self.latent_act, z1)
+        return self._apply(self.output_act, torch.baddbmm(b2[:, None, :], h, w2.transpose(1, 2)))
+
+    @torch.no_grad()
+    def task_and_grads(self, params: list[Tensor], x: Tensor, y: Tensor) -> tuple[Tensor, Tensor, list[Tensor]]:
+        """One training step's per-member task loss (P,), output, and gradients."""
+        w1, b1, w2, b2 = params
+        if [g.shape for g in self._grads] != [p.shape for p in params]:
+            self._grads = [torch.empty_like(p, memory_format=torch.contiguous_format) for p in params]
+        g_w1, g_b1, g_w2, g_b2 = self._grads
+        x = x.flatten(2)  # (P, b, D)
+        h = self._apply(self.latent_act, torch.baddbmm(b1[:, None, :], x, w1.transpose(1, 2)))
+        out = self._apply(self.output_act, torch.baddbmm(b2[:, None, :], h, w2.transpose(1, 2)))
+        diff = out - x
+        numel = diff[0].numel()
+        task = torch.linalg.vecdot(diff.flatten(1), diff.flatten(1)) / numel  # mse_loss, mean
+        grad_out = diff.mul_(2.0 / numel)
+        dz2 = self._backward(self.output_act, grad_out, out)
+        torch.bmm(dz2.transpose(1, 2), h, out=g_w2)
+        torch.sum(dz2, 1, out=g_b2)
+        dz1 = self._backward(self.latent_act, torch.bmm(dz2, w2), h)
+        torch.bmm(dz1.transpose(1, 2), x, out=g_w1)
+        torch.sum(dz1, 1, out=g_b1)
+        return task, out, self._grads
+
+
+class _VmapEngine:
+    """Any model on stacked weights: torch.func.functional_call under vmap, autograd for
+    the gradients. For the CNN vmap turns each convolution into one grouped convolution."""
+
+    def __init__(self, template: nn.Module, task: str):
+        from torch.func import functional_call, vmap
+
+        names = [n for n, _ in template.named_parameters()]
+        self.reconstruction = task == "reconstruction"
+
+        def one(params, x):
+            return functional_call(template, dict(zip(names, params)), (x,))
+
+        self._train = vmap(one, in_dims=(0, 0))
+        self._eval = vmap(one, in_dims=(0, None))
+
+    @torch.no_grad()
+    def forward(self, params: list[Tensor], x: Tensor) -> Tensor:
+        return self._eval(tuple(params), x)
+
+    def task_and_grads(self, params: list[Tensor], x: Tensor, y: Tensor) -> tuple[Tensor, Tensor, list[Tensor]]:
+        out = self._train(tuple(params), x)
+        if self.reconstruction:
+            task = (out - x.flatten(2)).pow(2).mean((1, 2))
+        else:
+            task = F.cross_entropy(out.flatten(0, 1), y.flatten(), reduction="none").view(len(out), -1).mean(1)
+        grads = torch.autograd.grad(task.sum(), params)
+        # the fused CPU optimizers read a gradient as if laid out like its parameter
+        # (cf. pytorch/pytorch#106951): a transposed gradient must be copied first
+        grads = [g if g.stride() == p.stride() else g.contiguous() for p, g in zip(params, grads)]
+        return task.detach(), out.detach(), grads
+
+
+@contextlib.contextmanager
+def _one_thread(device: torch.device):
+    """Run batched LU on one CPU thread. torch's batched CPU LU calls LAPACK getrf from
+    several threads at once for matrices wider than 14 (pytorch/pytorch#181570); with
+    this build's MKL that returns garbage pivots and wrong determinants from about
+    150 x 150 on (batched slogdet, inv, lu_factor alike). One thread is also the faster
+    way for the small matrices of a pack."""
+    if device.type != "cpu":
+        yield
+        return
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+class _LogAbsDet(torch.autograd.Function):
+    """log|det A| of a batch of square matrices (P, k, k) -> (P,); gradient A^{-T}.
+
+    torch.linalg.slogdet's logabsdet and gradient, from one LU factorisation that is
+    safe to batch on CPU (_one_thread). Wide matrices go one at a time: MKL then uses
+    both cores inside each factorisation."""
+
+    WIDE = 128
+
+    @staticmethod
+    def forward(ctx, a: Tensor) -> Tensor:
+        if a.device.type == "cpu" and a.shape[-1] >= _LogAbsDet.WIDE:
+            factors = [torch.linalg.lu_factor_ex(m) for m in a]
+            lu, piv = torch.stack([f.LU for f in factors]), torch.stack([f.pivots for f in factors])
+        else:
+            with _one_thread(a.device):
+                lu, piv, _ = torch.linalg.lu_factor_ex(a)
+        ctx.save_for_backward(lu, piv)
+        return lu.diagonal(dim1=-2, dim2=-1).abs().log().sum(-1)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        lu, piv = ctx.saved_tensors
+        eye = torch.eye(lu.shape[-1], dtype=lu.dtype, device=lu.device)
+        if lu.device.type == "cpu" and lu.shape[-1] >= _LogAbsDet.WIDE:
+            inv_t = torch.stack([torch.linalg.lu_solve(m, p, eye, adjoint=True) for m, p in zip(lu, piv)])
+        else:
+            with _one_thread(lu.device):
+                inv_t = torch.linalg.lu_solve(lu, piv, eye.expand_as(lu), adjoint=True)
+        return grad[:, None, None] * inv_t
+
+
+class _Entropy:
+    """The guidance term of every member, batched: harness.entropy.entropy_loss of each
+    member's guided layers (same precision, forms, c11, reduce; computed in
+    ``precision``, cast to the weights' dtype). It reads only a small piece of each guided
+    weight (a dense layer's square block, a conv layer's c11 weights), taken detached, so
+    its gradient is a small tensor added into the task gradient."""
+
+    def __init__(self, guided: list[int], kinds: list[str], shapes: list[torch.Size], ent):
+        self.guided, self.kinds, self.ent = guided, kinds, ent
+        self.dtype = {"float64": torch.float64, "float32": torch.float32}[ent.precision]
+        self.k = [min(shape[1:]) if kind == "dense" else 0 for kind, shape in zip(kinds, shapes)]
+
+    def _view(self, w: Tensor, i: int) -> Tensor:
+        if self.kinds[i] == "dense":
+            return w[:, : self.k[i], : self.k[i]]
+        return w[:, :, slice(None) if self.ent.c11 == "all_channels" else slice(0, 1), 0, 0]
+
+    def pieces(self, params: list[Tensor], members: Tensor | None = None) -> list[Tensor]:
+        views = [self._view(params[g].detach(), i) for i, g in enumerate(self.guided)]
+        return [v if members is None else v.index_select(0, members) for v in views]
+
+    def terms(self, pieces: list[Tensor], lam: Tensor | None) -> Tensor:
+        """(P,) term per member; lam (P,) or None for λ = 1 (the logged value)."""
+        ent = self.ent
+        n = pieces[0].shape[0]
+        total = torch.zeros(n, dtype=self.dtype, device=pieces[0].device)
+        lam = torch.ones_like(total) if lam is None else lam.to(self.dtype)
+        for piece, kind in zip(pieces, self.kinds):
+            x = piece.to(self.dtype)
+            if kind == "dense":
+                logdet = _LogAbsDet.apply(x)
+                term = -lam * logdet if ent.form == "log" else lam / (logdet.exp() + ent.eps)
+            else:
+                c, lam3 = x.abs(), lam[:, None, None]
+                terms = -lam3 * c.log() if ent.form == "log" else lam3 / (c + ent.eps)
+                term = terms.sum((1, 2)) if ent.reduce == "sum" else terms.mean((1, 2))
+            total = total + term
+        return total.to(pieces[0].dtype)
+
+    @torch.no_grad()
+    def values(self, params: list[Tensor]) -> list[float]:
+        return self.terms(self.pieces(params), None).tolist()
+
+    def term_and_grads(self, params: list[Tensor], members: Tensor, lam: Tensor) -> tuple[Tensor, list[Tensor]]:
+        """The λ-weighted term of ``members`` and its gradient w.r.t. their pieces."""
+        pieces = [p.requires_grad_() for p in self.pieces(params, members)]
+        with torch.enable_grad():
+            term = self.terms(pieces, lam)
+            grads = torch.autograd.grad(term.sum(), pieces)
+        return term.detach(), list(grads)
+
+    def add_into(self, grads: list[Tensor], piece_grads: list[Tensor], members: Tensor) -> None:
+        for i, (g, pg) in enumerate(zip(self.guided, piece_grads)):
+            self._view(grads[g], i).index_add_(0, members, pg)
+
+
+@dataclass
+class _Member:
+    """A member's own state: everything train() keeps in local variables."""
+
+    index: int  # position in the caller's list
+    config: Config
+    model: nn.Module  # its own module: init profile, and its final weights for the last metrics
+    data_gen: torch.Generator
+    outcome: PackedOutcome = field(default_factory=PackedOutcome)
+    best_value: float = math.inf
+    best_epoch: int = 0
+    best_state: list[Tensor] | None = None
+    wait: int = 0
+    grad_ratios: list[float] = field(default_factory=list)
+
+
+class _Pack:
+    """The stacked weights, their optimizer, and the members they belong to, in order."""
+
+    def __init__(self, members: list[_Member], names: list[str], guided: list[str], device):
+        self.members = members
+        self.names = names
+        stacked = [torch.stack([dict(m.model.named_parameters())[n].detach() for m in members]) for n in names]
+        self.params = [p.to(device).requires_grad_() for p in stacked]
+        self.guided = [names.index(g) for g in guided]
+        self.optimizer = _optimizer(self.params, members[0].config)
+
+    def keep(self, positions: list[int]) -> None:
+        """Drop every member not at ``positions``: slice the weights and optimizer state."""
+        index = torch.tensor(positions, device=self.params[0].device)
+        size = len(self.members)
+        params = [p.detach().index_select(0, index).requires_grad_() for p in self.params]
+        optimizer = _optimizer(params, self.members[0].config)
+        for old, new in zip(self.params, params):
+            optimizer.state[new] = {
+                k: v.index_select(0, index.to(v.device)) if torch.is_tensor(v) and v.ndim and v.shape[0] == size else v
+                for k, v in self.optimizer.state.get(old, {}).items()
+            }
+        self.params, self.optimizer = params, optimizer
+        self.members = [self.members[i] for i in positions]
+
+    def member_weights(self, position: int) -> list[Tensor]:
+        return [p[position].detach().clone() for p in self.params]
+
+
+def _optimizer(params: list[Tensor], config: Config) -> torch.optim.Optimizer:
+    """train()'s optimizer over stacked tensors: element-wise, so P optimizers in one.
+    fused where the device has a fused kernel (one pass over weights and state)."""
+    fused = params[0].device.type in ("cpu", "cuda")
+    if config.train.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=config.train.lr, momentum=config.train.momentum, fused=fused)
+    return torch.optim.Adam(params, lr=config.train.lr, fused=fused)
+
+
+def train_pack(configs: Sequence[Config], splits: Splits, device: str | torch.device) -> list[PackedOutcome]:
+    """Train the replications ``configs`` (one pack_key) together; one outcome each, in
+    order, each what ``harness.train.train(config, splits, device)`` returns for it alone
+    (to float rounding), plus the member's share of the wall time."""
+    configs = list(configs)
+    keys = {pack_key(c) for c in configs}
+    if None in keys or len(keys) != 1:
+        raise ValueError("train_pack needs replications that differ only in lam and seed, with a packable model")
+    base = configs[0]
+    train_cfg = base.train
+    reconstruction = base.task == "reconstruction"
+    device = torch.device(device)
+    xs, ys = splits.train_x.to(device), splits.train_y.to(device)
+
+    members = []
+    for i, config in enumerate(configs):
+        model = _build(config, splits.input_shape, splits.n_classes).to(device)
+        gen = torch.Generator(device=xs.device).manual_seed(derive_seed(config.seed, "data"))
+        member = _Member(i, config, model, gen)
+        member.outcome.profiles += _profile_rows(model, splits.input_shape, "init", base.entropy.c11)
+        members.append(member)
+    template = members[0].model
+    guided = guided_layers(template, base.placement, input_shape=splits.input_shape)
+    names = [n for n, _ in template.named_parameters()]
+    pack = _Pack(members, names, [f"{name}.weight" for name, _ in guided], device)
+    kinds = ["conv" if isinstance(m, nn.Conv2d) else "dense" for _, m in guided]
+    entropy = _Entropy(pack.guided, kinds, [pack.params[g].shape for g in pack.guided], base.entropy)
+    engine = _DenseEngine(template) if isinstance(template, DenseAutoencoder) else _VmapEngine(template, base.task)
+
+    n, batch = len(xs), train_cfg.batch_size
+    clock = time.perf_counter()
+    for epoch in range(1, train_cfg.max_epochs + 1):
+        size = len(pack.members)
+        lam = torch.tensor([m.config.lam for m in pack.members], dtype=torch.float64, device=device)
+        guided_on = (lam != 0).nonzero().flatten()  # members with a guidance term (train() skips λ = 0)
+        lam_on = lam.index_select(0, guided_on)
+        orders = torch.stack([torch.randperm(n, generator=m.data_gen, device=xs.device) for m in pack.members])
+        loss_sum = torch.zeros(size, dtype=torch.float64, device=device)
+        correct = torch.zeros(size, dtype=torch.int64, device=device)
+        bad = torch.zeros(size, dtype=torch.bool, device=device)
+        bad_task = torch.zeros(size, device=device)
+        bad_total = torch.zeros(size, device=device)
+        ratios = torch.zeros(size, dtype=torch.float64, device=device)
+        for start in range(0, n, batch):
+            idx = orders[:, start : start + batch]
+            x, y = xs[idx], ys[idx]
+            task, out, grads = engine.task_and_grads(pack.params, x, y)
+            total = task
+            if len(guided_on):
+                term, term_grads = entropy.term_and_grads(pack.params, guided_on, lam_on)
+                total = task.index_add(0, guided_on, term)
+                if start == 0:  # once per epoch: how strong is the guidance against the task?
+                    ratios = _grad_ratios(grads, term_grads, pack.guided, guided_on, size)
+                entropy.add_into(grads, term_grads, guided_on)
+            for p, g in zip(pack.params, grads):
+                p.grad = g
+            pack.optimizer.step()
+            for p in pack.params:
+                p.grad = None
+            with torch.no_grad():
+                newly = ~torch.isfinite(total) & ~bad
+                bad_task = torch.where(newly, task, bad_task)
+                bad_total = torch.where(newly, total, bad_total)
+                bad |= newly
+                loss_sum += task.double() * idx.shape[1]
+                if not reconstruction:
+                    correct += (out.argmax(-1) == y).sum(1)
+
+        val_loss, val_acc = _evaluate(engine, pack.params, splits.val_x.to(device), splits.val_y.to(device), reconstruction)
+        ent_value = entropy.values(pack.params)
+        train_loss = (loss_sum / n).tolist()
+        train_acc = (correct.double() / n).tolist()
+        bad_list, bad_task, bad_total = bad.tolist(), bad_task.tolist(), bad_total.tolist()
+        ratio_list = ratios.tolist()
+        share = (time.perf_counter() - clock) / size
+        clock = time.perf_counter()
+
+        keep, finishing = [], []
+        for pos, m in enumerate(pack.members):
+            m.outcome.wall_s += share
+            m.grad_ratios.append(ratio_list[pos])
+            if bad_list[pos]:
+                _diverge(m, epoch, f"non-finite loss at epoch {epoch}: task {bad_task[pos]}, total {bad_total[pos]}")
+                continue
+            if not math.isfinite(val_loss[pos]):
+                _diverge(m, epoch, f"non-finite validation loss at epoch {epoch}")
+                continue
+            m.outcome.history.append(
+                {
+                    "epoch": epoch,
+                    "train_loss": train_loss[pos],
+                    "val_loss": val_loss[pos],
+                    "entropy_loss": ent_value[pos],
+                    "train_acc": None if reconstruction else train_acc[pos],
+                    "val_acc": None if reconstruction else val_acc[pos],
+                }
+            )
+            monitored = val_loss[pos] + m.config.lam * ent_value[pos] if train_cfg.monitor == "total" else val_loss[pos]
+            if monitored < m.best_value - train_cfg.min_delta:
+                m.best_value, m.best_epoch, m.wait = monitored, epoch, 0
+                if train_cfg.restore_best:
+                    m.best_state = pack.member_weights(pos)
+            else:
+                m.wait += 1
+            if m.wait >= train_cfg.patience or epoch == train_cfg.max_epochs:
+                finishing.append((pos, m, epoch))
+            else:
+                keep.append(pos)
+        if finishing:
+            _finish(finishing, pack, engine, splits, guided, reconstruction, device)
+            for m in (m for _, m, _ in finishing):
+                m.outcome.wall_s += (time.perf_counter() - clock) / len(finishing)
+            clock = time.perf_counter()
+        if not keep:
+            break
+        if len(keep) < size:  # frozen members leave the pack: the others train on alone
+            pack.keep(keep)
+    return [m.outcome for m in members]
+
+
+def _grad_ratios(grads, term_grads, guided: list[int], members: Tensor, size: int) -> Tensor:
+    """Per member ||∇ λ·term|| / ||∇ task|| over the guided layers' weights, as train()'s
+    _grad_ratio (0 where λ = 0). The term's gradient lives in its pieces only."""
+    norm_task = torch.sqrt(sum((grads[g].index_select(0, members).double() ** 2).flatten(1).sum(1) for g in guided))
+    norm_term = torch.sqrt(sum((g.double() ** 2).flatten(1).sum(1) for g in term_grads))
+    ratio = torch.where(norm_task > 0, norm_term / norm_task, torch.full_like(norm_task, math.inf))
+    return torch.zeros(size, dtype=torch.float64, device=ratio.device).index_copy(0, members, ratio)
+
+
+def _diverge(m: _Member, epoch: int, message: str) -> None:
+    m.outcome.status, m.outcome.error = "diverged", message
+    m.outcome.metrics = {"stop_epoch": float(epoch), "best_epoch": float(m.best_epoch)}
+    m.outcome.finished_at = datetime.now(timezone.utc)
+
+
+@torch.no_grad()
+def _evaluate(engine, params: list[Tensor], x: Tensor, y: Tensor, reconstruction: bool) -> tuple[list, list | None]:
+    """Per member mean task loss (and accuracy) over a whole split, as train.evaluate;
+    batches sized so that the P members' outputs stay within EVAL_FLOATS."""
+    size = params[0].shape[0]
+    per_example = engine.forward([p[:1] for p in params], x[:1]).numel() + math.prod(x.shape[1:])
+    batch = max(1, min(1024, EVAL_FLOATS // (size * per_example)))
+    loss_sum = torch.zeros(size, dtype=torch.float64, device=params[0].device)
+    correct = torch.zeros(size, dtype=torch.int64, device=params[0].device)
+    for start in range(0, len(x), batch):
+        xb, yb = x[start : start + batch], y[start : start + batch]
+        out = engine.forward(params, xb)
+        if reconstruction:
+            loss_sum += (out - xb.flatten(1)).pow(2).sum((1, 2)).double() / out.shape[-1]
+        else:
+            loss_sum += F.cross_entropy(out.flatten(0, 1), yb.repeat(size), reduction="none").view(size, -1).sum(1).double()
+            correct += (out.argmax(-1) == yb).sum(1)
+    loss = (loss_sum / len(x)).tolist()
+    return loss, (None if reconstruction else (correct.double() / len(x)).tolist())
+
+
+def _finish(finishing, pack: _Pack, engine, splits: Splits, guided, reconstruction: bool, device) -> None:
+    """Final metrics and profiles of the members that stop this epoch, as train() computes
+    them: best weights (restore_best) or last, evaluated on the whole val and train sets."""
+    weights = [m.best_state if m.best_state is not None else pack.member_weights(pos) for pos, m, _ in finishing]
+    stacked = [torch.stack(ws) for ws in zip(*weights)]
+    val_loss, val_acc = _evaluate(engine, stacked, splits.val_x.to(device), splits.val_y.to(device), reconstruction)
+    train_loss, train_acc = _evaluate(engine, stacked, splits.train_x.to(device), splits.train_y.to(device), reconstruction)
+    now = datetime.now(timezone.utc)
+    guided_names = [name for name, _ in guided]
+    for j, (_, m, epoch) in enumerate(finishing):
+        config, ent = m.config, m.config.entropy
+        with torch.no_grad():
+            for p, w in zip(m.model.parameters(), weights[j]):
+                p.copy_(w)
+        modules = dict(m.model.named_modules())
+        member_guided = [(name, modules[name]) for name in guided_names]
+        metrics = {"val_loss": val_loss[j], "train_loss": train_loss[j]}
+        if reconstruction:
+            metrics.update(val_mse=val_loss[j], train_mse=train_loss[j])
+        else:
+            metrics.update(val_acc=val_acc[j], train_acc=train_acc[j])
+        with torch.no_grad():
+            metrics["entropy_loss"] = entropy_loss(
+                member_guided, 1.0, form=ent.form, eps=ent.eps, precision=ent.precision, c11=ent.c11, reduce=ent.reduce
+            ).item()
+            metrics.update(entropy_stats(member_guided, c11=ent.c11))
+        metrics = {k: float(v) for k, v in metrics.items()}
+        metrics.update(
+            stop_epoch=float(epoch),
+            best_epoch=float(m.best_epoch),
+            hit_max_epochs=float(m.wait < config.train.patience),
+            grad_ratio=float(sum(m.grad_ratios) / len(m.grad_ratios)) if m.grad_ratios else float("nan"),
+        )
+        m.outcome.metrics = metrics
+        m.outcome.profiles += _profile_rows(m.model, splits.input_shape, "final", ent.c11)
+        m.outcome.finished_at = now
