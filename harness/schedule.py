@@ -1,28 +1,11 @@
-"""Which replications remain, and training them on workers.
+"""Which replications remain, and the driver that trains them on workers.
 
 The driver (this module, in the ``harness run`` process) is the only writer of the store.
 It works out which replications remain, claims each group of them in the store just
-before a worker gets it, and records each result in its own transaction as soon as it
-comes back, so a sweep stopped in any way (Ctrl-C, SIGKILL of the driver, a dead worker)
-resumes where it stopped when the same command runs again.
-
-Backends, all driven through ``submit(fn, *args) -> concurrent.futures.Future``:
-
-- ``inprocess``: one worker, the driver itself (debugging, tests, a single CPU worker);
-- ``processes``: worker processes on this machine (loky, joblib's process pool);
-- ``dask``: a Dask cluster, an existing one (``--scheduler tcp://host:8786``) or a
-  ``LocalCluster`` started for the run; results come back to the driver all the same.
-
-Devices: ``--devices`` lists torch devices (default: every visible GPU, else the CPU);
-each entry gets ``--workers-per-device`` slots, or ``--workers`` slots in all are dealt to
-the entries in turn. A worker holds one slot (an exclusive lock on a file) while it
-trains, preferring the slot it held last, so on this machine every slot trains one group
-at a time and a worker stays on its device. The slot's name is the result's recorded
-``device``: ``cuda:1``, ``cpu``, or ``cpu:0``, ``cpu:1``, ... when the CPU is listed more
-than once (torch runs every ``cpu:N`` on the one CPU; the number shows which worker
-trained what). Each worker runs torch with cores // workers threads. On an existing Dask
-cluster each task uses its worker's GPU when it sees one (``--devices cuda`` asks for one
-Dask resource ``GPU`` per task), else the CPU.
+before a worker gets it (so concurrent runs share a grid), and records each result in its
+own transaction as soon as it comes back, so a sweep stopped in any way (Ctrl-C, SIGKILL
+of the driver, a dead worker) resumes where it stopped when the same command runs again.
+Where the workers train and on which backend: harness.workers.
 
 Failures: an exception in training is a ``failed`` result with its traceback (train.py);
 a worker process that dies takes down loky's whole pool, so the groups that were in
@@ -33,11 +16,8 @@ failures recorded by earlier runs are retried only with ``--rerun-failed``.
 
 from __future__ import annotations
 
-import fcntl
-import os
 import shutil
 import signal
-import socket
 import sys
 import tempfile
 import threading
@@ -45,24 +25,25 @@ import time
 import traceback
 from collections import Counter, deque
 from concurrent.futures import FIRST_COMPLETED, BrokenExecutor, Future, wait
-from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Callable, Iterator
+from typing import Callable
 
-import harness
-from harness.errors import UserError
 from harness.study import Replication, Study, flatten
+from harness.workers import (
+    ScheduleError,
+    Slot,
+    SlotPool,
+    choose_backend,
+    failed_result,
+    make_executor,
+    plan_slots,
+    train_group,
+    worker_died,
+)
 
-BACKENDS = ("inprocess", "processes", "dask")
 LOG_MODES = ("auto", "bar", "plain", "quiet")
 PACK_AXES = ("lam", "seed")  # what replications trained together may differ in
 LEASE_S = 300.0  # a claim not renewed for this long may be taken over by another run
-SLOT_WAIT_S = 600.0  # a worker waits this long for a free slot before giving up
-
-
-class ScheduleError(UserError):
-    """A bad scheduling request (devices, workers, backend): one line."""
 
 
 @dataclass
@@ -79,15 +60,6 @@ class RunOptions:
     pack_size: int = 1  # a worker trains up to this many replications differing only in λ and seed at once
     log: str = "auto"  # auto (a live bar on a terminal, else plain) | bar | plain (a line per result) | quiet
     lease_s: float = LEASE_S  # claim lease; renewed every lease_s / 10 while the run lives
-
-
-@dataclass(frozen=True)
-class Slot:
-    """Where one worker trains."""
-
-    name: str  # recorded as the result's device
-    device: str  # the torch device
-    threads: int | None  # torch threads while training (None: leave as is)
 
 
 # -- what to train ---------------------------------------------------------------------
@@ -132,261 +104,6 @@ def check_data(reps: list[Replication], data_dir) -> None:
             load_splits(rep.config.dataset, data_dir, device="cpu", val_split=key[1], n_train=key[2], n_val=key[3])
 
 
-# -- where to train ----------------------------------------------------------------------
-
-
-def expand_devices(devices: list[str] | None, n_gpus: int | None) -> list[str]:
-    """Device entries as torch devices: ``cuda`` is every visible GPU; the default is
-    every visible GPU, else the CPU. ``n_gpus=None`` (an unknown, remote machine) keeps
-    CUDA entries as written."""
-    if not devices:
-        return [f"cuda:{i}" for i in range(n_gpus)] if n_gpus else ["cpu"]
-    out = []
-    for entry in (d.strip() for d in devices):
-        kind, _, index = entry.partition(":")
-        if entry in ("cpu", "mps") or (kind == "cuda" and n_gpus is None):
-            out.append(entry)
-        elif entry == "cuda":
-            if not n_gpus:
-                raise ScheduleError("--devices cuda: no CUDA device is visible here; use --devices cpu")
-            out += [f"cuda:{i}" for i in range(n_gpus)]
-        elif kind == "cuda" and index.isdigit():
-            if int(index) >= n_gpus:
-                raise ScheduleError(f"--devices {entry}: {n_gpus} CUDA device(s) visible here (cuda:0..cuda:{n_gpus - 1})")
-            out.append(entry)
-        else:
-            raise ScheduleError(f"unknown device {entry!r}: use cpu, cuda, cuda:N or mps, comma-separated")
-    return out
-
-
-def plan_slots(
-    devices: list[str] | None = None,
-    workers_per_device: int = 1,
-    workers: int | None = None,
-    n_gpus: int = 0,
-    cores: int | None = None,
-) -> list[Slot]:
-    """The workers' slots: ``workers_per_device`` per device entry, or ``workers`` in all
-    dealt to the entries in turn; cores split evenly between them."""
-    entries = expand_devices(devices, n_gpus)
-    count = workers if workers is not None else workers_per_device * len(entries)
-    if count < 1:
-        raise ScheduleError("--workers and --workers-per-device must be at least 1")
-    cores = cores or _cores()
-    threads = max(1, cores // count)
-    cpu_listed = entries.count("cpu") > 1
-    cpu_seen = 0
-    names = []
-    for entry in entries:
-        if entry == "cpu" and cpu_listed:
-            entry, cpu_seen = f"cpu:{cpu_seen}", cpu_seen + 1
-        names.append(entry)
-    slots = []
-    for i in range(count):
-        entry, name = entries[i % len(entries)], names[i % len(entries)]
-        slots.append(Slot(name, entry, threads))
-    return slots
-
-
-def choose_backend(options: RunOptions, n_slots: int) -> str:
-    backend = options.backend or ("dask" if options.scheduler else "processes" if n_slots > 1 else "inprocess")
-    if backend not in BACKENDS:
-        raise ScheduleError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
-    if options.scheduler and backend != "dask":
-        raise ScheduleError("--scheduler is the address of a Dask scheduler: use it with --backend dask")
-    if backend == "inprocess" and n_slots > 1:
-        raise ScheduleError(f"the inprocess backend runs one worker, not {n_slots}; use --backend processes")
-    return backend
-
-
-def _cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
-# -- the worker side -----------------------------------------------------------------------
-
-_last_slot = threading.local()  # per worker thread: {slot directory: index of the slot held last}
-
-
-class SlotPool:
-    """The slots of one run, shared by its workers on this machine through lock files:
-    holding a slot is holding an exclusive ``flock`` on its file, which the OS drops when
-    the holder dies. Without a directory there is one slot (in process), or none at all
-    (an existing Dask cluster: the worker's own GPU if it sees one, else the CPU)."""
-
-    def __init__(self, slots: list[Slot] | None, directory: str | None = None):
-        self.slots, self.directory = slots, directory
-
-    @contextmanager
-    def hold(self) -> Iterator[Slot]:
-        if not self.slots:
-            import torch
-
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-            yield Slot(device, device, None)
-            return
-        if self.directory is None:
-            yield self.slots[0]
-            return
-        last = getattr(_last_slot, "by_dir", {})
-        _last_slot.by_dir = last
-        order = sorted(range(len(self.slots)), key=lambda i: i != last.get(self.directory))
-        deadline = time.monotonic() + SLOT_WAIT_S
-        while True:
-            for i in order:
-                fd = os.open(os.path.join(self.directory, f"slot-{i}"), os.O_RDWR | os.O_CREAT)
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    os.close(fd)
-                    continue
-                last[self.directory] = i
-                try:
-                    yield self.slots[i]
-                finally:
-                    os.close(fd)  # drops the lock
-                return
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"no free worker slot in {self.directory} after {SLOT_WAIT_S:.0f}s")
-            time.sleep(0.05)
-
-
-def train_group(reps: list[Replication], pool: SlotPool, data_dir, work: Callable) -> list[dict]:
-    """The worker's task: train a group on the slot it holds and return one result each.
-    Never raises for a failure inside ``work``: the group's results say ``failed``."""
-    with pool.hold() as slot:
-        if slot.threads:
-            import torch
-
-            torch.set_num_threads(slot.threads)
-        try:
-            results = work(reps, slot.device, data_dir)
-        except Exception:
-            error = traceback.format_exc()
-            return [failed_result(rep, error, slot.name) for rep in reps]
-    for result in results:
-        result["device"] = slot.name
-    return results
-
-
-def failed_result(rep: Replication, error: str, device: str | None = None) -> dict:
-    """A ``failed`` result made outside train.py (the worker died, or raised)."""
-    return {
-        "id": rep.id,
-        "study": rep.study,
-        "status": "failed",
-        "error": error,
-        "config": {k: list(v) if isinstance(v, tuple) else v for k, v in flatten(rep.config).items()},
-        "device": device,
-        "host": socket.gethostname() if device else None,
-        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "versions": {"harness": harness.__version__},
-    }
-
-
-def _ignore_sigint() -> None:
-    # Ctrl-C reaches the whole process group; the driver handles it and stops the workers.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-# -- backends ----------------------------------------------------------------------------
-
-
-class InProcess:
-    """Runs each task at submit, in the driver: the debugging backend."""
-
-    capacity = 1
-
-    def submit(self, fn, *args) -> Future:
-        future: Future = Future()
-        future.set_running_or_notify_cancel()
-        try:
-            future.set_result(fn(*args))
-        except Exception as err:
-            future.set_exception(err)
-        return future
-
-    def restart(self) -> None:
-        pass
-
-    def close(self, kill: bool = False) -> None:
-        pass
-
-
-class Processes:
-    """Worker processes on this machine (loky's reusable pool, as joblib uses)."""
-
-    def __init__(self, n: int, threads: int):
-        self.capacity = n
-        self.env = {v: str(threads) for v in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
-        self.restart()
-
-    def restart(self) -> None:
-        from joblib.externals.loky import get_reusable_executor
-
-        self.pool = get_reusable_executor(max_workers=self.capacity, initializer=_ignore_sigint, env=self.env)
-
-    def submit(self, fn, *args) -> Future:
-        return self.pool.submit(fn, *args)
-
-    def close(self, kill: bool = False) -> None:
-        if kill:
-            self.pool.shutdown(wait=False, kill_workers=True)
-
-
-class Dask:
-    """A Dask cluster: the one at ``address``, else a LocalCluster of ``n_local`` single-
-    threaded worker processes. Its futures are bridged to concurrent.futures ones."""
-
-    def __init__(self, address: str | None, n_local: int, resources: dict | None = None):
-        from distributed import Client, LocalCluster
-
-        self.cluster = None
-        self.resources = resources
-        try:
-            if address:
-                self.client = Client(address, timeout="30s")
-            else:
-                self.cluster = LocalCluster(
-                    n_workers=n_local, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=40
-                )
-                self.client = Client(self.cluster)
-        except OSError as err:
-            raise ScheduleError(f"cannot reach the Dask scheduler at {address}: {err}") from None
-        self.capacity = max(1, sum(self.client.nthreads().values()))
-
-    def submit(self, fn, *args) -> Future:
-        future: Future = Future()
-        future.set_running_or_notify_cancel()
-        remote = self.client.submit(fn, *args, pure=False, resources=self.resources)
-        remote.add_done_callback(lambda f: _settle(future, f))
-        future.remote = remote  # keeps the Dask future (and so the task) alive
-        return future
-
-    def restart(self) -> None:
-        pass
-
-    def close(self, kill: bool = False) -> None:
-        self.client.close()
-        if self.cluster is not None:
-            self.cluster.close()
-
-
-def _settle(future: Future, remote) -> None:
-    try:
-        future.set_result(remote.result())
-    except BaseException as err:  # noqa: BLE001 - handed to the driver as is
-        future.set_exception(err)
-
-
-def _worker_died(err: BaseException) -> bool:
-    """Did this error come from a worker process dying rather than from the task?"""
-    return isinstance(err, BrokenExecutor) or type(err).__name__ == "KilledWorker"
-
-
 # -- the driver --------------------------------------------------------------------------
 
 
@@ -410,9 +127,10 @@ class Progress:
     def finished(self) -> int:
         return sum(self.counts.values())
 
-    def set_running(self, n: int) -> None:
+    def set_running(self, n: int, refresh: bool = True) -> None:
         self.running = n
-        self._refresh()
+        if refresh:
+            self._refresh()
 
     def skip(self, n: int) -> None:
         """n replications were taken by another run: they leave this run's total."""
@@ -429,8 +147,8 @@ class Progress:
             return
         self.counts[result["status"]] += 1
         if self.bar is not None:
+            self.bar.set_postfix(self._counts(), refresh=False)
             self.bar.update(1)
-            self._refresh()
         elif self.mode == "plain":
             wall = result.get("wall_s")
             took = f" in {wall:.1f}s" if wall is not None else ""
@@ -539,7 +257,7 @@ class Sweep:
         lost = []
         for future in done:
             group, _ = self.inflight.pop(future)
-            self.progress.set_running(self.progress.running - len(group))
+            self.progress.set_running(self.progress.running - len(group), refresh=False)
             try:
                 results = future.result()
             except Exception as err:  # noqa: BLE001 - the task never ran to its end
@@ -547,7 +265,7 @@ class Sweep:
                     lost.append(group)
                     continue
                 error = "".join(traceback.format_exception(err))
-                self._handle(group, [failed_result(rep, error) for rep in group], crashed=_worker_died(err))
+                self._handle(group, [failed_result(rep, error) for rep in group], crashed=worker_died(err))
                 continue
             self._handle(group, results)
         if lost:
@@ -559,14 +277,14 @@ class Sweep:
         rest, _ = wait(list(self.inflight), timeout=60)
         for future in rest:
             group, _ = self.inflight.pop(future)
-            self.progress.set_running(self.progress.running - len(group))
+            self.progress.set_running(self.progress.running - len(group), refresh=False)
             try:
                 self._handle(group, future.result())
             except Exception:  # noqa: BLE001 - lost with the pool
                 lost.append(group)
         self.executor.restart()
         if len(lost) == 1:
-            error = f"the worker process training this group died (killed, out of memory, or a crash in native code)"
+            error = "the worker process training this group died (killed, out of memory, or a crash in native code)"
             self._handle(lost[0], [failed_result(rep, error) for rep in lost[0]], crashed=True)
         else:
             self.progress.line(f"a worker process died; running the {len(lost)} groups it may have been training one at a time")
@@ -604,6 +322,9 @@ def run_study(
     options = options or RunOptions()
     if options.log not in LOG_MODES:
         raise ScheduleError(f"unknown log mode {options.log!r}: choose one of {', '.join(LOG_MODES)}")
+    remote = bool(options.scheduler)
+    # a cluster's workers find their data set by their own $HARNESS_DATA_DIR unless told
+    worker_data_dir = (str(data_dir) if data_dir else None) if remote else str(data_dir_from_env(data_dir).resolve())
     data_dir = data_dir_from_env(data_dir)
     for rep in study.replications():
         check_config(rep.config)
@@ -619,14 +340,11 @@ def run_study(
     if not todo:
         print(f"nothing to train; results in {db}")
         return 0
-    if options.workers is not None and options.workers < 1 or options.workers_per_device < 1:
-        raise ScheduleError("--workers and --workers-per-device must be at least 1")
     groups = pack(todo, options.pack_size)
-    remote = bool(options.scheduler)
     if not remote:
         check_data(todo, data_dir)
     slots = _slots(options, remote)
-    backend = choose_backend(options, len(slots) if slots else 1)
+    backend = choose_backend(options.backend, options.scheduler, len(slots) if slots else 1)
     store.record_study(study)
     mode = options.log if options.log != "auto" else ("bar" if sys.stderr.isatty() else "plain")
     if mode != "quiet":
@@ -635,11 +353,11 @@ def run_study(
     work = work or _default_work()
     directory = tempfile.mkdtemp(prefix="harness-slots-") if backend != "inprocess" and slots else None
     pool = SlotPool(slots, directory)
-    executor = _executor(backend, slots, options)
+    executor = make_executor(backend, slots, options.scheduler, options.devices)
     claimant = Claimant.this_process()
     progress = Progress(len(todo), mode, lambda rep: f"{rep.id} ({_label(study, rep)})")
     sweep = Sweep(
-        store, executor, lambda group: (train_group, group, pool, str(data_dir), work), options, progress, claimant,
+        store, executor, lambda group: (train_group, group, pool, worker_data_dir, work), options, progress, claimant,
         store.max_pk() if options.rerun_failed else None,
     )
     heartbeat = Heartbeat(store, claimant, options.lease_s)
@@ -669,15 +387,6 @@ def _slots(options: RunOptions, remote: bool) -> list[Slot] | None:
     import torch
 
     return plan_slots(options.devices, options.workers_per_device, options.workers, n_gpus=torch.cuda.device_count())
-
-
-def _executor(backend: str, slots: list[Slot] | None, options: RunOptions):
-    if backend == "inprocess":
-        return InProcess()
-    if backend == "processes":
-        return Processes(len(slots), slots[0].threads or 1)
-    wants_gpu = any(d.startswith("cuda") for d in options.devices or [])
-    return Dask(options.scheduler, len(slots or []), {"GPU": 1} if options.scheduler and wants_gpu else None)
 
 
 def _default_work() -> Callable:

@@ -15,19 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from harness.schedule import (
-    RunOptions,
-    ScheduleError,
-    SlotPool,
-    Slot,
-    choose_backend,
-    pack,
-    plan_slots,
-    run_study,
-    study_status,
-)
+from harness.schedule import RunOptions, pack, run_study
 from harness.store import Claimant, Store
 from harness.study import Study
+from harness.workers import ScheduleError, Slot, SlotPool, choose_backend, plan_slots
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -263,13 +254,13 @@ def test_plan_slots_names_devices_and_splits_cores():
 
 
 def test_default_backend_is_processes_only_for_several_workers():
-    assert choose_backend(RunOptions(), 1) == "inprocess"
-    assert choose_backend(RunOptions(), 2) == "processes"
-    assert choose_backend(RunOptions(scheduler="tcp://h:8786"), 1) == "dask"
+    assert choose_backend(None, None, 1) == "inprocess"
+    assert choose_backend(None, None, 2) == "processes"
+    assert choose_backend(None, "tcp://h:8786", 1) == "dask"
     with pytest.raises(ScheduleError, match="runs one worker"):
-        choose_backend(RunOptions(backend="inprocess"), 2)
+        choose_backend("inprocess", None, 2)
     with pytest.raises(ScheduleError, match="Dask scheduler"):
-        choose_backend(RunOptions(backend="processes", scheduler="tcp://h:8786"), 2)
+        choose_backend("processes", "tcp://h:8786", 2)
 
 
 def test_pack_groups_replications_that_differ_only_in_lam_and_seed():

@@ -1,0 +1,323 @@
+"""Workers: the device slots they train on, the task they run, and the backends that run it.
+
+Devices: ``--devices`` lists torch devices (default: every visible GPU, else the CPU);
+each entry gets ``--workers-per-device`` slots, or ``--workers`` slots in all are dealt to
+the entries in turn. A worker holds one slot (an exclusive lock on a file) while it
+trains, preferring the slot it held last, so on this machine every slot trains one group
+at a time and a worker stays on its device (its data and CUDA context stay there too).
+The slot's name is the result's recorded ``device``: ``cuda:1``, ``cpu``, or ``cpu:0``,
+``cpu:1``, ... when the CPU is listed more than once (torch runs every ``cpu:N`` on the
+one CPU; the number shows which worker trained what). Each worker runs torch with
+cores // workers threads. On an existing Dask cluster a task uses its worker's GPU when
+the worker sees one (``--devices cuda`` asks for one Dask resource ``GPU`` per task),
+else the CPU.
+
+Backends, all driven through ``submit(fn, *args) -> concurrent.futures.Future``:
+
+- ``inprocess``: one worker, the driver itself (debugging, tests, a single CPU worker);
+- ``processes``: worker processes on this machine (loky, joblib's process pool);
+- ``dask``: a Dask cluster, an existing one (``--scheduler tcp://host:8786``) or a
+  ``LocalCluster`` started for the run.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import signal
+import socket
+import threading
+import time
+import traceback
+from concurrent.futures import BrokenExecutor, Future
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Callable, Iterator
+
+import harness
+from harness.errors import UserError
+from harness.study import Replication, flatten
+
+BACKENDS = ("inprocess", "processes", "dask")
+SLOT_WAIT_S = 600.0  # a worker waits this long for a free slot before giving up
+
+
+class ScheduleError(UserError):
+    """A bad scheduling request (devices, workers, backend): one line."""
+
+
+@dataclass(frozen=True)
+class Slot:
+    """Where one worker trains."""
+
+    name: str  # recorded as the result's device
+    device: str  # the torch device
+    threads: int | None  # torch threads while training (None: leave as is)
+
+
+def expand_devices(devices: list[str] | None, n_gpus: int | None) -> list[str]:
+    """Device entries as torch devices: ``cuda`` is every visible GPU; the default is
+    every visible GPU, else the CPU. ``n_gpus=None`` (an unknown, remote machine) keeps
+    CUDA entries as written."""
+    if not devices:
+        return [f"cuda:{i}" for i in range(n_gpus)] if n_gpus else ["cpu"]
+    out = []
+    for entry in (d.strip() for d in devices):
+        kind, _, index = entry.partition(":")
+        if entry in ("cpu", "mps") or (kind == "cuda" and n_gpus is None):
+            out.append(entry)
+        elif entry == "cuda":
+            if not n_gpus:
+                raise ScheduleError("--devices cuda: no CUDA device is visible here; use --devices cpu")
+            out += [f"cuda:{i}" for i in range(n_gpus)]
+        elif kind == "cuda" and index.isdigit():
+            if int(index) >= n_gpus:
+                raise ScheduleError(f"--devices {entry}: {n_gpus} CUDA device(s) visible here (cuda:0..cuda:{n_gpus - 1})")
+            out.append(entry)
+        else:
+            raise ScheduleError(f"unknown device {entry!r}: use cpu, cuda, cuda:N or mps, comma-separated")
+    return out
+
+
+def plan_slots(
+    devices: list[str] | None = None,
+    workers_per_device: int = 1,
+    workers: int | None = None,
+    n_gpus: int = 0,
+    cores: int | None = None,
+) -> list[Slot]:
+    """The workers' slots: ``workers_per_device`` per device entry, or ``workers`` in all
+    dealt to the entries in turn; cores split evenly between them."""
+    entries = expand_devices(devices, n_gpus)
+    count = workers if workers is not None else workers_per_device * len(entries)
+    if count < 1:
+        raise ScheduleError("--workers and --workers-per-device must be at least 1")
+    cores = cores or _cores()
+    threads = max(1, cores // count)
+    cpu_listed = entries.count("cpu") > 1
+    cpu_seen = 0
+    names = []
+    for entry in entries:
+        if entry == "cpu" and cpu_listed:
+            entry, cpu_seen = f"cpu:{cpu_seen}", cpu_seen + 1
+        names.append(entry)
+    slots = []
+    for i in range(count):
+        entry, name = entries[i % len(entries)], names[i % len(entries)]
+        slots.append(Slot(name, entry, threads))
+    return slots
+
+
+def choose_backend(backend: str | None, scheduler: str | None, n_slots: int) -> str:
+    """The backend asked for, else: dask given a scheduler's address, processes for
+    several workers, inprocess for one."""
+    backend = backend or ("dask" if scheduler else "processes" if n_slots > 1 else "inprocess")
+    if backend not in BACKENDS:
+        raise ScheduleError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
+    if scheduler and backend != "dask":
+        raise ScheduleError("--scheduler is the address of a Dask scheduler: use it with --backend dask")
+    if backend == "inprocess" and n_slots > 1:
+        raise ScheduleError(f"the inprocess backend runs one worker, not {n_slots}; use --backend processes")
+    return backend
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+# -- the worker side -----------------------------------------------------------------------
+
+_last_slot = threading.local()  # per worker thread: {slot directory: index of the slot held last}
+
+
+class SlotPool:
+    """The slots of one run, shared by its workers on this machine through lock files:
+    holding a slot is holding an exclusive ``flock`` on its file, which the OS drops when
+    the holder dies. Without a directory there is one slot (in process), or none at all
+    (an existing Dask cluster: the worker's own GPU if it sees one, else the CPU)."""
+
+    def __init__(self, slots: list[Slot] | None, directory: str | None = None):
+        self.slots, self.directory = slots, directory
+
+    @contextmanager
+    def hold(self) -> Iterator[Slot]:
+        if not self.slots:
+            import torch
+
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+            yield Slot(device, device, None)
+            return
+        if self.directory is None:
+            yield self.slots[0]
+            return
+        last = getattr(_last_slot, "by_dir", {})
+        _last_slot.by_dir = last
+        order = sorted(range(len(self.slots)), key=lambda i: i != last.get(self.directory))
+        deadline = time.monotonic() + SLOT_WAIT_S
+        while True:
+            for i in order:
+                fd = os.open(os.path.join(self.directory, f"slot-{i}"), os.O_RDWR | os.O_CREAT)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    os.close(fd)
+                    continue
+                last[self.directory] = i
+                try:
+                    yield self.slots[i]
+                finally:
+                    os.close(fd)  # drops the lock
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"no free worker slot in {self.directory} after {SLOT_WAIT_S:.0f}s")
+            time.sleep(0.05)
+
+
+def train_group(reps: list[Replication], pool: SlotPool, data_dir, work: Callable) -> list[dict]:
+    """The worker's task: train a group on the slot it holds and return one result each.
+    Never raises for a failure inside ``work``: the group's results say ``failed``."""
+    with pool.hold() as slot:
+        if slot.threads:
+            import torch
+
+            torch.set_num_threads(slot.threads)
+        try:
+            results = work(reps, slot.device, data_dir)
+        except Exception:
+            error = traceback.format_exc()
+            return [failed_result(rep, error, slot.name) for rep in reps]
+    for result in results:
+        result["device"] = slot.name
+    return results
+
+
+def failed_result(rep: Replication, error: str, device: str | None = None) -> dict:
+    """A ``failed`` result made outside train.py (the worker died, or raised)."""
+    return {
+        "id": rep.id,
+        "study": rep.study,
+        "status": "failed",
+        "error": error,
+        "config": {k: list(v) if isinstance(v, tuple) else v for k, v in flatten(rep.config).items()},
+        "device": device,
+        "host": socket.gethostname() if device else None,
+        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "versions": {"harness": harness.__version__},
+    }
+
+
+def _ignore_sigint() -> None:
+    # Ctrl-C reaches the whole process group; the driver handles it and stops the workers.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+# -- backends ----------------------------------------------------------------------------
+
+
+class InProcess:
+    """Runs each task at submit, in the driver: the debugging backend."""
+
+    capacity = 1
+
+    def submit(self, fn, *args) -> Future:
+        future: Future = Future()
+        future.set_running_or_notify_cancel()
+        try:
+            future.set_result(fn(*args))
+        except Exception as err:
+            future.set_exception(err)
+        return future
+
+    def restart(self) -> None:
+        pass
+
+    def close(self, kill: bool = False) -> None:
+        pass
+
+
+class Processes:
+    """Worker processes on this machine (loky's reusable pool, as joblib uses)."""
+
+    def __init__(self, n: int, threads: int):
+        self.capacity = n
+        self.env = {v: str(threads) for v in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+        self.restart()
+
+    def restart(self) -> None:
+        from joblib.externals.loky import get_reusable_executor
+
+        self.pool = get_reusable_executor(max_workers=self.capacity, initializer=_ignore_sigint, env=self.env)
+
+    def submit(self, fn, *args) -> Future:
+        return self.pool.submit(fn, *args)
+
+    def close(self, kill: bool = False) -> None:
+        if kill:
+            self.pool.shutdown(wait=False, kill_workers=True)
+
+
+class Dask:
+    """A Dask cluster: the one at ``address``, else a LocalCluster of ``n_local`` single-
+    threaded worker processes. Its futures are bridged to concurrent.futures ones."""
+
+    def __init__(self, address: str | None, n_local: int, resources: dict | None = None):
+        from distributed import Client, LocalCluster
+
+        self.cluster = None
+        self.resources = resources
+        try:
+            if address:
+                self.client = Client(address, timeout="30s")
+            else:
+                self.cluster = LocalCluster(
+                    n_workers=n_local, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=40
+                )
+                self.client = Client(self.cluster)
+        except OSError as err:
+            raise ScheduleError(f"cannot reach the Dask scheduler at {address}: {err}") from None
+        self.capacity = max(1, sum(self.client.nthreads().values()))
+
+    def submit(self, fn, *args) -> Future:
+        future: Future = Future()
+        future.set_running_or_notify_cancel()
+        remote = self.client.submit(fn, *args, pure=False, resources=self.resources)
+        remote.add_done_callback(lambda f: _settle(future, f))
+        future.remote = remote  # keeps the Dask future (and so the task) alive
+        return future
+
+    def restart(self) -> None:
+        pass
+
+    def close(self, kill: bool = False) -> None:
+        self.client.close()
+        if self.cluster is not None:
+            self.cluster.close()
+
+
+def _settle(future: Future, remote) -> None:
+    try:
+        future.set_result(remote.result())
+    except BaseException as err:  # noqa: BLE001 - handed to the driver as is
+        future.set_exception(err)
+
+
+def worker_died(err: BaseException) -> bool:
+    """Did this error come from a worker process dying rather than from the task?"""
+    return isinstance(err, BrokenExecutor) or type(err).__name__ == "KilledWorker"
+
+
+def make_executor(backend: str, slots: list[Slot] | None, scheduler: str | None = None, devices: list[str] | None = None):
+    """The backend's executor: ``slots`` on this machine, or an existing Dask cluster at
+    ``scheduler`` where a task asks for a GPU resource when ``devices`` names CUDA."""
+    if backend == "inprocess":
+        return InProcess()
+    if backend == "processes":
+        return Processes(len(slots), slots[0].threads or 1)
+    wants_gpu = bool(scheduler) and any(d.startswith("cuda") for d in devices or [])
+    return Dask(scheduler, len(slots or []), {"GPU": 1} if wants_gpu else None)
+
+

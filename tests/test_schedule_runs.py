@@ -1,0 +1,150 @@
+"""Real tiny runs of `harness run` (the quickstart study on scikit-learn digits, a few
+epochs, latent 8): killed with SIGKILL, interrupted with Ctrl-C, run twice at once against
+one SQLite file, and run on every backend; the database is read back with plain sqlite3."""
+
+import os
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from harness.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["train.max_epochs=3", "latent=8"]
+
+
+def harness(db: Path, *args) -> list[str]:
+    return [sys.executable, "-m", "harness.cli", "run", "studies/quickstart.py", "--db", f"sqlite:///{db}", *TINY, *args]
+
+
+def rows(db: Path, sql: str):
+    with sqlite3.connect(db) as conn:
+        return conn.execute(sql).fetchall()
+
+
+def recorded(db: Path) -> int:
+    if not db.exists():
+        return 0
+    try:
+        return rows(db, "SELECT count(*) FROM replications")[0][0]
+    except sqlite3.OperationalError:  # the run has not created its tables yet
+        return 0
+
+
+def wait_for_rows(db: Path, proc: subprocess.Popen, timeout: float = 240) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        n = recorded(db)
+        if n:
+            return n
+        assert proc.poll() is None, proc.communicate()[0]
+        time.sleep(0.02)
+    raise AssertionError("no replication recorded in time")
+
+
+def check_complete(db: Path, grid: int) -> None:
+    """Every grid point exactly once, done, with all its parts; nothing else; no claims."""
+    assert rows(db, "PRAGMA integrity_check") == [("ok",)]
+    reps = rows(db, "SELECT id, status FROM replications")
+    assert len(reps) == grid and len({r[0] for r in reps}) == grid and {r[1] for r in reps} == {"done"}
+    assert rows(db, "SELECT count(*) FROM replications r WHERE (SELECT count(*) FROM metrics m WHERE m.rep_pk = r.pk) = 0")[0][0] == 0
+    stops = rows(db, "SELECT r.pk, m.value FROM replications r JOIN metrics m ON m.rep_pk = r.pk WHERE m.name = 'stop_epoch'")
+    epochs = dict(rows(db, "SELECT rep_pk, count(*) FROM history WHERE name = 'val_loss' GROUP BY rep_pk"))
+    assert all(epochs[pk] == stop for pk, stop in stops) and len(stops) == grid  # a full history per replication
+    for table in ("metrics", "history", "profiles"):
+        assert rows(db, f"SELECT count(*) FROM {table} WHERE rep_pk NOT IN (SELECT pk FROM replications)")[0][0] == 0
+    assert rows(db, "SELECT count(*) FROM claims") == [(0,)]
+
+
+def kill_group(proc: subprocess.Popen) -> None:
+    """Stop what is left of a run started in its own session (orphaned workers)."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def test_sigkill_of_the_driver_mid_run_then_rerun_records_every_point_once(tmp_path):
+    db = tmp_path / "h.db"
+    cmd = harness(db, "seed=0:3", "--workers", "2", "--log", "plain")  # 6 replications
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        wait_for_rows(db, proc)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        before = recorded(db)
+        assert before < 6, "the run ended before it could be killed"
+        # the dead run's claims are left behind; a rerun on this host takes them over at once
+        rerun = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    finally:
+        kill_group(proc)
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"{before} already recorded, {6 - before} to train" in rerun.stdout
+    assert f"trained {6 - before}:" in rerun.stdout
+    check_complete(db, 6)
+
+
+def test_two_runs_at_once_share_the_grid_without_duplicates_or_locks(tmp_path):
+    db = tmp_path / "h.db"
+    cmd = harness(db, "seed=0:3", "--log", "plain")  # 6 replications, one in-process worker each
+    procs = [subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    for proc, (out, err) in zip(procs, outs):
+        assert proc.returncode == 0, err
+        assert "locked" not in err and "Traceback" not in err
+    trained = [int(m) for out, _ in outs for m in re.findall(r"trained (\d+):", out)]
+    assert sum(trained) == 6  # each replication trained by exactly one of the runs
+    check_complete(db, 6)
+
+
+def test_ctrl_c_stops_cleanly_says_how_to_resume_and_the_rerun_finishes(tmp_path):
+    db = tmp_path / "h.db"
+    cmd = harness(db, "seed=0:3", "--workers", "2", "--log", "plain")
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        wait_for_rows(db, proc)
+        os.killpg(proc.pid, signal.SIGINT)  # what a terminal sends on Ctrl-C: the driver and its workers
+        out, err = proc.communicate(timeout=60)
+    finally:
+        kill_group(proc)
+    assert proc.returncode == 130, err
+    assert "interrupted:" in err and "run the same command again" in err and "Traceback" not in err
+    assert rows(db, "SELECT count(*) FROM claims") == [(0,)]
+    rerun = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    check_complete(db, 6)
+
+
+@pytest.mark.parametrize("backend", [["--backend", "processes", "--devices", "cpu,cpu"], ["--backend", "dask", "--workers", "2"]])
+def test_every_backend_gives_the_in_process_numbers(tmp_path, backend):
+    args = ["seed=0", "--log", "plain", "train.max_epochs=2"]
+    reference, db = tmp_path / "ref.db", tmp_path / "h.db"
+    assert main(["run", "studies/quickstart.py", "--db", f"sqlite:///{reference}", *TINY, *args]) == 0
+    assert main(["run", "studies/quickstart.py", "--db", f"sqlite:///{db}", *TINY, *args, *backend]) == 0
+    query = "SELECT r.id, m.name, m.value FROM replications r JOIN metrics m ON m.rep_pk = r.pk ORDER BY r.id, m.name"
+    expected, got = rows(reference, query), rows(db, query)
+    assert [r[:2] for r in got] == [r[:2] for r in expected] and len(got) > 10
+    assert [r[2] for r in got] == pytest.approx([r[2] for r in expected], rel=1e-5, nan_ok=True)
+    devices = {d for (d,) in rows(db, "SELECT device FROM replications")}
+    assert devices <= ({"cpu:0", "cpu:1"} if "cpu,cpu" in backend else {"cpu"})
+
+
+def test_status_counts_the_grid_and_the_time(tmp_path, capsys):
+    db = tmp_path / "h.db"
+    url = f"sqlite:///{db}"
+    assert main(["run", "studies/quickstart.py", "--db", url, "-q", *TINY, "seed=0", "lam=0"]) == 0
+    # the study's grid is now 1 point; ask about the full quickstart grid at latent 8 by file
+    capsys.readouterr()
+    assert main(["status", "--db", url]) == 0
+    line = next(l for l in capsys.readouterr().out.splitlines() if l.startswith("quickstart"))
+    assert line.split()[1:7] == ["1", "1", "0", "0", "0", "0"]
+    assert re.fullmatch(r"\d+:\d\d:\d\d", line.split()[7])
+    assert main(["status", "studies/quickstart.py", "--db", url]) == 0
+    line = next(l for l in capsys.readouterr().out.splitlines() if l.startswith("quickstart"))
+    assert line.split()[1:6] == ["12", "0", "0", "0", "12"]  # the file's grid is latent 16, 32
