@@ -9,6 +9,7 @@ loss, or the total loss with the entropy term as Keras' add_loss would) is
     harness run studies/mnist_autoencoder.py latent=20,80,180,260 seed=0:10
 """
 
+from harness.analysis.spec import CIPlot, ProfilePlot, SignificanceTable
 from harness.study import Study
 
 LAMBDAS = [0.0, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0]
@@ -28,4 +29,11 @@ study = Study(
         "lam": LAMBDAS,
         "seed": range(10),
     },
+    analyses=[
+        SignificanceTable("val_mse", at={"latent": 80}, published="fig3b"),
+        SignificanceTable("stop_epoch", at={"latent": 180}, published="fig4b"),
+        CIPlot("val_mse"),
+        CIPlot("stop_epoch"),
+        ProfilePlot(at={"latent": 80}, split_by="lam"),
+    ],
 )

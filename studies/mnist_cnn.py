@@ -10,6 +10,7 @@ improvement of the validation loss (train.patience) and evaluate the best weight
     harness run studies/mnist_cnn.py arch=32,32-32 placement=first seed=0:3
 """
 
+from harness.analysis.spec import ProfilePlot, Table1
 from harness.study import Study
 
 LAMBDAS = [0.0, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0]
@@ -30,4 +31,8 @@ study = Study(
         "lam": LAMBDAS,
         "seed": range(10),
     },
+    analyses=[
+        Table1(),
+        ProfilePlot(at={"lam": 0.0}, split_by="arch"),
+    ],
 )

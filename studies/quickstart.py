@@ -6,6 +6,7 @@ scikit-learn's 8x8 digits (ships with scikit-learn, no download), 2 λ x 2 laten
     harness analyze quickstart
 """
 
+from harness.analysis.spec import CIPlot, ProfilePlot, SignificanceTable
 from harness.study import Study
 
 study = Study(
@@ -25,4 +26,11 @@ study = Study(
         "lam": [0.0, 1e-3],
         "seed": range(3),
     },
+    analyses=[
+        SignificanceTable("val_mse"),
+        SignificanceTable("stop_epoch"),
+        CIPlot("val_mse"),
+        CIPlot("stop_epoch"),
+        ProfilePlot(split_by="lam"),
+    ],
 )
