@@ -48,7 +48,7 @@ def test_quickstart_subset_records_every_replication_and_rerun_trains_nothing(tm
     assert len(rows(db, "SELECT id FROM replications")) == 2
 
     # a changed training setting is a different replication
-    assert run("studies/quickstart.py", "--db", f"sqlite:///{db}", "-q", *QUICK, "train.lr=0.01", "lam=0") == 0
+    assert run("studies/quickstart.py", "--db", f"sqlite:///{db}", "-q", *QUICK, "train.lr=0.05", "lam=0") == 0
     assert len(rows(db, "SELECT id FROM replications")) == 3
 
 
