@@ -44,18 +44,31 @@ def main(argv: list[str] | None = None) -> int:
         "several workers on it (cpu,cpu records cpu:0 and cpu:1) (default: every visible GPU, else cpu)",
     )
     count = where.add_mutually_exclusive_group()
-    count.add_argument("--workers-per-device", type=int, default=1, metavar="K", help="workers on each listed device (default 1)")
-    count.add_argument("--workers", type=int, default=None, metavar="N", help="workers in all, dealt to the devices in turn")
+    count.add_argument(
+        "--workers-per-device", type=int, default=1, metavar="K", help="workers on each listed device (default 1)"
+    )
+    count.add_argument(
+        "--workers", type=int, default=None, metavar="N", help="workers in all, dealt to the devices in turn"
+    )
     where.add_argument(
         "--backend", choices=("inprocess", "processes", "dask"), default=None,
         help="inprocess (the driver trains), processes (worker processes here) or dask; "
         "default: processes for more than one worker, else inprocess",
     )
-    where.add_argument("--scheduler", metavar="ADDRESS", help="a running Dask scheduler, e.g. tcp://host:8786 (implies --backend dask)")
-    where.add_argument("--pack-size", type=int, default=1, metavar="K", help="train up to K replications that differ only in lam and seed together (default 1)")
+    where.add_argument(
+        "--scheduler", metavar="ADDRESS", help="a running Dask scheduler, e.g. tcp://host:8786 (implies --backend dask)"
+    )
+    where.add_argument(
+        "--pack-size", type=int, default=1, metavar="K",
+        help="train up to K replications that differ only in lam and seed together (default 1)",
+    )
     failures = run.add_argument_group("failures")
-    failures.add_argument("--retries", type=int, default=1, metavar="N", help="retry a replication that fails up to N times (default 1)")
-    failures.add_argument("--rerun-failed", action="store_true", help="also train the replications earlier runs recorded as failed")
+    failures.add_argument(
+        "--retries", type=int, default=1, metavar="N", help="retry a replication that fails up to N times (default 1)"
+    )
+    failures.add_argument(
+        "--rerun-failed", action="store_true", help="also train the replications earlier runs recorded as failed"
+    )
     output = run.add_argument_group("output")
     output.add_argument("-q", "--quiet", action="store_true", help="no progress display; failures and the summary only")
     output.add_argument(

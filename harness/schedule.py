@@ -34,6 +34,7 @@ from harness.workers import (
     Slot,
     SlotPool,
     choose_backend,
+    expand_devices,
     failed_result,
     make_executor,
     plan_slots,
@@ -184,8 +185,9 @@ class Progress:
 
 
 class Heartbeat:
-    """Renews the run's claims every lease/10 from a thread, so they outlive no run and a
-    long replication (or the in-process backend, which blocks the driver) keeps them."""
+    """Renews the run's claims every lease/10 from a thread: they last as long as the run
+    (also while the in-process backend keeps the driver busy training) and lapse soon
+    after it dies."""
 
     def __init__(self, store, claimant, lease_s: float):
         self.stop_event = threading.Event()
@@ -208,8 +210,11 @@ class Sweep:
     """The driver's loop: claim a group, hand it to a worker, record what comes back,
     retry failures; keeps the executor's slots full."""
 
-    def __init__(self, store, executor, task: Callable[[list[Replication]], tuple], options: RunOptions, progress: Progress, claimant, rerun_failed_upto):
-        self.store, self.executor, self.task = store, executor, task
+    def __init__(
+        self, store, executor, task_args: tuple, options: RunOptions, progress: Progress, claimant, rerun_failed_upto
+    ):
+        self.store, self.executor = store, executor
+        self.task_args = task_args  # a worker runs train_group(group, *task_args)
         self.options, self.progress, self.claimant = options, progress, claimant
         self.rerun_failed_upto = rerun_failed_upto
         self.attempts: Counter = Counter()
@@ -250,7 +255,7 @@ class Sweep:
 
     def _submit(self, group: list[Replication], alone: bool = False) -> None:
         self.progress.set_running(self.progress.running + len(group))
-        future = self.executor.submit(*self.task(group))
+        future = self.executor.submit(train_group, group, *self.task_args)
         self.inflight[future] = (group, alone)
 
     def _collect(self, done) -> None:
@@ -357,7 +362,7 @@ def run_study(
     claimant = Claimant.this_process()
     progress = Progress(len(todo), mode, lambda rep: f"{rep.id} ({_label(study, rep)})")
     sweep = Sweep(
-        store, executor, lambda group: (train_group, group, pool, worker_data_dir, work), options, progress, claimant,
+        store, executor, (pool, worker_data_dir, work), options, progress, claimant,
         store.max_pk() if options.rerun_failed else None,
     )
     heartbeat = Heartbeat(store, claimant, options.lease_s)
@@ -383,6 +388,7 @@ def run_study(
 
 def _slots(options: RunOptions, remote: bool) -> list[Slot] | None:
     if remote:  # the cluster's workers pick their own device
+        expand_devices(options.devices, n_gpus=None)  # still, a misspelt device is an error
         return None
     import torch
 

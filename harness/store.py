@@ -284,40 +284,39 @@ class Store:
         if not ids:
             return []
         now = time.time()
-        reps, claims = replications_table.c, claims_table.c
+        claims, reps = claims_table.c, replications_table.c
+        values = dict(owner=claimant.key, host=claimant.host, pid=claimant.pid, expires_at=now + lease_s)
         with self._writing() as conn:
-            recorded = conn.execute(sa.select(reps.id, reps.status, reps.pk).where(reps.study == study, reps.id.in_(ids)))
+            held = {r.id: r for r in conn.execute(sa.select(claims_table).where(claims.study == study, claims.id.in_(ids)))}
+            won = [rid for rid in ids if self._take(conn, study, rid, held.get(rid), claimant, values, now)]
+            # Checked after claiming: a run recording one of these now (and dropping its
+            # claim in that transaction) has committed by the time this read runs, even
+            # under PostgreSQL's read committed, so nothing recorded is claimed.
+            recorded = conn.execute(sa.select(reps.id, reps.status, reps.pk).where(reps.study == study, reps.id.in_(won)))
             blocked = {
-                rid for rid, status, pk in recorded
-                if status != "failed" or rerun_failed_upto is None or pk > rerun_failed_upto
+                rid for rid, status, pk in recorded if status != "failed" or rerun_failed_upto is None or pk > rerun_failed_upto
             }
-            held = {
-                r.id: r for r in conn.execute(sa.select(claims_table).where(claims.study == study, claims.id.in_(ids)))
-            }
-            values = dict(owner=claimant.key, host=claimant.host, pid=claimant.pid, expires_at=now + lease_s)
-            won = []
-            for rid in ids:
-                if rid in blocked:
-                    continue
-                old = held.get(rid)
-                if old is None:
-                    try:
-                        with conn.begin_nested():  # a concurrent insert (PostgreSQL) fails only this one
-                            conn.execute(sa.insert(claims_table).values(study=study, id=rid, **values))
-                    except sa.exc.IntegrityError:
-                        continue
-                elif old.owner == claimant.key or not claim_is_live(old.host, old.pid, old.expires_at, now):
-                    taken = conn.execute(
-                        sa.update(claims_table)
-                        .where(claims.study == study, claims.id == rid, claims.owner == old.owner)
-                        .values(**values)
-                    )
-                    if taken.rowcount != 1:
-                        continue
-                else:
-                    continue
-                won.append(rid)
-        return won
+            if blocked:
+                conn.execute(_own_claims(claimant).where(claims.study == study, claims.id.in_(blocked)))
+        return [rid for rid in won if rid not in blocked]
+
+    @staticmethod
+    def _take(conn, study: str, rid: str, old, claimant: Claimant, values: dict, now: float) -> bool:
+        """Insert a claim, or take over one that is this run's, expired, or a dead run's."""
+        claims = claims_table.c
+        if old is None:
+            try:
+                with conn.begin_nested():  # a concurrent insert (PostgreSQL) fails only this one
+                    conn.execute(sa.insert(claims_table).values(study=study, id=rid, **values))
+                return True
+            except sa.exc.IntegrityError:
+                return False
+        if old.owner != claimant.key and claim_is_live(old.host, old.pid, old.expires_at, now):
+            return False
+        taken = conn.execute(
+            sa.update(claims_table).where(claims.study == study, claims.id == rid, claims.owner == old.owner).values(**values)
+        )
+        return taken.rowcount == 1
 
     def renew(self, claimant: Claimant, lease_s: float) -> None:
         """Extend the lease of every claim this run holds."""

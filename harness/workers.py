@@ -95,18 +95,11 @@ def plan_slots(
         raise ScheduleError("--workers and --workers-per-device must be at least 1")
     cores = cores or _cores()
     threads = max(1, cores // count)
-    cpu_listed = entries.count("cpu") > 1
-    cpu_seen = 0
-    names = []
-    for entry in entries:
-        if entry == "cpu" and cpu_listed:
-            entry, cpu_seen = f"cpu:{cpu_seen}", cpu_seen + 1
-        names.append(entry)
-    slots = []
-    for i in range(count):
-        entry, name = entries[i % len(entries)], names[i % len(entries)]
-        slots.append(Slot(name, entry, threads))
-    return slots
+    names = list(entries)
+    if entries.count("cpu") > 1:  # number the CPU's entries, so each one's share shows
+        number = iter(range(len(entries)))
+        names = [f"cpu:{next(number)}" if e == "cpu" else e for e in entries]
+    return [Slot(names[i % len(entries)], entries[i % len(entries)], threads) for i in range(count)]
 
 
 def choose_backend(backend: str | None, scheduler: str | None, n_slots: int) -> str:

@@ -72,40 +72,40 @@ def kill_group(proc: subprocess.Popen) -> None:
 
 def test_sigkill_of_the_driver_mid_run_then_rerun_records_every_point_once(tmp_path):
     db = tmp_path / "h.db"
-    cmd = harness(db, "seed=0:3", "--workers", "2", "--log", "plain")  # 6 replications
+    cmd = harness(db, "seed=0:2", "--workers", "2", "--log", "plain")  # 4 replications
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
         wait_for_rows(db, proc)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
         before = recorded(db)
-        assert before < 6, "the run ended before it could be killed"
+        assert before < 4, "the run ended before it could be killed"
         # the dead run's claims are left behind; a rerun on this host takes them over at once
         rerun = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     finally:
         kill_group(proc)
     assert rerun.returncode == 0, rerun.stderr
-    assert f"{before} already recorded, {6 - before} to train" in rerun.stdout
-    assert f"trained {6 - before}:" in rerun.stdout
-    check_complete(db, 6)
+    assert f"{before} already recorded, {4 - before} to train" in rerun.stdout
+    assert f"trained {4 - before}:" in rerun.stdout
+    check_complete(db, 4)
 
 
 def test_two_runs_at_once_share_the_grid_without_duplicates_or_locks(tmp_path):
     db = tmp_path / "h.db"
-    cmd = harness(db, "seed=0:3", "--log", "plain")  # 6 replications, one in-process worker each
+    cmd = harness(db, "seed=0:2", "--log", "plain")  # 4 replications, one in-process worker each
     procs = [subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     outs = [p.communicate(timeout=300) for p in procs]
     for proc, (out, err) in zip(procs, outs):
         assert proc.returncode == 0, err
         assert "locked" not in err and "Traceback" not in err
     trained = [int(m) for out, _ in outs for m in re.findall(r"trained (\d+):", out)]
-    assert sum(trained) == 6  # each replication trained by exactly one of the runs
-    check_complete(db, 6)
+    assert sum(trained) == 4  # each replication trained by exactly one of the runs
+    check_complete(db, 4)
 
 
 def test_ctrl_c_stops_cleanly_says_how_to_resume_and_the_rerun_finishes(tmp_path):
     db = tmp_path / "h.db"
-    cmd = harness(db, "seed=0:3", "--workers", "2", "--log", "plain")
+    cmd = harness(db, "seed=0:2", "--workers", "2", "--log", "plain")
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         wait_for_rows(db, proc)
@@ -118,21 +118,31 @@ def test_ctrl_c_stops_cleanly_says_how_to_resume_and_the_rerun_finishes(tmp_path
     assert rows(db, "SELECT count(*) FROM claims") == [(0,)]
     rerun = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr
-    check_complete(db, 6)
+    check_complete(db, 4)
 
 
-@pytest.mark.parametrize("backend", [["--backend", "processes", "--devices", "cpu,cpu"], ["--backend", "dask", "--workers", "2"]])
-def test_every_backend_gives_the_in_process_numbers(tmp_path, backend):
-    args = ["seed=0", "--log", "plain", "train.max_epochs=2"]
-    reference, db = tmp_path / "ref.db", tmp_path / "h.db"
-    assert main(["run", "studies/quickstart.py", "--db", f"sqlite:///{reference}", *TINY, *args]) == 0
-    assert main(["run", "studies/quickstart.py", "--db", f"sqlite:///{db}", *TINY, *args, *backend]) == 0
-    query = "SELECT r.id, m.name, m.value FROM replications r JOIN metrics m ON m.rep_pk = r.pk ORDER BY r.id, m.name"
-    expected, got = rows(reference, query), rows(db, query)
-    assert [r[:2] for r in got] == [r[:2] for r in expected] and len(got) > 10
-    assert [r[2] for r in got] == pytest.approx([r[2] for r in expected], rel=1e-5, nan_ok=True)
-    devices = {d for (d,) in rows(db, "SELECT device FROM replications")}
-    assert devices <= ({"cpu:0", "cpu:1"} if "cpu,cpu" in backend else {"cpu"})
+METRICS = "SELECT r.id, m.name, m.value FROM replications r JOIN metrics m ON m.rep_pk = r.pk ORDER BY r.id, m.name"
+SMALL = [*TINY, "seed=0", "train.max_epochs=2", "--log", "plain"]
+
+
+@pytest.fixture(scope="module")
+def in_process_metrics(tmp_path_factory):
+    db = tmp_path_factory.mktemp("reference") / "h.db"
+    assert main(["run", "studies/quickstart.py", "--db", f"sqlite:///{db}", *SMALL]) == 0
+    return rows(db, METRICS)
+
+
+@pytest.mark.parametrize(
+    "backend, devices",
+    [(["--backend", "processes", "--devices", "cpu,cpu"], {"cpu:0", "cpu:1"}), (["--backend", "dask", "--workers", "2"], {"cpu"})],
+)
+def test_every_backend_gives_the_in_process_numbers(tmp_path, in_process_metrics, backend, devices):
+    db = tmp_path / "h.db"
+    assert main(["run", "studies/quickstart.py", "--db", f"sqlite:///{db}", *SMALL, *backend]) == 0
+    got = rows(db, METRICS)
+    assert [r[:2] for r in got] == [r[:2] for r in in_process_metrics] and len(got) > 10
+    assert [r[2] for r in got] == pytest.approx([r[2] for r in in_process_metrics], rel=1e-5, nan_ok=True)
+    assert {d for (d,) in rows(db, "SELECT device FROM replications")} <= devices
 
 
 def test_status_counts_the_grid_and_the_time(tmp_path, capsys):
