@@ -1,0 +1,212 @@
+"""harness.pack: a member of a pack gives the result its replication gives trained alone
+(harness.train.train), on scikit-learn's digits: histories, stopping epochs, metrics and
+entropy profiles, for the dense autoencoder and the CNN."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from harness import pack
+from harness.data import load_splits
+from harness.entropy import entropy_loss
+from harness.study import Replication, build_config
+from harness.train import run_replication, run_replications, train
+
+RTOL = 1e-4  # batched kernels sum in another order than the lone run's
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_splits("digits", None, n_train=300, n_val=150)
+
+
+def configs(common: dict, lams, seeds) -> list:
+    return [build_config({**common, "lam": lam, "seed": seed}) for lam in lams for seed in seeds]
+
+
+def close(a, b) -> bool:
+    if a is None or b is None:
+        return a is b
+    if math.isinf(a) or math.isinf(b):
+        return a == b
+    return math.isclose(a, b, rel_tol=RTOL, abs_tol=1e-7)
+
+
+def assert_same(lone, packed) -> None:
+    """The packed outcome is the lone one: same status and stopping, close numbers."""
+    assert (packed.status, packed.error) == (lone.status, lone.error)
+    assert [h["epoch"] for h in packed.history] == [h["epoch"] for h in lone.history]
+    for a, b in zip(lone.history, packed.history):
+        assert a.keys() == b.keys()
+        assert all(close(a[k], b[k]) for k in a), (a, b)
+    assert packed.metrics.keys() == lone.metrics.keys()
+    for key in ("stop_epoch", "best_epoch", "hit_max_epochs"):
+        assert packed.metrics.get(key) == lone.metrics.get(key), key
+    assert all(close(lone.metrics[k], packed.metrics[k]) for k in lone.metrics), (lone.metrics, packed.metrics)
+    assert len(packed.profiles) == len(lone.profiles)
+    for a, b in zip(lone.profiles, packed.profiles):
+        assert {k: v for k, v in a.items() if k != "value"} == {k: v for k, v in b.items() if k != "value"}
+        assert math.isclose(a["value"], b["value"], rel_tol=RTOL, abs_tol=1e-4)
+
+
+def check_pack(cfgs, splits) -> list:
+    packed = pack.train_pack(cfgs, splits, "cpu")
+    for config, outcome in zip(cfgs, packed):
+        assert_same(train(config, splits, "cpu"), outcome)
+    return packed
+
+
+DENSE = {
+    "dataset": "digits", "model": "dense_ae", "task": "reconstruction", "latent": 24,
+    "net.latent_activation": "relu", "net.output_activation": "linear",
+    "train.lr": 0.05, "train.max_epochs": 25, "train.patience": 2, "data.n_train": 300, "data.n_val": 150,
+}
+
+
+def test_dense_members_match_lone_runs_through_early_stopping(digits):
+    packed = check_pack(configs(DENSE, [0.0, 1e-2, 1.0], [0, 1]), digits)
+    stops = [o.metrics["stop_epoch"] for o in packed]
+    assert min(stops) < 25 and len(set(stops)) > 1  # members stop at different epochs: the pack compacts
+    assert {o.metrics["grad_ratio"] > 0 for o in packed} == {True, False}  # λ = 0 has no guidance gradient
+
+
+def test_dense_sigmoid_log_form_total_monitor_last_weights(digits):
+    common = {
+        "dataset": "digits", "model": "dense_ae", "task": "reconstruction", "latent": 16, "train.max_epochs": 4,
+        "entropy.form": "log", "train.monitor": "total", "train.restore_best": False,
+        "data.n_train": 300, "data.n_val": 150,
+    }
+    check_pack(configs(common, [0.0, 1e-3], [0, 1]), digits)
+
+
+def test_cnn_members_match_lone_runs_through_early_stopping(digits):
+    common = {
+        "dataset": "digits", "model": "cnn", "task": "classification", "arch": (4,), "net.padding": "same",
+        "placement": "all", "train.lr": 0.01, "train.max_epochs": 25, "train.patience": 2,
+        "data.n_train": 300, "data.n_val": 150,
+    }
+    packed = check_pack(configs(common, [0.0, 1e-3, 1.0], [0, 1]), digits)
+    stops = [o.metrics["stop_epoch"] for o in packed]
+    assert min(stops) < 25 and len(set(stops)) > 1
+    assert all(0.5 < o.metrics["val_acc"] <= 1 for o in packed)
+
+
+def test_a_diverged_member_is_recorded_and_the_others_go_on():
+    splits = load_splits("digits", None, n_train=200, n_val=100)
+    common = {
+        "dataset": "digits", "model": "dense_ae", "task": "reconstruction", "latent": 8,
+        "net.latent_activation": "linear", "net.output_activation": "linear", "train.optimizer": "sgd",
+        "train.lr": 3.0, "train.max_epochs": 5, "data.n_train": 200, "data.n_val": 100,
+    }
+    packed = check_pack(configs(common, [0.0], [0, 2]), splits)  # seed 0 blows up at this step size, 2 does not
+    assert [o.status for o in packed] == ["diverged", "done"]
+    assert packed[0].error.startswith("non-finite loss at epoch")
+
+
+# ---------------------------------------------------------------------------- the batched entropy term
+
+
+@pytest.mark.parametrize("form", ["inverse", "log"])
+@pytest.mark.parametrize("precision", ["float64", "float32"])
+def test_dense_term_and_gradient_match_entropy_loss(form, precision):
+    torch.manual_seed(0)
+    ent = build_config({"entropy.form": form, "entropy.precision": precision}).entropy
+    lam = torch.tensor([1e-3, 1.0, 10.0], dtype=torch.float64)
+    for shape in [(6, 9), (9, 6), (130, 140)]:  # 130 wide: the one-at-a-time LU path
+        weights = torch.randn(3, *shape) / shape[0] ** 0.5
+        term = pack._Entropy([0], ["dense"], [weights.shape], ent)
+        values, (grad,) = term.term_and_grads([weights], torch.arange(3), lam)
+        for i in range(3):
+            layer = nn.Linear(shape[1], shape[0])
+            layer.weight.data.copy_(weights[i])
+            ref = entropy_loss([layer], lam[i].item(), form=form, eps=ent.eps, precision=precision)
+            ref.backward()
+            k = min(shape)
+            assert torch.allclose(values[i], ref.detach(), rtol=1e-5)
+            ref_grad = layer.weight.grad[:k, :k]
+            tol = 1e-6 if precision == "float64" else 1e-3  # float32 solves of a 130-wide block differ in rounding
+            assert (grad[i] - ref_grad).norm() <= tol * ref_grad.norm()
+            assert layer.weight.grad[k:].abs().sum() == 0 and layer.weight.grad[:, k:].abs().sum() == 0
+
+
+@pytest.mark.parametrize("c11", ["all_channels", "first_channel"])
+@pytest.mark.parametrize("reduce", ["sum", "mean"])
+def test_conv_term_and_gradient_match_entropy_loss(c11, reduce):
+    torch.manual_seed(1)
+    ent = build_config({"entropy.c11": c11, "entropy.reduce": reduce, "entropy.form": "inverse"}).entropy
+    weights = torch.randn(2, 4, 3, 3, 3)
+    term = pack._Entropy([0], ["conv"], [weights.shape], ent)
+    lam = torch.tensor([0.1, 2.0], dtype=torch.float64)
+    values, (grad,) = term.term_and_grads([weights], torch.arange(2), lam)
+    full = torch.zeros_like(weights)
+    term.add_into([full], [grad], torch.arange(2))
+    for i in range(2):
+        conv = nn.Conv2d(3, 4, 3)
+        conv.weight.data.copy_(weights[i])
+        ref = entropy_loss([conv], lam[i].item(), form="inverse", eps=ent.eps, c11=c11, reduce=reduce)
+        ref.backward()
+        assert torch.allclose(values[i], ref.detach(), rtol=1e-6)
+        assert torch.allclose(full[i], conv.weight.grad, rtol=1e-5, atol=1e-8)
+
+
+def test_batched_log_det_is_right_for_wide_matrices():
+    """Batched CPU LU with several threads gives wrong determinants from ~150 wide with
+    this MKL (pytorch/pytorch#181570); the pack's log-determinant must not."""
+    torch.manual_seed(2)
+    for k in (20, 100, 160):
+        a = torch.randn(6, k, k, dtype=torch.float64)
+        expected = torch.stack([torch.linalg.slogdet(m).logabsdet for m in a])
+        assert torch.allclose(pack._LogAbsDet.apply(a), expected, rtol=1e-10)
+
+
+# ---------------------------------------------------------------------------- grouping and results
+
+
+def test_pack_key_groups_what_differs_only_in_lambda_and_seed():
+    base = {"dataset": "digits", "model": "dense_ae", "latent": 8}
+    a, b = build_config({**base, "lam": 0.1, "seed": 3}), build_config({**base, "lam": 0.0, "seed": 0})
+    assert pack.pack_key(a) == pack.pack_key(b) is not None
+    assert pack.pack_key(build_config({**base, "latent": 16})) != pack.pack_key(a)
+    cnn = {"dataset": "digits", "model": "cnn", "task": "classification", "arch": (4,)}
+    assert pack.pack_key(build_config({**cnn, "net.dropout": 0.5})) is None  # dropout draws from the global RNG
+    assert pack.pack_key(build_config({**cnn, "train.lr_patience": 3})) is None  # a per-member learning rate
+    assert pack.pack_key(build_config({**base, "latent": 0})) is None  # train() rejects it: runs alone, fails there
+    cfgs = [a, build_config({**base, "latent": 16}), b, build_config({**cnn, "net.dropout": 0.5}), a, b]
+    assert pack.pack_groups(cfgs) == [[0, 2, 4, 5], [1], [3]]
+    assert pack.pack_groups(cfgs, max_size=3) == [[0, 2, 4], [1], [3], [5]]
+
+
+def test_choose_pack_size_follows_free_memory(monkeypatch):
+    config = build_config({"dataset": "digits", "model": "dense_ae", "latent": 16})
+    size = pack.choose_pack_size(config, (1, 8, 8), 10, "cpu")
+    assert 1 <= size <= pack.MAX_PACK_CPU
+    monkeypatch.setattr(pack, "_free_host_memory", lambda: 10_000)
+    assert pack.choose_pack_size(config, (1, 8, 8), 10, "cpu") == 1
+
+
+def test_run_replications_packs_and_returns_run_replications_dicts():
+    base = {"dataset": "digits", "model": "dense_ae", "latent": 8, "train.max_epochs": 2, "data.n_train": 200, "data.n_val": 100}
+    reps = [Replication("t", build_config({**base, "lam": lam, "seed": seed})) for lam in (0.0, 1e-3) for seed in (0, 1)]
+    lone_cnn = build_config({"dataset": "digits", "model": "cnn", "task": "classification", "arch": (4,),
+                             "net.dropout": 0.5, "train.max_epochs": 1, "data.n_train": 200, "data.n_val": 100})
+    reps.insert(1, Replication("t", lone_cnn))
+    results = run_replications(reps, device="cpu")
+    assert [r["id"] for r in results] == [rep.id for rep in reps]
+    assert all(r["status"] == "done" for r in results)
+    reference = run_replication(reps[2], device="cpu")
+    assert results[2].keys() == reference.keys()
+    assert results[2]["config"] == reference["config"] and results[2]["wall_s"] > 0
+    assert all(close(reference["metrics"][k], results[2]["metrics"][k]) for k in reference["metrics"])
+    assert len({r["metrics"]["val_mse"] for r in results if "val_mse" in r["metrics"]}) == 4  # each its own
+
+
+def test_a_pack_that_cannot_start_fails_every_member_with_the_traceback(tmp_path):
+    base = {"dataset": "mnist", "model": "dense_ae", "latent": 8}
+    reps = [Replication("t", build_config({**base, "seed": seed})) for seed in (0, 1)]
+    results = pack.run_pack(reps, device="cpu", data_dir=tmp_path)  # no MNIST there
+    assert [r["status"] for r in results] == ["failed", "failed"]
+    assert all("Traceback" in r["error"] and str(tmp_path) in r["error"] for r in results)
