@@ -321,7 +321,7 @@ def run_study(
     failed, 130 when interrupted. ``work(reps, device, data_dir) -> results`` is what a
     worker calls (default: harness.train.run_replications)."""
     from harness.data import data_dir_from_env
-    from harness.store import Claimant, Store
+    from harness.store import Store
     from harness.train import check_config
 
     options = options or RunOptions()
@@ -355,14 +355,20 @@ def run_study(
     if mode != "quiet":
         print(_layout(backend, slots, options))
 
-    work = work or _default_work()
-    directory = tempfile.mkdtemp(prefix="harness-slots-") if backend != "inprocess" and slots else None
-    pool = SlotPool(slots, directory)
+    return _sweep(study, store, groups, backend, slots, options, (worker_data_dir, work or _default_work()), mode)
+
+
+def _sweep(study, store, groups, backend: str, slots, options: RunOptions, worker_args: tuple, mode: str) -> int:
+    """Run the sweep on the backend, release what it holds however it ends, summarise."""
+    from harness.store import Claimant
+
     executor = make_executor(backend, slots, options.scheduler, options.devices)
+    directory = tempfile.mkdtemp(prefix="harness-slots-") if backend != "inprocess" and slots else None
     claimant = Claimant.this_process()
-    progress = Progress(len(todo), mode, lambda rep: f"{rep.id} ({_label(study, rep)})")
+    total = sum(len(g) for g in groups)
+    progress = Progress(total, mode, lambda rep: f"{rep.id} ({_label(study, rep)})")
     sweep = Sweep(
-        store, executor, (pool, worker_data_dir, work), options, progress, claimant,
+        store, executor, (SlotPool(slots, directory), *worker_args), options, progress, claimant,
         store.max_pk() if options.rerun_failed else None,
     )
     heartbeat = Heartbeat(store, claimant, options.lease_s)
@@ -383,7 +389,7 @@ def run_study(
             signal.signal(signal.SIGTERM, previous)
         if directory:
             shutil.rmtree(directory, ignore_errors=True)
-    return _summary(progress, sweep, db, len(todo), interrupted)
+    return _summary(progress, sweep, store.url, total, interrupted)
 
 
 def _slots(options: RunOptions, remote: bool) -> list[Slot] | None:

@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 
 from harness.cli import main
+from harness.store import Claimant, Store
+from harness.study import load_study
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["train.max_epochs=3", "latent=8"]
@@ -155,6 +157,9 @@ def test_status_counts_the_grid_and_the_time(tmp_path, capsys):
     line = next(l for l in capsys.readouterr().out.splitlines() if l.startswith("quickstart"))
     assert line.split()[1:7] == ["1", "1", "0", "0", "0", "0"]
     assert re.fullmatch(r"\d+:\d\d:\d\d", line.split()[7])
+    # by file: the file's grid (latent 16, 32), where a live run is training one replication
+    study = load_study("studies/quickstart.py")
+    Store(url).claim(study.name, [study.replications()[0].id], Claimant.this_process(), lease_s=60)
     assert main(["status", "studies/quickstart.py", "--db", url]) == 0
     line = next(l for l in capsys.readouterr().out.splitlines() if l.startswith("quickstart"))
-    assert line.split()[1:6] == ["12", "0", "0", "0", "12"]  # the file's grid is latent 16, 32
+    assert line.split()[1:7] == ["12", "0", "0", "0", "12", "1"]
