@@ -1,6 +1,7 @@
 """Datasets by name, decoded once per process and handed out as device tensors.
 
-Every data set used here fits in memory, so there is no DataLoader: the decoded uint8
+Every data set here but the image-folder ones (harness.imagedata: Imagenette, COCO) fits
+in memory, so there is no DataLoader for them: the decoded uint8
 images are cached on the CPU per process (a worker training many replications reads the
 files once) and each call to `load_splits` moves them to the device and scales them to
 float32 in [0, 1] there.
@@ -27,7 +28,9 @@ from torch import Tensor
 
 from harness.errors import UserError
 
-DATASETS = ("mnist", "fashion_mnist", "cifar10", "digits")
+# Decoded from image files on the fly by harness.imagedata (too large for the device).
+IMAGE_DATASETS = ("imagenette", "imagenette_320", "imagenette_160", "coco")
+DATASETS = ("mnist", "fashion_mnist", "cifar10", "digits") + IMAGE_DATASETS
 
 # torchvision class name and the folder it reads, relative to the data directory
 # (what torchvision itself uses, so a user's existing download is found as is).
@@ -85,16 +88,30 @@ def load_splits(
     val_split: str = "test",
     n_train: int = 0,
     n_val: int = 0,
-) -> Splits:
+    image_size: int = 0,
+    resize: str = "squash",
+):
     """Load data set `name` and return its training and validation splits on `device`.
 
     val_split: "test" uses the official test split as the validation set; "holdout:F"
     holds out a fraction F of the training set (fixed seed-0 permutation) and leaves the
     test split unused. n_train / n_val > 0 keep only the first n examples of each split
     after a fixed seed-0 permutation (0 keeps all).
+
+    The image-folder data sets (IMAGE_DATASETS) are not loaded here but indexed: the
+    result is a harness.imagedata.ImageSplits, whose files a DataLoader decodes and
+    resizes to `image_size` (0 = the data set's standard) by `resize` on the fly; for
+    the others `image_size` must be 0.
     """
     if name not in DATASETS:
         raise DataError(f"unknown dataset {name!r}{_did_you_mean(name, DATASETS)}; known: {', '.join(DATASETS)}")
+    if name in IMAGE_DATASETS:
+        from harness.imagedata import load_image_splits
+
+        root = Path(data_dir) if data_dir is not None else data_dir_from_env()
+        return load_image_splits(name, root, val_split, n_train, n_val, image_size, resize)
+    if image_size:
+        raise DataError(f"data.image_size applies to the image-folder data sets ({', '.join(IMAGE_DATASETS)}), not {name}")
     _check_count("n_train", n_train)
     _check_count("n_val", n_val)
     holdout = _parse_val_split(val_split)

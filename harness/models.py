@@ -1,5 +1,5 @@
-"""Architectures by name: the paper's dense autoencoder and small CNN, and torchvision's
-VGG-16 and ResNet-50.
+"""Architectures by name: the paper's dense autoencoder and small CNN, torchvision's
+VGG-16 and ResNet-50, and the original U-Net (Ronneberger et al. 2015) for segmentation.
 
 `build_model` draws every initial weight from the global torch RNG, so the caller seeds
 (`torch.manual_seed`) and the same seed gives the same model.
@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from harness.errors import UserError
 
-MODELS = ("dense_ae", "cnn", "vgg16", "resnet50")
+MODELS = ("dense_ae", "cnn", "vgg16", "resnet50", "unet")
 ACTIVATIONS = {"sigmoid": nn.Sigmoid, "linear": nn.Identity, "relu": nn.ReLU, "tanh": nn.Tanh}
 PADDINGS = {"valid": 0, "same": 1}  # Keras names -> padding of a 3x3, stride-1 conv
 INITS = ("keras", "torch")
@@ -68,6 +68,84 @@ class ConvClassifier(nn.Module):
         return self.classifier(self.features(x))
 
 
+class UNet(nn.Module):
+    """The original U-Net (Ronneberger, Fischer, Brox 2015): four levels of
+    [conv 3x3 -> ReLU -> conv 3x3 -> ReLU] then maxpool 2x2 on the way down, a bottom block,
+    and four levels of [up-conv 2x2 (stride 2) -> concatenate the skip -> conv 3x3 -> ReLU ->
+    conv 3x3 -> ReLU] on the way up, then a 1x1 conv to ``n_out`` logits. Widths are
+    base, 2 base, 4 base, 8 base, 16 base at the bottom (64 ... 1024 in the paper).
+
+    padding "valid" is the original design (every 3x3 conv shrinks the map by 2 and each
+    skip is centre-cropped to the up path's size; the output is smaller than the input);
+    "same" keeps every map at its level's size, so the output is the input's size (what
+    Keras ports such as the one the entropy paper adapted use). ``dropout`` > 0 puts
+    Dropout at the end of the contracting path, where the original has it.
+
+    Conv2d modules in forward order: down1.0, down1.2, down2.0, ..., bottom.0, bottom.2,
+    up4.conv.0, up4.conv.2, ..., up1.conv.2, out (19 in all). forward returns logits
+    (N, n_out, H', W'); the sigmoid lives in the loss.
+    """
+
+    def __init__(self, in_channels: int, n_out: int, base: int, padding: str, dropout: float):
+        super().__init__()
+        pad = PADDINGS[padding]
+        widths = [base * 2**i for i in range(5)]
+
+        def double_conv(cin: int, cout: int) -> nn.Sequential:
+            return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=pad), nn.ReLU(inplace=True),
+                                 nn.Conv2d(cout, cout, 3, padding=pad), nn.ReLU(inplace=True))
+
+        channels = in_channels
+        for level in range(1, 5):
+            setattr(self, f"down{level}", double_conv(channels, widths[level - 1]))
+            channels = widths[level - 1]
+        self.pool = nn.MaxPool2d(2, 2)
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.bottom = double_conv(widths[3], widths[4])
+        for level in range(4, 0, -1):
+            setattr(self, f"up{level}", _UpBlock(widths[level], widths[level - 1], double_conv))
+        self.out = nn.Conv2d(widths[0], n_out, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        skips = []
+        for level in range(1, 5):
+            x = getattr(self, f"down{level}")(x)
+            skips.append(x)
+            x = self.pool(x)
+        x = self.bottom(self.dropout(x))
+        for level in range(4, 0, -1):
+            x = getattr(self, f"up{level}")(x, skips[level - 1])
+        return self.out(x)
+
+
+class _UpBlock(nn.Module):
+    """up-conv 2x2 stride 2 halving the channels, concatenate the (centre-cropped) skip,
+    then the level's two 3x3 convs."""
+
+    def __init__(self, cin: int, cout: int, double_conv):
+        super().__init__()
+        self.upconv = nn.ConvTranspose2d(cin, cout, 2, stride=2)
+        self.conv = double_conv(2 * cout, cout)
+
+    def forward(self, x: Tensor, skip: Tensor) -> Tensor:
+        x = self.upconv(x)
+        dh, dw = skip.shape[-2] - x.shape[-2], skip.shape[-1] - x.shape[-1]
+        skip = skip[..., dh // 2 : dh // 2 + x.shape[-2], dw // 2 : dw // 2 + x.shape[-1]]
+        return self.conv(torch.cat([skip, x], dim=1))
+
+
+def unet_output_size(size: int, padding: str) -> int:
+    """Side of the U-Net's output for an input side ``size`` (0 or less: it vanishes)."""
+    if padding == "same":
+        return size if size % 16 == 0 else 0  # four exact halvings keep skips aligned
+    for _ in range(4):
+        size = (size - 4) // 2
+    size -= 4
+    for _ in range(4):
+        size = size * 2 - 4
+    return size
+
+
 def _block_output_size(size: int, padding: str) -> int:
     after_conv = size - 2 if padding == "valid" else size
     return after_conv // 2  # MaxPool2d(2, 2) floors, as Keras' "valid" pooling does
@@ -86,10 +164,14 @@ def build_model(
     leaky_slope: float = 0.3,
     dropout: float = 0.0,
     init: str = "keras",
+    base_width: int = 64,
 ) -> nn.Module:
     """Build model `name` for inputs of shape (C, H, W) = input_shape.
 
     dense_ae needs `latent` (width of the code); cnn needs `arch` (one conv width per block).
+    unet gives `n_classes` output channels of logits per pixel (1 for binary masks), with
+    `base_width` channels at its first level, `padding` as UNet describes, and Keras'
+    (init="keras") or PyTorch's initialisation.
     init="keras" gives dense_ae and cnn Keras' glorot-uniform weights and zero biases (what
     the paper's models start from); "torch" keeps PyTorch's defaults. vgg16 and resnet50
     always keep torchvision's own initialisation; `dropout` sets their head's dropout.
@@ -116,6 +198,14 @@ def build_model(
         if not arch or any(int(w) < 1 for w in arch):
             raise ModelError(f"cnn needs arch, one positive conv width per block (e.g. (32, 32)), got {tuple(arch)}")
         model = ConvClassifier(input_shape, n_classes, tuple(int(w) for w in arch), padding, leaky_slope, dropout)
+    elif name == "unet":
+        if base_width < 1:
+            raise ModelError(f"unet needs base_width >= 1, got {base_width}")
+        for side in input_shape[1:]:
+            if unet_output_size(side, padding) < 1:
+                need = "a multiple of 16" if padding == "same" else "of at least 188 pixels"
+                raise ModelError(f"unet with padding {padding!r} needs an image side {need}, got {input_shape[1]}x{input_shape[2]}")
+        model = UNet(input_shape[0], n_classes, base_width, padding, dropout)
     else:
         return _build_torchvision(name, input_shape, n_classes, dropout)
     if init == "keras":
@@ -132,13 +222,13 @@ def _check_name(what: str, value: str, known: tuple[str, ...]) -> None:
 
 @torch.no_grad()
 def _keras_init(model: nn.Module) -> None:
-    """glorot_uniform weights, zero biases: Keras' Dense/Conv2D defaults.
+    """glorot_uniform weights, zero biases: Keras' Dense/Conv2D/Conv2DTranspose defaults.
 
     torch's xavier fans for a conv weight (out, in, kh, kw) are in*kh*kw and out*kh*kw,
     the same as Keras' for its (kh, kw, in, out) kernel, so the bounds agree.
     """
     for module in model.modules():
-        if isinstance(module, (nn.Linear, nn.Conv2d)):
+        if isinstance(module, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)):
             nn.init.xavier_uniform_(module.weight)
             if module.bias is not None:
                 nn.init.zeros_(module.bias)

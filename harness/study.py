@@ -43,9 +43,14 @@ class TrainConfig:
     min_delta: float = 0.0  # an improvement must exceed this (Keras' default 0)
     # What early stopping watches on the validation set: "task" = the task loss alone,
     # "total" = task loss + the entropy term (what Keras does with add_loss).
+    # "acc" = validation accuracy (E4: "no improvements in 25 epochs" of val accuracy;
+    # pixel accuracy for segmentation), maximised.
     monitor: str = "task"
     restore_best: bool = True  # evaluate the best epoch's weights (True) or the last ones
     lr_patience: int = 0  # divide lr by 10 after this many epochs without gain (E4); 0 = off
+    # task=segmentation: the loss on the sigmoid of the U-Net's output. Table 3 names the
+    # loss "MSE"; "bce" = binary cross-entropy, the usual alternative.
+    seg_loss: str = "mse"
 
 
 @dataclass(frozen=True)
@@ -57,6 +62,13 @@ class EntropyConfig:
     precision: str = "float64"
     c11: str = "all_channels"  # multi-channel filters: every input channel's c11, or "first_channel"
     reduce: str = "sum"  # how per-filter conv terms combine: "sum" | "mean"
+    # placement="empirical" (E4): guide the empirical_k conv layers with the highest
+    # ("highest") or lowest ("lowest") mean per-filter entropy change in `profile`, a CSV
+    # written by `harness profile` for a trained model of the same architecture. "highest"
+    # = the layers that keep the most entropy, the paper's "high-entropy layers".
+    profile: str = ""
+    empirical_k: int = 5
+    empirical_rank: str = "highest"
 
 
 @dataclass(frozen=True)
@@ -64,6 +76,15 @@ class DataConfig:
     val_split: str = "test"  # "test" = the official test split; "holdout:0.1" = part of train
     n_train: int = 0  # keep only the first n training examples (0 = all); for quick runs
     n_val: int = 0  # likewise for the validation set
+    # Image-folder data sets (imagenette*, coco), decoded and resized on the fly:
+    image_size: int = 0  # square side in pixels; 0 = the data set's standard (Imagenette 224, COCO 256)
+    resize: str = "squash"  # "squash" = to image_size x image_size ignoring aspect (Keras' default) | "crop" = shorter side, then centre crop
+    # Training-batch augmentation on the device, any data set: "flip_rotate_zoom" (E4) =
+    # horizontal flip, rotation and zoom, each image its own draw, reflect-padded as Keras.
+    augment: str = "none"
+    # "up to 20% rotation": as Keras' RandomRotation(0.2), a fraction of a full turn (±72°).
+    rotation: float = 0.2
+    zoom: float = 0.2  # "up to 20% zoom": scale drawn in [1 - zoom, 1 + zoom], as Keras' RandomZoom
 
 
 @dataclass(frozen=True)
@@ -74,19 +95,23 @@ class NetConfig:
     leaky_slope: float = 0.3  # LeakyReLU slope; Keras' default alpha
     dropout: float = 0.0  # dropout before the classifier head
     init: str = "keras"  # "keras" = glorot-uniform weights, zero biases; "torch" = PyTorch's
+    base_width: int = 64  # U-Net: channels at the first level, doubled at each of 4 levels (Ronneberger: 64)
 
 
 @dataclass(frozen=True)
 class Config:
     """Everything that determines one replication's result."""
 
-    dataset: str = "digits"  # mnist | fashion_mnist | cifar10 | digits
-    model: str = "dense_ae"  # dense_ae | cnn | vgg16 | resnet50
-    task: str = "reconstruction"  # reconstruction (MSE) | classification (cross-entropy)
+    dataset: str = "digits"  # mnist | fashion_mnist | cifar10 | digits | imagenette[_320|_160] | coco
+    model: str = "dense_ae"  # dense_ae | cnn | vgg16 | resnet50 | unet
+    # reconstruction (MSE) | classification (cross-entropy) | segmentation (binary masks)
+    task: str = "reconstruction"
     lam: float = 0.0  # λ: strength of the entropy guidance term (λ1 dense, λ2 conv)
     latent: int = 0  # autoencoder latent width
     arch: tuple[int, ...] = ()  # CNN conv widths, one per block, e.g. (32, 32)
-    placement: str = "first"  # guided layers: "first" | "all" | 1-based indices "1,5"
+    # guided layers: "first" | "all" | 1-based conv indices in forward order "1,5" |
+    # "pre-skip" (convs feeding a residual addition) | "empirical" (see entropy.profile)
+    placement: str = "first"
     seed: int = 0  # replication seed; init and data-order seeds derive from it
     train: TrainConfig = field(default_factory=TrainConfig)
     entropy: EntropyConfig = field(default_factory=EntropyConfig)
@@ -110,13 +135,32 @@ def _field_types(cls=Config, prefix="") -> dict[str, type]:
 FIELD_TYPES = _field_types()
 KEYS = tuple(FIELD_TYPES)
 
+# Keys added after results were first recorded. They enter a replication's id only when
+# they differ from their default, so every config that existed before keeps its id.
+LATE_KEYS = (
+    "train.seg_loss",
+    "entropy.profile",
+    "entropy.empirical_k",
+    "entropy.empirical_rank",
+    "data.image_size",
+    "data.resize",
+    "data.augment",
+    "data.rotation",
+    "data.zoom",
+    "net.base_width",
+)
+
 # Settings that take one of a few words; checked when a study or an override is read, so a
 # typo fails at once instead of after hours of training. (dataset and model names are
 # checked by their registries in data.py and models.py.)
 CHOICES = {
-    "task": ("reconstruction", "classification"),
+    "task": ("reconstruction", "classification", "segmentation"),
     "train.optimizer": ("adam", "sgd"),
-    "train.monitor": ("task", "total"),
+    "train.monitor": ("task", "total", "acc"),
+    "train.seg_loss": ("mse", "bce"),
+    "entropy.empirical_rank": ("highest", "lowest"),
+    "data.resize": ("squash", "crop"),
+    "data.augment": ("none", "flip_rotate_zoom"),
     "entropy.form": ("inverse", "log"),
     "entropy.precision": ("float64", "float32"),
     "entropy.c11": ("all_channels", "first_channel"),
@@ -223,6 +267,14 @@ def derive_seed(seed: int, stream: str) -> int:
     return int.from_bytes(digest[:4], "little")
 
 
+_DEFAULTS = flatten(Config())
+_LATE_DEFAULTS = {k: v for k, v in _DEFAULTS.items() if k in LATE_KEYS}
+
+
+def _late_default(key: str, value: Any) -> bool:
+    return key in LATE_KEYS and value == _LATE_DEFAULTS[key]
+
+
 def _canonical(value: Any) -> Any:
     if isinstance(value, tuple):
         return [_canonical(v) for v in value]
@@ -242,7 +294,7 @@ class Replication:
     def id(self) -> str:
         """Stable hash of everything that affects the result (not the study's name,
         the device or the time)."""
-        flat = {k: _canonical(v) for k, v in flatten(self.config).items()}
+        flat = {k: _canonical(v) for k, v in flatten(self.config).items() if not _late_default(k, v)}
         payload = json.dumps({"v": CONFIG_VERSION, "config": flat}, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
@@ -258,6 +310,9 @@ class Study:
     settings:  {dotted key: value} fixed for every replication (defaults otherwise).
     grid:      {dotted key: [values]} axes; the replications are their product.
     analyses:  analysis specs (harness.analysis.spec) that `harness analyze` runs.
+    exclude:   [{dotted key: value}] grid points to leave out: a point matching every
+               key of one entry is skipped (E4 runs augmentation x dropout but not
+               dropout without augmentation).
     """
 
     name: str
@@ -266,6 +321,7 @@ class Study:
     analyses: list = field(default_factory=list)
     description: str = ""
     source: str = ""  # the study file's text, filled in by load_study
+    exclude: list = field(default_factory=list)
 
     def __post_init__(self):
         if not self.name or not isinstance(self.name, str):
@@ -280,6 +336,7 @@ class Study:
                 raise StudyError(f"grid axis {key} has no values")
             grid[key] = list(dict.fromkeys(values))  # keep order, drop repeats
         self.grid = grid
+        self.exclude = [{k: coerce(k, v) for k, v in dict(entry).items()} for entry in self.exclude]
         build_config(self.settings)  # fail early on a bad combination
 
     def replications(self) -> list[Replication]:
@@ -288,6 +345,8 @@ class Study:
         reps = []
         for combo in itertools.product(*(self.grid[k] for k in keys)):
             values = {**self.settings, **dict(zip(keys, combo))}
+            if any(all(values.get(k, _DEFAULTS[k]) == v for k, v in entry.items()) for entry in self.exclude):
+                continue
             reps.append(Replication(self.name, build_config(values)))
         return reps
 
@@ -325,6 +384,7 @@ class Study:
             "settings": {k: plain(v) for k, v in flatten(build_config(self.settings)).items()},
             "grid": {k: [plain(v) for v in vs] for k, vs in self.grid.items()},
             "analyses": [spec_to_dict(a) for a in self.analyses],
+            "exclude": [{k: plain(v) for k, v in entry.items()} for entry in self.exclude],
             "source": self.source,
         }
 

@@ -13,6 +13,7 @@ import copy
 import functools
 import math
 import platform
+import re
 import subprocess
 import time
 import traceback
@@ -24,8 +25,8 @@ import torch
 import torch.nn.functional as F
 
 import harness
-from harness.data import Splits, load_splits
-from harness.entropy import entropy_loss, entropy_profile, entropy_stats, guided_layers
+from harness.data import IMAGE_DATASETS, Splits, load_splits
+from harness.entropy import candidate_layers, entropy_loss, entropy_profile, entropy_stats, guided_layers
 from harness.models import build_model
 from harness.study import Config, Replication, StudyError, derive_seed, flatten
 
@@ -47,12 +48,23 @@ class Outcome:
     profiles: list = field(default_factory=list)
 
 
+_TASK_OF_MODEL = {"dense_ae": "reconstruction", "unet": "segmentation"}  # the others: classification
+
+
 def check_config(config: Config) -> None:
     """Reject combinations that cannot train, before any training starts."""
-    if config.model == "dense_ae" and config.task != "reconstruction":
-        raise StudyError("model dense_ae trains with task=reconstruction")
-    if config.model != "dense_ae" and config.task != "classification":
-        raise StudyError(f"model {config.model} trains with task=classification")
+    task = _TASK_OF_MODEL.get(config.model, "classification")
+    if config.task != task:
+        raise StudyError(f"model {config.model} trains with task={task}")
+    if (config.dataset == "coco") != (config.task == "segmentation"):
+        raise StudyError("task=segmentation trains on dataset=coco (the only data set with masks), and coco only with it")
+    if config.train.monitor == "acc" and config.task == "reconstruction":
+        raise StudyError("train.monitor=acc needs an accuracy: task=classification or segmentation")
+    placement = config.placement.strip().lower()
+    if placement not in ("first", "all", "pre-skip", "empirical") and not re.fullmatch(r"\d+(,\d+)*", placement):
+        raise StudyError(f"bad placement {config.placement!r}: use first, all, pre-skip, empirical or conv indices like 1,5")
+    if placement == "empirical" and not config.entropy.profile:
+        raise StudyError("placement=empirical needs entropy.profile=PATH, a CSV from `harness profile`")
     if config.model == "dense_ae" and config.latent <= 0:
         raise StudyError("model dense_ae needs latent > 0 (e.g. latent=80)")
     if config.model == "cnn" and not config.arch:
@@ -74,6 +86,8 @@ def run_replication(rep: Replication, device: str = "cpu", data_dir: str | Path 
             val_split=config.data.val_split,
             n_train=config.data.n_train,
             n_val=config.data.n_val,
+            image_size=config.data.image_size,
+            resize=config.data.resize,
         )
         outcome = train(config, splits, device)
     except Exception:  # recorded, not raised: one bad replication must not stop a sweep
@@ -96,14 +110,59 @@ def run_replication(rep: Replication, device: str = "cpu", data_dir: str | Path 
     }
 
 
-def train(config: Config, splits: Splits, device: str) -> Outcome:
-    """The training loop: one model, one optimizer, early stopping on the validation set."""
+class TensorBatches:
+    """Batches of in-memory Splits, already on the device: a training epoch in the order of
+    one ``randperm`` of a generator on the data's device seeded ``data_seed``, evaluation
+    in order by EVAL_BATCH. (harness.imagedata.LoaderBatches is the same for files.)"""
+
+    def __init__(self, splits: Splits, batch_size: int, data_seed: int):
+        self.splits, self.batch_size = splits, batch_size
+        self.input_shape, self.n_classes = splits.input_shape, splits.n_classes
+        self.n_train, self.n_val = len(splits.train_x), len(splits.val_x)
+        self.generator = torch.Generator(device=splits.train_x.device).manual_seed(data_seed)
+
+    def train_epoch(self):
+        x, y = self.splits.train_x, self.splits.train_y
+        order = torch.randperm(len(x), generator=self.generator, device=x.device)
+        for start in range(0, len(x), self.batch_size):
+            idx = order[start : start + self.batch_size]
+            yield x[idx], y[idx]
+
+    def eval(self, split: str):
+        """Every example of "train" or "val", in order."""
+        s = self.splits
+        return _slices(*((s.train_x, s.train_y) if split == "train" else (s.val_x, s.val_y)))
+
+
+def _slices(x: torch.Tensor, y: torch.Tensor):
+    for start in range(0, len(x), EVAL_BATCH):
+        yield x[start : start + EVAL_BATCH], y[start : start + EVAL_BATCH]
+
+
+def batch_source(splits, config: Config, device: str):
+    """TensorBatches for in-memory Splits, LoaderBatches for image-folder ImageSplits."""
+    data_seed = derive_seed(config.seed, "data")
+    if isinstance(splits, Splits):
+        return TensorBatches(splits, config.train.batch_size, data_seed)
+    from harness.imagedata import LoaderBatches
+
+    eval_batch = min(EVAL_BATCH, max(config.train.batch_size, 64))  # full-size images: bounded memory
+    return LoaderBatches(splits, config.train.batch_size, eval_batch, device, data_seed)
+
+
+def train(config: Config, splits, device: str) -> Outcome:
+    """The training loop: one model, one optimizer, early stopping on the validation set.
+
+    ``splits``: harness.data.Splits (tensors on the device) or, for image-folder data
+    sets, harness.imagedata.ImageSplits (read by a DataLoader)."""
     check_config(config)
+    batches = batch_source(splits, config, device)
+    input_shape = batches.input_shape
     torch.manual_seed(derive_seed(config.seed, "init"))
     model = build_model(
         config.model,
-        splits.input_shape,
-        splits.n_classes,
+        input_shape,
+        batches.n_classes,
         latent=config.latent,
         arch=config.arch,
         latent_activation=config.net.latent_activation,
@@ -112,11 +171,14 @@ def train(config: Config, splits: Splits, device: str) -> Outcome:
         leaky_slope=config.net.leaky_slope,
         dropout=config.net.dropout,
         init=config.net.init,
+        base_width=config.net.base_width,
     ).to(device)
-    guided = guided_layers(model, config.placement, input_shape=splits.input_shape)
+    ent = config.entropy
+    guided = guided_layers(
+        model, config.placement, input_shape=input_shape, profile=ent.profile or None, k=ent.empirical_k, rank=ent.empirical_rank
+    )
     guided_modules = [module for _, module in guided]
     guided_params = [module.weight for module in guided_modules]
-    ent = config.entropy
 
     def entropy_term(lam: float) -> torch.Tensor:
         return entropy_loss(
@@ -124,11 +186,12 @@ def train(config: Config, splits: Splits, device: str) -> Outcome:
         )
 
     outcome = Outcome()
-    outcome.profiles += _profile_rows(model, splits.input_shape, "init", ent.c11)
+    outcome.profiles += _profile_rows(model, input_shape, "init", ent.c11)
+    if config.placement.strip().lower() in ("pre-skip", "empirical"):  # resolved from a graph or a file: record it
+        outcome.profiles += _guided_rows(model, input_shape, guided, ent.c11)
     optimizer = _optimizer(model, config)
-    task_loss = _task_loss(config.task)
-    data_gen = torch.Generator(device=splits.train_x.device).manual_seed(derive_seed(config.seed, "data"))
-    n, batch = len(splits.train_x), config.train.batch_size
+    task_loss = _task_loss(config.task, config.train.seg_loss)
+    augment = _augmenter(config, device)
 
     best_value, best_epoch, best_state, wait, lr_wait = math.inf, 0, None, 0, 0
     best_monitor_acc = -math.inf
@@ -137,27 +200,29 @@ def train(config: Config, splits: Splits, device: str) -> Outcome:
     try:
         for epoch in range(1, config.train.max_epochs + 1):
             model.train()
-            order = torch.randperm(n, generator=data_gen, device=splits.train_x.device)
             loss_sum, correct, seen = 0.0, 0, 0
-            for start in range(0, n, batch):
-                idx = order[start : start + batch]
-                x, y = splits.train_x[idx], splits.train_y[idx]
+            for step, (x, y) in enumerate(batches.train_epoch()):
+                if augment is not None:
+                    x, y = augment(x, y)
                 out = model(x)
                 task = task_loss(out, x, y)
                 total = task + entropy_term(config.lam) if config.lam != 0 else task
-                if start == 0:  # once per epoch: how strong is the guidance against the task?
+                if step == 0:  # once per epoch: how strong is the guidance against the task?
                     grad_ratios.append(_grad_ratio(task, entropy_term(config.lam), guided_params, config.lam))
                 if not torch.isfinite(total):
                     raise Diverged(f"non-finite loss at epoch {epoch}: task {task.item()}, total {total.item()}")
                 optimizer.zero_grad(set_to_none=True)
                 total.backward()
                 optimizer.step()
-                loss_sum += task.item() * len(idx)
-                seen += len(idx)
+                loss_sum += task.item() * len(x)
+                seen += len(x)
                 if config.task == "classification":
                     correct += (out.argmax(1) == y).sum().item()
+                elif config.task == "segmentation":  # pixel accuracy, averaged over images
+                    correct += ((out > 0) == (_crop_like(y, out) > 0.5)).float().mean().item() * len(x)
 
-            val_loss, val_acc = evaluate(model, splits.val_x, splits.val_y, config.task)
+            val = _evaluate(model, batches.eval("val"), config.task, config.train.seg_loss)
+            val_loss, val_acc = val["loss"], val.get("acc")
             with torch.no_grad():
                 ent_value = entropy_term(1.0).item()
             if not math.isfinite(val_loss):
@@ -168,11 +233,17 @@ def train(config: Config, splits: Splits, device: str) -> Outcome:
                     "train_loss": loss_sum / seen,
                     "val_loss": val_loss,
                     "entropy_loss": ent_value,
-                    "train_acc": correct / seen if config.task == "classification" else None,
+                    "train_acc": correct / seen if config.task != "reconstruction" else None,
                     "val_acc": val_acc,
+                    **({"val_iou": val["iou"]} if "iou" in val else {}),
                 }
             )
-            monitored = val_loss + config.lam * ent_value if config.train.monitor == "total" else val_loss
+            if config.train.monitor == "acc":  # E4: stop on validation accuracy (maximised)
+                monitored = -val_acc
+            elif config.train.monitor == "total":
+                monitored = val_loss + config.lam * ent_value
+            else:
+                monitored = val_loss
             if monitored < best_value - config.train.min_delta:
                 best_value, best_epoch, wait = monitored, epoch, 0
                 if config.train.restore_best:
@@ -196,21 +267,44 @@ def train(config: Config, splits: Splits, device: str) -> Outcome:
 
     if best_state is not None:
         model.load_state_dict(best_state)
-    outcome.metrics = _final_metrics(model, splits, config, entropy_term, guided)
+    outcome.metrics = _final_metrics(model, batches, config, entropy_term, guided)
     outcome.metrics.update(
         stop_epoch=float(epoch),
         best_epoch=float(best_epoch),
         hit_max_epochs=float(wait < config.train.patience),
         grad_ratio=float(sum(grad_ratios) / len(grad_ratios)) if grad_ratios else float("nan"),
     )
-    outcome.profiles += _profile_rows(model, splits.input_shape, "final", ent.c11)
+    outcome.profiles += _profile_rows(model, input_shape, "final", ent.c11)
     return outcome
 
 
-def _task_loss(task: str):
+def _task_loss(task: str, seg_loss: str = "mse"):
     if task == "reconstruction":
         return lambda out, x, y: F.mse_loss(out, x.flatten(1))
+    if task == "segmentation":
+        if seg_loss == "bce":
+            return lambda out, x, y: F.binary_cross_entropy_with_logits(out, _crop_like(y, out))
+        return lambda out, x, y: F.mse_loss(torch.sigmoid(out), _crop_like(y, out))
     return lambda out, x, y: F.cross_entropy(out, y)
+
+
+def _crop_like(mask: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """The centre of a (N, 1, H, W) mask at the output's size (a "valid" U-Net's output is
+    smaller than its input, as in Ronneberger et al.'s overlap-tile setting)."""
+    dh, dw = mask.shape[-2] - out.shape[-2], mask.shape[-1] - out.shape[-1]
+    if dh == 0 and dw == 0:
+        return mask
+    return mask[..., dh // 2 : dh // 2 + out.shape[-2], dw // 2 : dw // 2 + out.shape[-1]]
+
+
+def _augmenter(config: Config, device: str):
+    """None, or (x, y) -> augmented (x, y) with the replication's own "augment" stream."""
+    if config.data.augment == "none":
+        return None
+    from harness.imagedata import augment_batch
+
+    generator = torch.Generator(device=device).manual_seed(derive_seed(config.seed, "augment"))
+    return functools.partial(augment_batch, generator=generator, rotation=config.data.rotation, zoom=config.data.zoom)
 
 
 def _optimizer(model: torch.nn.Module, config: Config) -> torch.optim.Optimizer:
@@ -235,34 +329,83 @@ def _grad_ratio(task: torch.Tensor, term: torch.Tensor, params: list, lam: float
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, task: str) -> tuple[float, float | None]:
-    """Mean task loss (and accuracy for classification) over a whole split."""
+def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, task: str, seg_loss: str = "mse") -> tuple[float, float | None]:
+    """Mean task loss (and accuracy for classification and segmentation) over a whole split."""
+    result = _evaluate(model, _slices(x, y), task, seg_loss)
+    return result["loss"], result.get("acc")
+
+
+@torch.no_grad()
+def _evaluate(model: torch.nn.Module, batches, task: str, seg_loss: str = "mse") -> dict:
+    """Over every (x, y) batch of a split: {"loss"} (mean per example; per pixel for
+    segmentation), "acc" (classification; pixel accuracy at sigmoid 0.5 for segmentation),
+    and for segmentation "iou" = the mean over background and foreground of each class's
+    intersection over union summed over the split (Keras' MeanIoU(num_classes=2)), and
+    "iou_fg" = the foreground's alone."""
     model.eval()
-    loss_sum, correct = 0.0, 0
-    for start in range(0, len(x), EVAL_BATCH):
-        xb, yb = x[start : start + EVAL_BATCH], y[start : start + EVAL_BATCH]
+    loss_sum, correct, n, pixels = 0.0, 0, 0, 0
+    confusion = torch.zeros(4, dtype=torch.float64)  # tp, fp, fn, tn
+    for xb, yb in batches:
         out = model(xb)
+        n += len(xb)
         if task == "reconstruction":
             loss_sum += F.mse_loss(out, xb.flatten(1), reduction="sum").item() / out.shape[1]
+        elif task == "segmentation":
+            yb = _crop_like(yb, out)
+            if seg_loss == "bce":
+                loss_sum += F.binary_cross_entropy_with_logits(out, yb, reduction="sum").item()
+            else:
+                loss_sum += F.mse_loss(torch.sigmoid(out), yb, reduction="sum").item()
+            pred, truth = out > 0, yb > 0.5
+            confusion += torch.stack([(pred & truth).sum(), (pred & ~truth).sum(), (~pred & truth).sum(), (~pred & ~truth).sum()]).double().cpu()
+            pixels += yb.numel()
         else:
             loss_sum += F.cross_entropy(out, yb, reduction="sum").item()
             correct += (out.argmax(1) == yb).sum().item()
-    loss = loss_sum / len(x)
-    return loss, (correct / len(x) if task == "classification" else None)
+    if task == "reconstruction":
+        return {"loss": loss_sum / n}
+    if task == "classification":
+        return {"loss": loss_sum / n, "acc": correct / n}
+    tp, fp, fn, tn = confusion.tolist()
+    ious = [v for v in (_ratio(tp, tp + fp + fn), _ratio(tn, tn + fn + fp)) if not math.isnan(v)]
+    return {"loss": loss_sum / pixels, "acc": (tp + tn) / pixels, "iou": sum(ious) / len(ious) if ious else math.nan,
+            "iou_fg": _ratio(tp, tp + fp + fn)}
 
 
-def _final_metrics(model, splits: Splits, config: Config, entropy_term, guided) -> dict:
-    val_loss, val_acc = evaluate(model, splits.val_x, splits.val_y, config.task)
-    train_loss, train_acc = evaluate(model, splits.train_x, splits.train_y, config.task)
-    metrics = {"val_loss": val_loss, "train_loss": train_loss}
+def _ratio(a: float, b: float) -> float:
+    return a / b if b > 0 else math.nan  # a class absent from truth and prediction: no IoU
+
+
+def _final_metrics(model, batches, config: Config, entropy_term, guided) -> dict:
+    val = _evaluate(model, batches.eval("val"), config.task, config.train.seg_loss)
+    train = _evaluate(model, batches.eval("train"), config.task, config.train.seg_loss)
+    metrics = {"val_loss": val["loss"], "train_loss": train["loss"]}
     if config.task == "reconstruction":
-        metrics.update(val_mse=val_loss, train_mse=train_loss)
+        metrics.update(val_mse=val["loss"], train_mse=train["loss"])
     else:
-        metrics.update(val_acc=val_acc, train_acc=train_acc)
+        metrics.update(val_acc=val["acc"], train_acc=train["acc"])
+    if config.task == "segmentation":
+        metrics.update(val_iou=val["iou"], val_iou_fg=val["iou_fg"], train_iou=train["iou"], train_iou_fg=train["iou_fg"])
     with torch.no_grad():
         metrics["entropy_loss"] = entropy_term(1.0).item()
         metrics.update(entropy_stats(guided, c11=config.entropy.c11))
     return {k: float(v) for k, v in metrics.items()}
+
+
+def _guided_rows(model, input_shape, guided, c11: str) -> list[dict]:
+    """Profile rows of stage "guided", one per guided layer: layer = its index in the
+    placement's numbering (conv layers in forward order), name = its module, value = its
+    mean log|c11| (conv) or log|det| (dense) at initialisation. They record what a
+    placement "pre-skip" or "empirical" resolved to (index placements need no record:
+    the "init" profile lists the layers in the same forward order)."""
+    index = {name: i for i, (name, _) in enumerate(candidate_layers(model, input_shape), start=1)}
+    rows = []
+    for name, module in guided:
+        stats = entropy_stats([module], c11=c11)
+        value = stats.get("log_c11_mean", stats.get("logdet_mean"))
+        kind = "conv" if isinstance(module, torch.nn.Conv2d) else "dense"
+        rows.append({"stage": "guided", "layer": index[name], "name": name, "kind": kind, "filter": 0, "value": float(value)})
+    return rows
 
 
 def _profile_rows(model, input_shape, stage: str, c11: str) -> list[dict]:
