@@ -266,9 +266,10 @@ class Dask:
             if address:
                 self.client = Client(address, timeout="30s")
             else:
-                self.cluster = LocalCluster(
-                    n_workers=n_local, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=40
-                )
+                with _sigint_ignored():  # inherited by the worker processes, as in Processes
+                    self.cluster = LocalCluster(
+                        n_workers=n_local, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=40
+                    )
                 self.client = Client(self.cluster)
         except OSError as err:
             raise ScheduleError(f"cannot reach the Dask scheduler at {address}: {err}") from None
@@ -289,6 +290,18 @@ class Dask:
         self.client.close()
         if self.cluster is not None:
             self.cluster.close()
+
+
+@contextmanager
+def _sigint_ignored() -> Iterator[None]:
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _settle(future: Future, remote) -> None:

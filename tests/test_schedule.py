@@ -319,3 +319,40 @@ def _dead_pid() -> int:
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
     proc.wait()
     return proc.pid
+
+
+def test_heartbeat_keeps_a_runs_claims_alive(tmp_path):
+    from harness.schedule import Heartbeat
+
+    store = Store(f"sqlite:///{tmp_path}/h.db")
+    me = Claimant.this_process()
+    store.claim("s", ["x"], me, lease_s=0.5)
+    first = store.claims("s")[0]["expires_at"]
+    beat = Heartbeat(store, me, lease_s=0.5)  # renews every 0.05 s
+    time.sleep(0.6)
+    beat.stop()
+    claim = store.claims("s")[0]
+    assert claim["expires_at"] > first and claim["live"]
+
+
+# -- progress -----------------------------------------------------------------------------------
+
+
+def test_progress_lines_for_batch_logs_and_quiet(capsys):
+    from harness.schedule import Progress
+
+    a, b, c = grid_study(seeds=[0]).replications() + grid_study(seeds=[1]).replications()[:1]
+    plain = Progress(3, "plain", lambda rep: rep.id)
+    plain.set_running(2)
+    plain.result(a, {"status": "failed", "error": "Traceback\nValueError: x"}, retry="retrying (attempt 2 of 2)")
+    plain.result(a, {"status": "done", "wall_s": 1.25})
+    plain.set_running(1)
+    plain.result(b, {"status": "diverged", "wall_s": 0.5})
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == f"failed {a.id}: ValueError: x; retrying (attempt 2 of 2)"
+    assert "[1/3] done 1 diverged 0 failed 0 running 2 remaining 0 eta" in err[1] and err[1].endswith(f"{a.id} done in 1.2s")
+    assert "[2/3] done 1 diverged 1 failed 0 running 1 remaining 0" in err[2]
+    quiet = Progress(2, "quiet", lambda rep: rep.id)
+    quiet.result(a, {"status": "done"})
+    quiet.result(c, {"status": "failed", "error": "boom"})
+    assert capsys.readouterr().err == f"failed {c.id}: boom\n"
