@@ -79,6 +79,41 @@ TABLE1S = {
                    alpha=0.05, reps=10, splits={"first": _TABLE1_FIRST, "all": _TABLE1_ALL}),
 }
 
+# Table 2 (VGG-16 / ResNet-50 on Imagenette, 1 replication per cell): validation accuracy
+# per row (model, augmentation A, head dropout D, entropy loss layers) at each λ2 of
+# LAMBDAS. Rows are keyed as the harness labels them: model name, data.augment,
+# net.dropout, placement ("1" = [1], "1,2" = [1,2], ...). The paper bolds each row's
+# maximum and counts "17 of 18" rows whose maximum has the entropy loss on (λ2 > 0).
+_NOAUG, _AUG = "none", "flip_rotate_zoom"
+TABLE2 = {
+    "table2": dict(
+        title="Table 2: Imagenette validation accuracy by model, augmentation (A), dropout (D) "
+              "and entropy loss layers, 1 replication per cell",
+        dataset="imagenette", metric="val_acc", factor="lam", reps=1, levels=LAMBDAS,
+        max_at_positive=(17, 18),
+        rows={
+            ("vgg16", _NOAUG, 0.0, "1"): (0.698, 0.752, 0.756, 0.734, 0.716, 0.738, 0.736),
+            ("vgg16", _NOAUG, 0.0, "1,2"): (0.726, 0.720, 0.720, 0.726, 0.718, 0.730, 0.750),
+            ("vgg16", _AUG, 0.0, "1"): (0.804, 0.796, 0.828, 0.794, 0.800, 0.814, 0.804),
+            ("vgg16", _AUG, 0.0, "1,2"): (0.816, 0.816, 0.806, 0.824, 0.796, 0.780, 0.800),
+            ("vgg16", _AUG, 0.5, "1"): (0.854, 0.854, 0.874, 0.826, 0.836, 0.868, 0.866),
+            ("vgg16", _AUG, 0.5, "1,2"): (0.858, 0.860, 0.862, 0.854, 0.864, 0.854, 0.848),
+            ("resnet50", _NOAUG, 0.0, "1"): (0.792, 0.766, 0.782, 0.764, 0.784, 0.784, 0.786),
+            ("resnet50", _NOAUG, 0.0, "1,5"): (0.776, 0.782, 0.802, 0.778, 0.776, 0.774, 0.766),
+            ("resnet50", _NOAUG, 0.0, "pre-skip"): (0.748, 0.766, 0.812, 0.770, 0.786, 0.814, 0.778),
+            ("resnet50", _NOAUG, 0.0, "empirical"): (0.778, 0.782, 0.774, 0.776, 0.792, 0.810, 0.776),
+            ("resnet50", _AUG, 0.0, "1"): (0.786, 0.784, 0.778, 0.752, 0.814, 0.772, 0.770),
+            ("resnet50", _AUG, 0.0, "1,5"): (0.780, 0.782, 0.786, 0.762, 0.768, 0.760, 0.750),
+            ("resnet50", _AUG, 0.0, "pre-skip"): (0.780, 0.794, 0.760, 0.774, 0.766, 0.808, 0.792),
+            ("resnet50", _AUG, 0.0, "empirical"): (0.784, 0.802, 0.746, 0.766, 0.768, 0.768, 0.754),
+            ("resnet50", _AUG, 0.5, "1"): (0.776, 0.802, 0.796, 0.798, 0.810, 0.792, 0.796),
+            ("resnet50", _AUG, 0.5, "1,5"): (0.776, 0.812, 0.798, 0.806, 0.776, 0.810, 0.796),
+            ("resnet50", _AUG, 0.5, "pre-skip"): (0.792, 0.802, 0.796, 0.794, 0.808, 0.790, 0.820),
+            ("resnet50", _AUG, 0.5, "empirical"): (0.804, 0.806, 0.806, 0.824, 0.804, 0.800, 0.798),
+        },
+    ),
+}
+
 # Table 3 (U-Net on COCO, 1 replication per λ2, loss at layers 19, 24, 29, 34, 39).
 SUMMARY_TABLES = {
     "table3": dict(title="Table 3: U-Net on COCO, 1 replication per λ2", dataset="coco",
@@ -111,6 +146,19 @@ OPEN_CHOICES = {
     "entropy.reduce": (6, "how per-filter values are reduced"),
     "net.output_activation": (7, "decoder output activation"),
     "net.padding": (7, "CNN padding (Keras default 'valid')"),
+}
+# Choices §5.4-5.5 leave open beyond PAPER.md §4, listed for studies on these data sets.
+LARGE_DATASETS = ("imagenette", "imagenette_320", "imagenette_160", "coco")
+OPEN_CHOICES_LARGE = {
+    "data.image_size": ("5.4", "image size (E4: not given; E5: 256)"),
+    "data.resize": ("5.4", "how images become square (not given)"),
+    "data.rotation": ("5.4", "'up to 20% rotation': a fraction of a full turn (Keras) or of some other angle"),
+    "train.batch_size": ("5.4", "batch size (not given)"),
+    "train.restore_best": ("5.4", "evaluate the best or the last weights (Keras' default: last)"),
+    "entropy.empirical_rank": ("5.4", "'empirical' layers: highest or lowest mean entropy change"),
+    "entropy.empirical_k": ("5.4", "'empirical': how many layers (not given)"),
+    "train.seg_loss": ("5.5", "segmentation loss (Table 3 says 'MSE')"),
+    "net.base_width": ("5.5", "U-Net width (the original: 64)"),
 }
 
 

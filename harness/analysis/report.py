@@ -18,7 +18,7 @@ import pandas as pd
 
 from harness.analysis import paper, plots, render, stats, tables
 from harness.analysis.spec import (AnalysisError, CIPlot, ProfilePlot, ProtocolEffect,
-                                   SignificanceTable, SummaryTable, Table1, describe,
+                                   SignificanceTable, SummaryTable, Table1, Table2, describe,
                                    spec_from_dict)
 
 __all__ = ["AnalysisError", "analyze", "study_report"]
@@ -428,6 +428,46 @@ def _table1_show(t1: pd.DataFrame, spec: Table1) -> pd.DataFrame:
     return show
 
 
+def _table2(r: _Report, spec: Table2, frame, profiles, factors):
+    pub = paper.TABLE2.get(spec.published) if spec.published else None
+    rows = [k for k in spec.rows if k in frame.columns]
+    for labels, sub in tables.slices(frame, spec.at, factors, exclude=(spec.factor, *rows)):
+        where = _at_label(labels)
+        base = _stem("table2", spec.metric, labels=labels)
+        r.md(f"### Table 2: {spec.metric}{_at(labels)}", "")
+        long = tables.table2(sub, spec.metric, spec.factor, rows, alpha=spec.alpha, test=spec.test,
+                             correction=spec.correction, confidence=spec.confidence)
+        plain, bold = tables.table2_layout(long, spec.factor, rows)
+        r.md(f"Each row's maximum in bold. With n ≥ 2 a cell is mean ± the {spec.confidence:.0%} "
+             f"t-interval's half width, and + / - marks a {spec.test} two-sided t-test against "
+             f"{spec.factor} = 0 in the same row significant at α = {spec.alpha:g} (uncorrected; "
+             f"{spec.correction}-corrected in the CSV).", "")
+        r.table(plain, base, f"Table 2 layout: {spec.metric} by row and {spec.factor}, {where}", show=bold)
+        r.table(long, base + "_tests", f"Every cell: n, mean, interval, test against {spec.factor} = 0",
+                inline=False)
+        if pub is not None:
+            cmp, counts = tables.compare_table2(long, spec.published, spec.factor, rows)
+            paper_n = pub["max_at_positive"]
+            sentence = (f"{pub['title']}: the row maximum is at {spec.factor} > 0 in "
+                        f"{counts['max_positive']} of {counts['rows']} rows (paper, same rows: "
+                        f"{counts['max_positive_paper']} of {counts['rows']}; all rows: "
+                        f"{paper_n[0]} of {paper_n[1]}); {counts['in_ci']} of {counts['compared']} "
+                        f"published values inside our {spec.confidence:.0%} t-interval")
+            if counts["compared"] < len(cmp):
+                sentence += " (an interval needs 2 or more seeds)"
+            if counts["not_run"]:
+                sentence += f"; {counts['not_run']} published rows not run"
+            r.summary.append(sentence)
+            r.md(f"**Published vs replicated.** {sentence}.", "")
+            r.table(cmp, base + f"_vs_{spec.published}", "Published values beside ours, cell by cell",
+                    inline=len(cmp) <= 60)
+        layers = tables.guided_modules(sub, profiles)
+        if len(layers):
+            r.table(layers, base + "_layers",
+                    "Layers each placement guides (index: conv layers in forward order)",
+                    inline=len(layers) <= 80)
+
+
 def _profile(r: _Report, spec: ProfilePlot, frame, profiles, factors):
     if profiles is None or not len(profiles):
         r.md("No entropy profiles recorded for this study.", "")
@@ -492,5 +532,5 @@ def _protocol(r: _Report, spec: ProtocolEffect, frame, profiles, factors):
         r.md("")
 
 
-_SECTIONS = {SignificanceTable: _significance, CIPlot: _ci_plot, Table1: _table1,
+_SECTIONS = {SignificanceTable: _significance, CIPlot: _ci_plot, Table1: _table1, Table2: _table2,
              ProfilePlot: _profile, SummaryTable: _summary, ProtocolEffect: _protocol}

@@ -124,6 +124,30 @@ class Table1:
 
 
 @dataclass(frozen=True)
+class Table2:
+    """Table 2: ``metric`` in the paper's layout, one row per combination of ``rows``
+    (model, augmentation, head dropout, placement) and one column per level of ``factor``.
+    With several seeds a cell is a mean with its t-interval, and every level > 0 is tested
+    against level 0 of the same row (two-sided; ``correction`` across the row's levels).
+    Also lists the layers each placement guides."""
+
+    metric: str = "val_acc"
+    factor: str = "lam"
+    rows: tuple[str, ...] = ("model", "data.augment", "net.dropout", "placement")
+    at: Mapping[str, Any] | None = None
+    alpha: float = 0.05
+    test: str = "student"
+    correction: str = "holm"
+    confidence: float = 0.95
+    published: str | None = "table2"  # key of paper.TABLE2
+
+    def __post_init__(self):
+        _check_common(self)
+        rows = (self.rows,) if isinstance(self.rows, str) else tuple(self.rows)
+        object.__setattr__(self, "rows", rows)
+
+
+@dataclass(frozen=True)
 class ProfilePlot:
     """Fig. 1: per layer, box plots over filters of the entropy change, init vs final."""
 
@@ -172,7 +196,7 @@ class ProtocolEffect:
 
 
 SPECS = {cls.__name__: cls for cls in
-         (SignificanceTable, CIPlot, Table1, ProfilePlot, SummaryTable, ProtocolEffect)}
+         (SignificanceTable, CIPlot, Table1, Table2, ProfilePlot, SummaryTable, ProtocolEffect)}
 
 
 def spec_to_dict(spec) -> dict:
