@@ -18,6 +18,7 @@ import hashlib
 import importlib.util
 import itertools
 import json
+import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, get_type_hints
@@ -355,7 +356,8 @@ class Study:
 
         A value with commas (``lam=0,1e-3``) or an integer range ``start:stop`` (``seed=0:3``
         = 0, 1, 2) sets a grid axis; a single value on a key that is a grid axis narrows the
-        axis to that value; otherwise it fixes the setting.
+        axis to that value; otherwise it fixes the setting. Brackets keep a value's own
+        commas: ``placement=[1,5]`` is one placement, ``placement=[1,5],first`` two.
         """
         settings, grid = dict(self.settings), dict(self.grid)
         for item in overrides:
@@ -402,6 +404,8 @@ def _parse_values(key: str, text: str) -> list:
         if not values:
             raise StudyError(f"empty range {text!r} for {key}")
         return values
+    if kind is str:  # placements: "[1,5],first" is two values, "1,5" and "first"
+        return [coerce(key, part.strip("[]")) for part in re.findall(r"\[[^\]]*\]|[^,]+", text)]
     return [coerce(key, part) for part in text.split(",")]
 
 
