@@ -437,6 +437,11 @@ def test_table2_reproduces_the_papers_layout_and_count():
     cmp, counts = tables.compare_table2(long, "table2")
     assert counts["rows"] == 18 and counts["max_positive"] == counts["max_positive_paper"] == 17
     assert counts["compared"] == 0  # one seed: no interval
+    # with only some levels run, the paper's maxima are taken over the same levels
+    two = published_frame()
+    _, counts = tables.compare_table2(tables.table2(two[two["lam"].isin([0.0, 1e-4])]), "table2")
+    wins = sum(v[1] > v[0] for v in paper.TABLE2["table2"]["rows"].values())
+    assert counts["max_positive"] == counts["max_positive_paper"] == wins == 12
 
 
 def test_table2_with_seeds_gives_intervals_and_tests():

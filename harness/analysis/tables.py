@@ -584,7 +584,7 @@ def compare_table2(long: pd.DataFrame, key: str, factor: str = "lam",
     value lies in our t-interval; per row whether each maximum is at a level > 0.
 
     counts: rows (published rows we ran), max_positive / max_positive_paper (of those,
-    rows whose maximum has the factor > 0; ties count as > 0 when any tied level is),
+    rows where the best level > 0 beats level 0 strictly, over the levels we ran),
     in_ci / compared (cells with an interval), not_run (published rows of our models we
     did not run)."""
     pub = paper.TABLE2[key]
@@ -604,9 +604,11 @@ def compare_table2(long: pd.DataFrame, key: str, factor: str = "lam",
             continue
         counts["rows"] += 1
         top = max(values)
-        counts["max_positive_paper"] += any(v == top and l > 0 for v, l in zip(values, levels))
-        best = part[part["best"]]
-        counts["max_positive"] += bool((best[factor].astype(float) > 0).any())
+        ran = {float(l) for l, n in zip(part[factor], part["n"]) if n > 0}
+        paper_ran = {l: v for l, v in zip(levels, values) if float(l) in ran}
+        counts["max_positive_paper"] += _max_positive(paper_ran)
+        counts["max_positive"] += _max_positive(
+            {float(l): m for l, m, n in zip(part[factor], part["mean"], part["n"]) if n > 0})
         for level, value in zip(levels, values):
             hit = part[matches(part[factor], level)]
             row = {**{_HEADERS.get(k, k): _row_label(k, v) for k, v in zip(keys, pkey)},
@@ -623,6 +625,12 @@ def compare_table2(long: pd.DataFrame, key: str, factor: str = "lam",
                 row.update(n=0, ours=np.nan, lo=np.nan, hi=np.nan, ours_best=False, in_ci="not run")
             out.append(row)
     return pd.DataFrame(out), counts
+
+
+def _max_positive(means: dict) -> bool:
+    """The best level > 0 beats level 0 strictly (False without both)."""
+    positive = [m for l, m in means.items() if l > 0 and np.isfinite(m)]
+    return 0.0 in means and bool(positive) and max(positive) > means[0.0]
 
 
 def guided_modules(frame: pd.DataFrame, profiles: pd.DataFrame | None) -> pd.DataFrame:
