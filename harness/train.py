@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 import harness
-from harness.data import IMAGE_DATASETS, Splits, load_splits
+from harness.data import Splits, load_splits
 from harness.entropy import candidate_layers, entropy_loss, entropy_profile, entropy_stats, guided_layers
 from harness.models import build_model
 from harness.study import Config, Replication, StudyError, derive_seed, flatten
@@ -118,7 +118,6 @@ class TensorBatches:
     def __init__(self, splits: Splits, batch_size: int, data_seed: int):
         self.splits, self.batch_size = splits, batch_size
         self.input_shape, self.n_classes = splits.input_shape, splits.n_classes
-        self.n_train, self.n_val = len(splits.train_x), len(splits.val_x)
         self.generator = torch.Generator(device=splits.train_x.device).manual_seed(data_seed)
 
     def train_epoch(self):

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import sqlite3
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import pandas as pd
 import pytest
 import torch
 import torchvision
-from PIL import Image, ImageDraw
+from PIL import Image
 from torch import nn
 
 from harness.analysis import paper, tables
