@@ -25,7 +25,6 @@ the global generator, shared in a lone run with nothing else) and without the lr
 
 from __future__ import annotations
 
-import contextlib
 import math
 import platform
 import time
@@ -50,7 +49,9 @@ __all__ = ["PACKABLE_MODELS", "PackedOutcome", "pack_key", "pack_groups", "choos
 PACKABLE_MODELS = ("dense_ae", "cnn")
 MAX_PACK_CPU = 128  # beyond this a CPU pack is no faster per member (see harness bench)
 MAX_PACK_GPU = 1024
-EVAL_FLOATS = 1 << 24  # activations of one batched evaluation step, in floats (64 MiB)
+EVAL_BATCH = 1024  # shared examples per evaluation step, as train.EVAL_BATCH
+EVAL_FLOATS_CPU = 1 << 21  # activations of one evaluation step on CPU, in floats (8 MiB: cache-sized)
+EVAL_FLOATS_GPU = 1 << 28
 _VARYING = ("lam", "seed")  # what members of one pack may differ in
 
 
@@ -134,9 +135,10 @@ def _activation_floats(model: nn.Module, input_shape: tuple) -> int:
         for m in model.modules()
         if not list(m.children())
     ]
+    param = next(model.parameters())
     try:
         with torch.no_grad():
-            model(torch.zeros((1, *input_shape)))
+            model(torch.zeros((1, *input_shape), dtype=param.dtype, device=param.device))
     finally:
         for h in hooks:
             h.remove()
@@ -222,11 +224,12 @@ class _DenseEngine:
     sigmoid_backward, threshold_backward for ReLU), so the numbers are train()'s to
     rounding; tests check it against train()."""
 
+    # activation in place, and its backward written into a given tensor (autograd's kernels)
     _ACTS = {
-        nn.Sigmoid: (torch.sigmoid_, torch.ops.aten.sigmoid_backward),
-        nn.Tanh: (torch.tanh_, torch.ops.aten.tanh_backward),
-        nn.ReLU: (torch.relu_, lambda grad, out: torch.ops.aten.threshold_backward(grad, out, 0)),
-        nn.Identity: (None, None),
+        nn.Sigmoid: (torch.sigmoid_, lambda g, out, dst: torch.ops.aten.sigmoid_backward.grad_input(g, out, grad_input=dst)),
+        nn.Tanh: (torch.tanh_, lambda g, out, dst: torch.ops.aten.tanh_backward.grad_input(g, out, grad_input=dst)),
+        nn.ReLU: (torch.relu_, lambda g, out, dst: torch.ops.aten.threshold_backward.grad_input(g, out, 0, grad_input=dst)),
+        nn.Identity: (lambda z: z, lambda g, out, dst: g),
     }
 
     def __init__(self, template: DenseAutoencoder):
@@ -235,15 +238,20 @@ class _DenseEngine:
             raise TypeError(f"unexpected dense autoencoder parameters {names}")
         self.latent_act = self._ACTS[type(template.latent_activation)]
         self.output_act = self._ACTS[type(template.output_activation)]
-        self._grads: list[Tensor] = []
+        self._buffers: dict[str, Tensor] = {}
 
-    @staticmethod
-    def _apply(act, z: Tensor) -> Tensor:
-        return z if act[0] is None else act[0](z)
+    def _buffer(self, name: str, shape: tuple, like: Tensor) -> Tensor:
+        """A tensor reused from step to step: no allocation, no fresh pages to fault in."""
+        buf = self._buffers.get(name)
+        if buf is None or buf.shape != shape:
+            buf = self._buffers[name] = torch.empty(shape, dtype=like.dtype, device=like.device)
+        return buf
 
-    @staticmethod
-    def _backward(act, grad: Tensor, out: Tensor) -> Tensor:
-        return grad if act[1] is None else act[1](grad, out)
+    def batch(self, xs: Tensor, ys: Tensor, idx: Tensor) -> tuple[Tensor, None]:
+        """Each member's batch, (P, b, D): rows ``idx`` (P, b) of the flattened images."""
+        flat = xs.flatten(1)
+        x = self._buffer("x", (idx.numel(), flat.shape[1]), flat)
+        return torch.index_select(flat, 0, idx.flatten(), out=x).view(*idx.shape, -1), None
 
     @torch.no_grad()
     def forward(self, params: list[Tensor], x: Tensor) -> Tensor:
@@ -251,30 +259,32 @@ class _DenseEngine:
         w1, b1, w2, b2 = params
         xf = x.flatten(1)
         z1 = (xf @ w1.flatten(0, 1).T).view(len(xf), *w1.shape[:2]).transpose(0, 1) + b1[:, None, :]
-        h = self._apply(self.latent_act, z1)
-        return self._apply(self.output_act, torch.baddbmm(b2[:, None, :], h, w2.transpose(1, 2)))
+        h = self.latent_act[0](z1)
+        return self.output_act[0](torch.baddbmm(b2[:, None, :], h, w2.transpose(1, 2)))
 
     @torch.no_grad()
-    def task_and_grads(self, params: list[Tensor], x: Tensor, y: Tensor) -> tuple[Tensor, Tensor, list[Tensor]]:
-        """One training step's per-member task loss (P,), output, and gradients."""
+    def task_and_grads(self, params: list[Tensor], x: Tensor, y: None) -> tuple[Tensor, Tensor, list[Tensor]]:
+        """One training step on x (P, b, D): per-member task loss (P,), the output (valid
+        until the next step), and the gradients (buffers, likewise)."""
         w1, b1, w2, b2 = params
-        if [g.shape for g in self._grads] != [p.shape for p in params]:
-            self._grads = [torch.empty_like(p, memory_format=torch.contiguous_format) for p in params]
-        g_w1, g_b1, g_w2, g_b2 = self._grads
-        x = x.flatten(2)  # (P, b, D)
-        h = self._apply(self.latent_act, torch.baddbmm(b1[:, None, :], x, w1.transpose(1, 2)))
-        out = self._apply(self.output_act, torch.baddbmm(b2[:, None, :], h, w2.transpose(1, 2)))
-        diff = out - x
-        numel = diff[0].numel()
+        (size, batch, width), latent = x.shape, w1.shape[1]
+        grads = [self._buffer(f"grad{i}", p.shape, p) for i, p in enumerate(params)]
+        h = self._buffer("h", (size, batch, latent), x)
+        out = self._buffer("out", x.shape, x)
+        diff = self._buffer("diff", x.shape, x)
+        dh = self._buffer("dh", h.shape, x)
+        self.latent_act[0](torch.baddbmm(b1[:, None, :], x, w1.transpose(1, 2), out=h))
+        self.output_act[0](torch.baddbmm(b2[:, None, :], h, w2.transpose(1, 2), out=out))
+        torch.sub(out, x, out=diff)
+        numel = batch * width
         task = torch.linalg.vecdot(diff.flatten(1), diff.flatten(1)) / numel  # mse_loss, mean
-        grad_out = diff.mul_(2.0 / numel)
-        dz2 = self._backward(self.output_act, grad_out, out)
-        torch.bmm(dz2.transpose(1, 2), h, out=g_w2)
-        torch.sum(dz2, 1, out=g_b2)
-        dz1 = self._backward(self.latent_act, torch.bmm(dz2, w2), h)
-        torch.bmm(dz1.transpose(1, 2), x, out=g_w1)
-        torch.sum(dz1, 1, out=g_b1)
-        return task, out, self._grads
+        dz2 = self.output_act[1](diff.mul_(2.0 / numel), out, diff)  # d loss / d pre-activation, in place
+        torch.bmm(dz2.transpose(1, 2), h, out=grads[2])
+        torch.sum(dz2, 1, out=grads[3])
+        dz1 = self.latent_act[1](torch.bmm(dz2, w2, out=dh), h, dh)
+        torch.bmm(dz1.transpose(1, 2), x, out=grads[0])
+        torch.sum(dz1, 1, out=grads[1])
+        return task, out, grads
 
 
 class _VmapEngine:
@@ -293,6 +303,9 @@ class _VmapEngine:
         self._train = vmap(one, in_dims=(0, 0))
         self._eval = vmap(one, in_dims=(0, None))
 
+    def batch(self, xs: Tensor, ys: Tensor, idx: Tensor) -> tuple[Tensor, Tensor]:
+        return xs[idx], ys[idx]
+
     @torch.no_grad()
     def forward(self, params: list[Tensor], x: Tensor) -> Tensor:
         return self._eval(tuple(params), x)
@@ -310,54 +323,47 @@ class _VmapEngine:
         return task.detach(), out.detach(), grads
 
 
-@contextlib.contextmanager
-def _one_thread(device: torch.device):
-    """Run batched LU on one CPU thread. torch's batched CPU LU calls LAPACK getrf from
-    several threads at once for matrices wider than 14 (pytorch/pytorch#181570); with
-    this build's MKL that returns garbage pivots and wrong determinants from about
-    150 x 150 on (batched slogdet, inv, lu_factor alike). One thread is also the faster
-    way for the small matrices of a pack."""
-    if device.type != "cpu":
-        yield
-        return
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
+def _logabsdet(a: Tensor) -> Tensor:
+    """log|det A| of a batch of square matrices (P, k, k) -> (P,), differentiable (A^{-T}).
+
+    torch.linalg.slogdet, except where its batched CPU path is wrong: it calls LAPACK getrf
+    from several threads at once for matrices over 14 wide (pytorch/pytorch#181570), and
+    with this build's MKL that gives garbage pivots and wrong determinants from about
+    150 x 150 on (checked up to 140 here; tests/test_pack.py). Wider matrices are
+    factorised one at a time (MKL threads inside each) by _WideLogAbsDet."""
+    if a.device.type == "cpu" and a.shape[-1] > _WideLogAbsDet.SAFE and torch.get_num_threads() > 1:
+        return _WideLogAbsDet.apply(a)
+    return torch.linalg.slogdet(a).logabsdet
 
 
-class _LogAbsDet(torch.autograd.Function):
-    """log|det A| of a batch of square matrices (P, k, k) -> (P,); gradient A^{-T}.
+class _WideLogAbsDet(torch.autograd.Function):
+    """log|det A| and its gradient A^{-T} from one LU per matrix, for wide matrices on CPU."""
 
-    torch.linalg.slogdet's logabsdet and gradient, from one LU factorisation that is
-    safe to batch on CPU (_one_thread). Wide matrices go one at a time: MKL then uses
-    both cores inside each factorisation."""
-
-    WIDE = 128
+    SAFE = 100  # widest matrix batched slogdet is trusted with on a multi-threaded CPU
 
     @staticmethod
     def forward(ctx, a: Tensor) -> Tensor:
-        if a.device.type == "cpu" and a.shape[-1] >= _LogAbsDet.WIDE:
-            factors = [torch.linalg.lu_factor_ex(m) for m in a]
-            lu, piv = torch.stack([f.LU for f in factors]), torch.stack([f.pivots for f in factors])
-        else:
-            with _one_thread(a.device):
-                lu, piv, _ = torch.linalg.lu_factor_ex(a)
+        factors = [torch.linalg.lu_factor_ex(m) for m in a]
+        lu, piv = torch.stack([f.LU for f in factors]), torch.stack([f.pivots for f in factors])
         ctx.save_for_backward(lu, piv)
         return lu.diagonal(dim1=-2, dim2=-1).abs().log().sum(-1)
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> Tensor:
         lu, piv = ctx.saved_tensors
-        eye = torch.eye(lu.shape[-1], dtype=lu.dtype, device=lu.device)
-        if lu.device.type == "cpu" and lu.shape[-1] >= _LogAbsDet.WIDE:
-            inv_t = torch.stack([torch.linalg.lu_solve(m, p, eye, adjoint=True) for m, p in zip(lu, piv)])
-        else:
-            with _one_thread(lu.device):
-                inv_t = torch.linalg.lu_solve(lu, piv, eye.expand_as(lu), adjoint=True)
-        return grad[:, None, None] * inv_t
+        return grad[:, None, None] * _inverse_transpose(lu, piv)
+
+
+def _inverse_transpose(lu: Tensor, piv: Tensor) -> Tensor:
+    """A^{-T} from A's LU factors (A = P L U): P L^{-T} U^{-T}, by two batched triangular
+    solves. Several times faster on CPU than lu_solve's getrs for a batch of small
+    matrices, and safe to run on every thread (BLAS trsm, not getrf)."""
+    eye = torch.eye(lu.shape[-1], dtype=lu.dtype, device=lu.device).expand_as(lu)
+    u_inv_t = torch.linalg.solve_triangular(lu.mT, eye, upper=False)  # U^T is lower
+    z = torch.linalg.solve_triangular(lu.mT, u_inv_t, upper=True, unitriangular=True)  # L^T: unit upper
+    perm, _, _ = torch.lu_unpack(lu, piv, unpack_data=False, unpack_pivots=True)
+    rows = perm.argmax(-1, keepdim=True).expand_as(z)  # (P z)[i] = z[σ(i)]: a gather, not a matmul
+    return z.gather(-2, rows)
 
 
 class _Entropy:
@@ -390,7 +396,7 @@ class _Entropy:
         for piece, kind in zip(pieces, self.kinds):
             x = piece.to(self.dtype)
             if kind == "dense":
-                logdet = _LogAbsDet.apply(x)
+                logdet = _logabsdet(x)
                 term = -lam * logdet if ent.form == "log" else lam / (logdet.exp() + ent.eps)
             else:
                 c, lam3 = x.abs(), lam[:, None, None]
@@ -412,8 +418,12 @@ class _Entropy:
         return term.detach(), list(grads)
 
     def add_into(self, grads: list[Tensor], piece_grads: list[Tensor], members: Tensor) -> None:
+        """Add the term's gradient (of ``members``' pieces) into the full gradients."""
         for i, (g, pg) in enumerate(zip(self.guided, piece_grads)):
-            self._view(grads[g], i).index_add_(0, members, pg)
+            view = self._view(grads[g], i)
+            if len(members) < len(view):  # scatter into a small dense block: one strided add, not a strided scatter
+                pg = torch.zeros_like(view).index_copy_(0, members, pg)
+            view.add_(pg)
 
 
 @dataclass
@@ -498,6 +508,7 @@ def train_pack(configs: Sequence[Config], splits: Splits, device: str | torch.de
     kinds = ["conv" if isinstance(m, nn.Conv2d) else "dense" for _, m in guided]
     entropy = _Entropy(pack.guided, kinds, [pack.params[g].shape for g in pack.guided], base.entropy)
     engine = _DenseEngine(template) if isinstance(template, DenseAutoencoder) else _VmapEngine(template, base.task)
+    engine.example_floats = _activation_floats(template, splits.input_shape)
 
     n, batch = len(xs), train_cfg.batch_size
     clock = time.perf_counter()
@@ -515,7 +526,7 @@ def train_pack(configs: Sequence[Config], splits: Splits, device: str | torch.de
         ratios = torch.zeros(size, dtype=torch.float64, device=device)
         for start in range(0, n, batch):
             idx = orders[:, start : start + batch]
-            x, y = xs[idx], ys[idx]
+            x, y = engine.batch(xs, ys, idx)
             task, out, grads = engine.task_and_grads(pack.params, x, y)
             total = task
             if len(guided_on):
@@ -607,21 +618,30 @@ def _diverge(m: _Member, epoch: int, message: str) -> None:
 
 @torch.no_grad()
 def _evaluate(engine, params: list[Tensor], x: Tensor, y: Tensor, reconstruction: bool) -> tuple[list, list | None]:
-    """Per member mean task loss (and accuracy) over a whole split, as train.evaluate;
-    batches sized so that the P members' outputs stay within EVAL_FLOATS."""
-    size = params[0].shape[0]
-    per_example = engine.forward([p[:1] for p in params], x[:1]).numel() + math.prod(x.shape[1:])
-    batch = max(1, min(1024, EVAL_FLOATS // (size * per_example)))
-    loss_sum = torch.zeros(size, dtype=torch.float64, device=params[0].device)
-    correct = torch.zeros(size, dtype=torch.int64, device=params[0].device)
+    """Per member mean task loss (and accuracy) over a whole split, as train.evaluate.
+
+    Batches of up to EVAL_BATCH shared examples, members a few at a time: on CPU the
+    activations of one step (EVAL_FLOATS_CPU) then stay in the last-level cache, so the
+    loss is computed from cache rather than from memory."""
+    size, device = params[0].shape[0], params[0].device
+    batch = min(EVAL_BATCH, len(x))
+    budget = EVAL_FLOATS_CPU if device.type == "cpu" else EVAL_FLOATS_GPU
+    chunk = max(1, min(size, budget // (batch * engine.example_floats)))
+    loss_sum = torch.zeros(size, dtype=torch.float64, device=device)
+    correct = torch.zeros(size, dtype=torch.int64, device=device)
     for start in range(0, len(x), batch):
         xb, yb = x[start : start + batch], y[start : start + batch]
-        out = engine.forward(params, xb)
-        if reconstruction:
-            loss_sum += (out - xb.flatten(1)).pow(2).sum((1, 2)).double() / out.shape[-1]
-        else:
-            loss_sum += F.cross_entropy(out.flatten(0, 1), yb.repeat(size), reduction="none").view(size, -1).sum(1).double()
-            correct += (out.argmax(-1) == yb).sum(1)
+        target = xb.flatten(1)
+        for lo in range(0, size, chunk):
+            hi = min(size, lo + chunk)
+            out = engine.forward([p[lo:hi] for p in params], xb)
+            if reconstruction:
+                diff = out.sub_(target).flatten(1)
+                loss_sum[lo:hi] += torch.linalg.vecdot(diff, diff).double() / target.shape[1]
+            else:
+                losses = F.cross_entropy(out.flatten(0, 1), yb.repeat(hi - lo), reduction="none")
+                loss_sum[lo:hi] += losses.view(hi - lo, -1).sum(1).double()
+                correct[lo:hi] += (out.argmax(-1) == yb).sum(1)
     loss = (loss_sum / len(x)).tolist()
     return loss, (None if reconstruction else (correct.double() / len(x)).tolist())
 
