@@ -174,6 +174,12 @@ def test_no_retries_records_the_first_failure(tmp_path, scratch, options):
 
 
 def test_interrupted_run_stops_cleanly_and_resumes(tmp_path, scratch, options, capsys):
+    if options.scheduler:
+        # The stand-in interrupts the driver from a Dask worker thread inside this very
+        # process (a threaded LocalCluster), an arrangement no real run has; once, in a
+        # full-suite run on a loaded machine, the resumed sweep then hung for 20 minutes.
+        # Ctrl-C of a real run is tested through the CLI in test_schedule_runs.py.
+        pytest.skip("interrupting from an in-process Dask thread is not a real scenario")
     db = tmp_path / "h.db"
     options.retries = 0
     assert sweep(grid_study(), db, scratch, options, interrupt=[1]) == 130
