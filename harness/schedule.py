@@ -476,7 +476,7 @@ def study_status(store, name: str) -> StudyStatus:
         study = load_study(name)
     else:
         definition = store.study_definition(name)
-        study = Study(definition["name"], settings=definition["settings"], grid=definition["grid"])
+        study = Study(definition["name"], settings=definition["settings"], grid=definition["grid"], exclude=definition.get("exclude", []))
     grid = {r.id for r in study.replications()}
     frame = store.frame(study.name)
     frame = frame[frame["id"].isin(grid)] if len(frame) else frame

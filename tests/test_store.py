@@ -116,3 +116,13 @@ def test_bad_url_is_a_one_line_error():
         Store("not a url")
     with pytest.raises(StoreError, match="cannot open database"):
         Store("postgresql+nosuchdriver://u@localhost/x")
+
+
+def test_status_by_name_counts_against_the_stored_grid_without_excluded_points(store):
+    from harness.schedule import study_status
+
+    study = Study("ex", settings={"latent": 4}, grid={"lam": [0.0, 1.0], "seed": [0, 1]}, exclude=[{"lam": 1.0, "seed": 1}])
+    store.record_study(study)
+    store.record(make_result(study.replications()[0], val_mse=0.1))
+    status = study_status(store, "ex")
+    assert (status.grid, status.done, status.remaining) == (3, 1, 2)
