@@ -65,6 +65,8 @@ def check_config(config: Config) -> None:
         raise StudyError(f"bad placement {config.placement!r}: use first, all, pre-skip, empirical or conv indices like 1,5")
     if placement == "empirical" and not config.entropy.profile:
         raise StudyError("placement=empirical needs entropy.profile=PATH, a CSV from `harness profile`")
+    if placement == "empirical" and not Path(config.entropy.profile).is_file():
+        raise StudyError(f"entropy.profile: no profile CSV at {config.entropy.profile} (make one with `harness profile`)")
     if config.model == "dense_ae" and config.latent <= 0:
         raise StudyError("model dense_ae needs latent > 0 (e.g. latent=80)")
     if config.model == "cnn" and not config.arch:
