@@ -85,7 +85,11 @@ def main(argv: list[str] | None = None) -> int:
     _db_arg(analyze)
     analyze.add_argument("--out", default="results", help="output folder (default: results/)")
 
-    from harness import profile as profile_cmd  # standard library only at import
+    from harness import bench as bench_cmd  # standard library only at import
+    from harness import profile as profile_cmd
+
+    bench_cmd.add_arguments(sub.add_parser(
+        "bench", help="how fast this machine trains a study: plain one-at-a-time loop vs the packed path"))
 
     profile_cmd.add_arguments(sub.add_parser(
         "profile", help="per-layer, per-filter entropy change of a model, trained vs random (Fig. 1): PNG and CSV"))
@@ -93,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     # Overrides may stand before or after options (harness run s.py --db X lam=0): argparse
     # leaves those after an option unparsed, so they are collected here.
     args, extra = parser.parse_known_args(argv)
-    if args.command == "run":
+    if args.command in ("run", "bench"):
         args.overrides += [e for e in extra if "=" in e and not e.startswith("-")]
         extra = [e for e in extra if not ("=" in e and not e.startswith("-"))]
     if extra:
@@ -104,7 +108,9 @@ def main(argv: list[str] | None = None) -> int:
     from harness.errors import UserError
 
     try:
-        return {"run": cmd_run, "status": cmd_status, "analyze": cmd_analyze, "profile": profile_cmd.run}[args.command](args)
+        return {"run": cmd_run, "status": cmd_status, "analyze": cmd_analyze, "profile": profile_cmd.run, "bench": bench_cmd.run}[
+            args.command
+        ](args)
     except UserError as err:
         print(f"harness {args.command}: error: {err}", file=sys.stderr)
         return 2
