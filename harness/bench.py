@@ -33,10 +33,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The `harness bench` options, added to ``parser`` (a subparser of the CLI)."""
     parser.add_argument("study", help="path to a study file, e.g. studies/mnist_autoencoder.py")
     parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. latent=80 seed=0:10")
-    parser.add_argument("--epochs", type=int, default=1, help="epochs each replication trains (default 1)")
+    parser.add_argument("--epochs", type=int, default=2, help="epochs each replication trains (default 2)")
     parser.add_argument(
         "--n-train", type=int, default=10000,
         help="training examples (default 10000: a few minutes on 2 CPU cores; 0 = the study's own)",
+    )
+    parser.add_argument(
+        "--n-val", type=int, default=None,
+        help="validation examples (default: the study's validation set scaled like the training set; 0 = all)",
     )
     parser.add_argument(
         "--plain-reps", type=int, default=14,
@@ -53,20 +57,26 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from harness.data import load_splits
-    from harness.study import load_study
+    from harness.study import build_config, flatten, load_study
 
     study = load_study(args.study).with_overrides(list(args.overrides))
     if args.epochs < 1 or args.repeats < 1 or min(args.n_train, args.plain_reps, args.max_members) < 0:
         raise SystemExit("harness bench: --epochs and --repeats must be >= 1; --n-train, --plain-reps, --max-members >= 0")
     settings = {"train.max_epochs": args.epochs, "train.patience": args.epochs + 1}  # no early stopping
-    if args.n_train:
-        settings["data.n_train"] = args.n_train
-    study = study.with_overrides([f"{k}={v}" for k, v in settings.items()])
-    configs = first_cell(study)
+    configs = first_cell(study.with_overrides([f"{k}={v}" for k, v in settings.items()]))
     if args.max_members:
         configs = configs[: args.max_members]
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     base = configs[0]
+    if args.n_train or args.n_val is not None:
+        full = load_splits(base.dataset, args.data_dir, device="cpu", val_split=base.data.val_split,
+                           n_train=base.data.n_train, n_val=base.data.n_val)
+        n_train = min(args.n_train, len(full.train_y)) if args.n_train else base.data.n_train
+        # keep the study's train : validation proportion, so evaluation weighs what it weighs in a real run
+        n_val = args.n_val if args.n_val is not None else round(len(full.val_y) * (n_train or len(full.train_y)) / len(full.train_y))
+        data = {"data.n_train": n_train, "data.n_val": min(n_val, len(full.val_y))}
+        configs = [build_config({**flatten(c), **data}) for c in configs]
+        base = configs[0]
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     splits = load_splits(
         base.dataset, args.data_dir, device=device, val_split=base.data.val_split,
         n_train=base.data.n_train, n_val=base.data.n_val,

@@ -38,11 +38,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from harness.data import Splits, load_splits
+from harness.data import IMAGE_DATASETS, Splits, load_splits
 from harness.entropy import entropy_loss, entropy_stats, guided_layers
 from harness.models import ACTIVATIONS, DenseAutoencoder, build_model
 from harness.study import Config, Replication, derive_seed, flatten
-from harness.train import Outcome, _profile_rows, check_config, versions
+from harness.train import Outcome, _guided_rows, _profile_rows, check_config, versions
 
 __all__ = ["PACKABLE_MODELS", "PackedOutcome", "pack_key", "pack_groups", "choose_pack_size", "train_pack", "run_pack"]
 
@@ -74,7 +74,13 @@ def pack_key(config: Config) -> tuple | None:
         check_config(config)
     except Exception:
         return None
-    if config.model not in PACKABLE_MODELS or config.net.dropout > 0 or config.train.lr_patience:
+    if (
+        config.model not in PACKABLE_MODELS
+        or config.dataset in IMAGE_DATASETS  # read from files by a DataLoader, not tensors in memory
+        or config.data.augment != "none"  # its own random stream per batch
+        or config.net.dropout > 0
+        or config.train.lr_patience
+    ):
         return None
     return tuple((k, v) for k, v in flatten(config).items() if k not in _VARYING)
 
@@ -162,6 +168,8 @@ def run_pack(reps: Sequence[Replication], device: str = "cpu", data_dir: str | P
             val_split=config.data.val_split,
             n_train=config.data.n_train,
             n_val=config.data.n_val,
+            image_size=config.data.image_size,
+            resize=config.data.resize,
         )
         size = choose_pack_size(config, splits.input_shape, splits.n_classes, device)
         outcomes = []
@@ -211,6 +219,7 @@ def _build(config: Config, input_shape: tuple, n_classes: int) -> nn.Module:
         leaky_slope=config.net.leaky_slope,
         dropout=config.net.dropout,
         init=config.net.init,
+        base_width=config.net.base_width,
     )
 
 
@@ -489,6 +498,8 @@ def train_pack(configs: Sequence[Config], splits: Splits, device: str | torch.de
     if None in keys or len(keys) != 1:
         raise ValueError("train_pack needs replications that differ only in lam and seed, with a packable model")
     base = configs[0]
+    if not isinstance(splits, Splits):
+        raise TypeError("train_pack trains on in-memory Splits (harness.data.load_splits of a tensor data set)")
     train_cfg = base.train
     reconstruction = base.task == "reconstruction"
     device = torch.device(device)
@@ -501,8 +512,16 @@ def train_pack(configs: Sequence[Config], splits: Splits, device: str | torch.de
         member = _Member(i, config, model, gen)
         member.outcome.profiles += _profile_rows(model, splits.input_shape, "init", base.entropy.c11)
         members.append(member)
-    template = members[0].model
-    guided = guided_layers(template, base.placement, input_shape=splits.input_shape)
+    ent = base.entropy
+    guided = [
+        guided_layers(m.model, base.placement, input_shape=splits.input_shape, profile=ent.profile or None,
+                      k=ent.empirical_k, rank=ent.empirical_rank)
+        for m in members
+    ]
+    if base.placement.strip().lower() in ("pre-skip", "empirical"):  # as train(): record what it resolved to
+        for m, layers in zip(members, guided):
+            m.outcome.profiles += _guided_rows(m.model, splits.input_shape, layers, ent.c11)
+    template, guided = members[0].model, guided[0]
     names = [n for n, _ in template.named_parameters()]
     pack = _Pack(members, names, [f"{name}.weight" for name, _ in guided], device)
     kinds = ["conv" if isinstance(m, nn.Conv2d) else "dense" for _, m in guided]
@@ -578,7 +597,12 @@ def train_pack(configs: Sequence[Config], splits: Splits, device: str | torch.de
                     "val_acc": None if reconstruction else val_acc[pos],
                 }
             )
-            monitored = val_loss[pos] + m.config.lam * ent_value[pos] if train_cfg.monitor == "total" else val_loss[pos]
+            if train_cfg.monitor == "acc":
+                monitored = -val_acc[pos]
+            elif train_cfg.monitor == "total":
+                monitored = val_loss[pos] + m.config.lam * ent_value[pos]
+            else:
+                monitored = val_loss[pos]
             if monitored < m.best_value - train_cfg.min_delta:
                 m.best_value, m.best_epoch, m.wait = monitored, epoch, 0
                 if train_cfg.restore_best:
