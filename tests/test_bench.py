@@ -1,0 +1,58 @@
+"""harness.bench: its figures, not its speed (timings are never asserted)."""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+import pytest
+
+from harness import bench
+from harness.data import load_splits
+from harness.study import build_config, load_study
+
+
+def parse(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    bench.add_arguments(parser)
+    return parser.parse_args(list(argv))
+
+
+def test_model_flops_are_the_dense_autoencoders_matmuls():
+    """Per example: forward 2 matmuls of D x L (2 FLOPs a multiply-add) = 4DL; backward the
+    decoder's weight and input gradients and the encoder's weight gradient = 6DL."""
+    config = build_config({"dataset": "digits", "model": "dense_ae", "latent": 16})
+    splits = load_splits("digits", None, n_train=64, n_val=32)
+    train, evaluate = bench.model_flops(config, splits)
+    d, latent = 64, 16
+    assert (train, evaluate) == (10 * d * latent, 4 * d * latent)
+
+
+def test_first_cell_is_every_lambda_and_seed_of_the_first_other_values():
+    study = load_study("studies/quickstart.py")  # latent 16, 32 x lam 0, 1e-3 x seeds 0-2
+    cell = bench.first_cell(study)
+    assert {(c.lam, c.seed) for c in cell} == {(lam, s) for lam in (0.0, 1e-3) for s in range(3)}
+    assert {c.latent for c in cell} == {16}
+    assert [c.latent for c in bench.first_cell(study.with_overrides(["latent=32"]))] == [32] * 6
+
+
+def test_matmul_peak_is_a_rate():
+    assert bench.matmul_peak("cpu", n=128, repeats=2) > 1e6
+
+
+def test_bench_prints_both_paths_their_ratio_and_the_pack_size(capsys):
+    args = parse("studies/quickstart.py", "latent=16", "--epochs", "1", "--n-train", "128", "--plain-reps", "2", "--repeats", "1")
+    assert bench.run(args) == 0
+    out = capsys.readouterr().out
+    assert "6 replications" in out and "1 epoch(s) on 128 examples" in out and "validation 32" in out  # 359 x 128/1437
+    for needle in ("matmul peak", "plain loop (DataLoader", "packed (6 members)", "reps/h", "of peak", "speed-up", "pack size"):
+        assert needle in out, needle
+
+
+def test_result_figures_follow_from_the_timings():
+    r = bench.BenchResult(members=10, epochs=1, n_train=100, n_val=10, device="cpu", threads=2, peak_flops=1e11,
+                          plain_reps=2, plain_s=4.0, packed_s=5.0, flops_per_rep=1e9, pack_size=64)
+    assert r.plain_reps_per_hour == pytest.approx(1800) and r.packed_reps_per_hour == pytest.approx(7200)
+    assert r.speedup == pytest.approx(4.0)
+    assert math.isclose(r.packed_flops / r.peak_flops, 0.02)
+    assert "4.0x" in r.report("s", "latent=8")
