@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import math
 import time
 from dataclasses import dataclass
@@ -154,11 +155,11 @@ class BenchResult:
             f"plain loop (DataLoader, one model at a time): {self.plain_reps} reps in {self.plain_s:.1f} s = "
             f"{self.plain_reps_per_hour:,.0f} reps/h, {self.plain_flops / g:.1f} GFLOP/s "
             f"({self.plain_flops / self.peak_flops:.0%} of peak)",
-            f"packed ({self.members} members): {self.members} reps in {self.packed_s:.1f} s = "
+            f"packed (harness, packs of {self.pack_size}): {self.members} reps in {self.packed_s:.1f} s = "
             f"{self.packed_reps_per_hour:,.0f} reps/h, {self.packed_flops / g:.1f} GFLOP/s "
             f"({self.packed_flops / self.peak_flops:.0%} of peak)",
             f"speed-up packed / plain: {self.speedup:.1f}x",
-            f"pack size the harness would choose here: {self.pack_size}",
+            f"pack size the harness chooses on this device: {self.pack_size} (harness.pack.choose_pack_size)",
         ]
         return "\n".join(lines)
 
@@ -171,20 +172,21 @@ def bench(configs: list, splits, device: str, plain_reps: int | None = None, rep
     estimate of what the code costs, and alternating exposes both paths to the same load."""
     import torch
 
-    from harness.pack import choose_pack_size, train_pack
+    from harness.pack import choose_pack_size, train_in_packs
 
     plain_reps = min(plain_reps or len(configs), len(configs))
     plain_configs = configs[:: len(configs) // plain_reps][:plain_reps]
+    size = choose_pack_size(configs[0], splits.input_shape, splits.n_classes, device)
     # Warm-up, left out of timing: first calls allocate, pick kernels, fill caches.
     tiny = _subset(splits, 64)
     plain_loop(plain_configs[:1], tiny, device)
-    train_pack(configs[:2], tiny, device)
+    train_in_packs(configs[: min(2, size)], tiny, device, size=size)
 
     peak, plain_s, packed_s = 0.0, math.inf, math.inf
     for _ in range(repeats):
         peak = max(peak, matmul_peak(device))
         plain_s = min(plain_s, _timed(plain_loop, plain_configs, splits, device))
-        packed_s = min(packed_s, _timed(train_pack, configs, splits, device))
+        packed_s = min(packed_s, _timed(functools.partial(train_in_packs, size=size), configs, splits, device))
     peak = max(peak, matmul_peak(device))
 
     base = configs[0]
@@ -196,7 +198,7 @@ def bench(configs: list, splits, device: str, plain_reps: int | None = None, rep
         members=len(configs), epochs=epochs, n_train=n_train, n_val=n_val, device=str(device),
         threads=torch.get_num_threads(), peak_flops=peak, plain_reps=plain_reps, plain_s=plain_s,
         packed_s=packed_s, flops_per_rep=per_rep, repeats=repeats,
-        pack_size=choose_pack_size(base, splits.input_shape, splits.n_classes, device),
+        pack_size=size,
     )
 
 

@@ -18,9 +18,15 @@ last weights are kept and its result is final) and the pack is compacted to the 
 still training. The histories equal the lone runs' to float rounding: batched kernels
 sum in a different order.
 
-Packable: models ``dense_ae`` and ``cnn``, without dropout (whose random masks come from
-the global generator, shared in a lone run with nothing else) and without the lr schedule
-(``train.lr_patience``, a per-member learning rate).
+Packable: models ``dense_ae`` and ``cnn`` on in-memory data sets, without dropout (its
+masks come from the global generator), batch augmentation (its own random stream) or the
+lr schedule (``train.lr_patience``, a per-member learning rate); the rest train alone.
+
+Speed (``harness bench``): the dense autoencoder's step is written by hand with batched
+matmuls into reused buffers, the CNN goes through ``torch.func.vmap``. On a CPU a pack
+is bound by memory traffic, so choose_pack_size keeps a step's activations in the cache:
+dense autoencoders pack by the dozen, a CNN's activations fill the cache alone and it
+trains one at a time there; on a GPU packs are as large as its memory allows.
 """
 
 from __future__ import annotations
@@ -40,14 +46,16 @@ from torch import Tensor, nn
 
 from harness.data import IMAGE_DATASETS, Splits, load_splits
 from harness.entropy import entropy_loss, entropy_stats, guided_layers
-from harness.models import ACTIVATIONS, DenseAutoencoder, build_model
+from harness.models import DenseAutoencoder, build_model
 from harness.study import Config, Replication, derive_seed, flatten
-from harness.train import Outcome, _guided_rows, _profile_rows, check_config, versions
+from harness.train import Outcome, _guided_rows, _profile_rows, check_config, train, versions
 
-__all__ = ["PACKABLE_MODELS", "PackedOutcome", "pack_key", "pack_groups", "choose_pack_size", "train_pack", "run_pack"]
+__all__ = [
+    "PACKABLE_MODELS", "PackedOutcome", "pack_key", "pack_groups", "choose_pack_size", "train_pack", "train_in_packs", "run_pack",
+]
 
 PACKABLE_MODELS = ("dense_ae", "cnn")
-MAX_PACK_CPU = 128  # beyond this a CPU pack is no faster per member (see harness bench)
+MAX_PACK_CPU = 128
 MAX_PACK_GPU = 1024
 EVAL_BATCH = 1024  # shared examples per evaluation step, as train.EVAL_BATCH
 EVAL_FLOATS_CPU = 1 << 21  # activations of one evaluation step on CPU, in floats (8 MiB: cache-sized)
@@ -104,22 +112,37 @@ def pack_groups(configs: Sequence[Config], max_size: int | None = None) -> list[
 
 
 def choose_pack_size(config: Config, input_shape: tuple, n_classes: int, device: str | torch.device = "cpu") -> int:
-    """The automatic pack size: as many members as fit in a quarter of the device's free
-    memory (weights, gradients, optimizer state, best weights, a training batch's and an
-    evaluation's activations), capped where a bigger pack stops paying (MAX_PACK_CPU on
-    CPU, where the batched matmuls are already efficient at a few dozen members)."""
-    model = _build(config, input_shape, n_classes)
+    """The automatic pack size.
+
+    GPU: as many members as fit in a quarter of its free memory (weights, gradients,
+    optimizer state, best weights, a training batch's activations), at most MAX_PACK_GPU.
+    CPU: as many as keep one training step's activations (and their gradients) within the
+    last-level cache, at most MAX_PACK_CPU. A CPU pack is bound by memory traffic: the
+    weights stream through once per step whatever the pack size, but activations that
+    spill out of the cache make every element-wise pass a trip to memory. A dense
+    autoencoder's activations are small (a pack of 30-50); a CNN's are so large that
+    one member fills the cache, and its pack size is 1: on CPU it trains alone."""
+    with torch.random.fork_rng(devices=[]):  # building the model draws from the global generator
+        model = _build(config, input_shape, n_classes)
     n_params = sum(p.numel() for p in model.parameters())
-    acts = _activation_floats(model, input_shape)
-    per_member = 4 * (6 * n_params + 3 * config.train.batch_size * acts)
+    acts = config.train.batch_size * _activation_floats(model, input_shape)
     device = torch.device(device)
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
-        cap = MAX_PACK_GPU
-    else:
-        free = _free_host_memory()
-        cap = MAX_PACK_CPU
-    return int(max(1, min(cap, free // 4 // per_member)))
+        return int(max(1, min(MAX_PACK_GPU, free // 4 // (4 * (6 * n_params + 3 * acts)))))
+    by_memory = _free_host_memory() // 4 // (4 * (6 * n_params + 3 * acts))
+    by_cache = _cache_bytes() // (4 * 3 * acts)  # a step's activations and their gradients
+    return int(max(1, min(MAX_PACK_CPU, by_memory, by_cache)))
+
+
+def _cache_bytes() -> int:
+    """Size of the CPU's last-level cache (Linux sysfs; 32 MiB where it cannot be read)."""
+    caches = sorted(Path("/sys/devices/system/cpu/cpu0/cache").glob("index*"))
+    try:
+        size = (caches[-1] / "size").read_text().strip()
+        return int(size[:-1]) * {"K": 1 << 10, "M": 1 << 20}[size[-1]] if size[-1] in "KM" else int(size)
+    except (IndexError, OSError, ValueError):
+        return 32 << 20
 
 
 def _free_host_memory() -> int:
@@ -155,9 +178,10 @@ def _activation_floats(model: nn.Module, input_shape: tuple) -> int:
 
 
 def run_pack(reps: Sequence[Replication], device: str = "cpu", data_dir: str | Path | None = None) -> list[dict]:
-    """Train ``reps`` (same pack_key) as packs of at most choose_pack_size members and
-    return one result dict each, in order, with the keys of ``harness.train.run_replication``'s. An exception outside a member's
-    own training (data, a bug) marks every member failed with its traceback."""
+    """Train ``reps`` (same pack_key) in packs (train_in_packs) and return one result dict
+    each, in order, with the keys of ``harness.train.run_replication``'s. An exception
+    outside a member's own training (data, a bug) marks every member failed with its
+    traceback."""
     started = datetime.now(timezone.utc)
     config = reps[0].config
     try:
@@ -171,14 +195,34 @@ def run_pack(reps: Sequence[Replication], device: str = "cpu", data_dir: str | P
             image_size=config.data.image_size,
             resize=config.data.resize,
         )
-        size = choose_pack_size(config, splits.input_shape, splits.n_classes, device)
-        outcomes = []
-        for start in range(0, len(reps), size):
-            outcomes += train_pack([r.config for r in reps[start : start + size]], splits, device)
+        outcomes = train_in_packs([r.config for r in reps], splits, device)
     except Exception:  # recorded, not raised, as run_replication does
         error = traceback.format_exc()
         outcomes = [PackedOutcome(status="failed", error=error) for _ in reps]
     return [_result(rep, outcome, device, started) for rep, outcome in zip(reps, outcomes)]
+
+
+def train_in_packs(configs: Sequence[Config], splits: Splits, device, size: int | None = None) -> list[PackedOutcome]:
+    """Train ``configs`` (one pack_key) in consecutive packs of at most ``size`` members
+    (default choose_pack_size), as equal as can be; one outcome each, in order. A pack of one is trained by
+    harness.train.train itself, the reference loop."""
+    configs = list(configs)
+    size = size or choose_pack_size(configs[0], splits.input_shape, splits.n_classes, device)
+    n_packs = -(-len(configs) // size)
+    outcomes: list[PackedOutcome] = []
+    for i in range(n_packs):  # packs of near-equal size: 70 at most 33 a pack are 24 + 23 + 23
+        chunk = configs[i * len(configs) // n_packs : (i + 1) * len(configs) // n_packs]
+        outcomes += train_pack(chunk, splits, device) if len(chunk) > 1 else [_alone(chunk[0], splits, device)]
+    return outcomes
+
+
+def _alone(config: Config, splits: Splits, device) -> PackedOutcome:
+    clock = time.perf_counter()
+    try:
+        outcome = train(config, splits, device)
+    except Exception:  # recorded, not raised, as run_replication does
+        outcome = Outcome(status="failed", error=traceback.format_exc())
+    return PackedOutcome(**vars(outcome), wall_s=time.perf_counter() - clock, finished_at=datetime.now(timezone.utc))
 
 
 def _result(rep: Replication, outcome: PackedOutcome, device, started: datetime) -> dict:

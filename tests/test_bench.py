@@ -45,7 +45,7 @@ def test_bench_prints_both_paths_their_ratio_and_the_pack_size(capsys):
     assert bench.run(args) == 0
     out = capsys.readouterr().out
     assert "6 replications" in out and "1 epoch(s) on 128 examples" in out and "validation 32" in out  # 359 x 128/1437
-    for needle in ("matmul peak", "plain loop (DataLoader", "packed (6 members)", "reps/h", "of peak", "speed-up", "pack size"):
+    for needle in ("matmul peak", "plain loop (DataLoader", "packed (harness, packs of", "reps/h", "of peak", "speed-up", "pack size"):
         assert needle in out, needle
 
 

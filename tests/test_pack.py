@@ -180,12 +180,23 @@ def test_pack_key_groups_what_differs_only_in_lambda_and_seed():
     assert pack.pack_groups(cfgs, max_size=3) == [[0, 2, 4], [1], [3], [5]]
 
 
-def test_choose_pack_size_follows_free_memory(monkeypatch):
+def test_choose_pack_size_follows_free_memory_and_the_cache(monkeypatch):
     config = build_config({"dataset": "digits", "model": "dense_ae", "latent": 16})
     size = pack.choose_pack_size(config, (1, 8, 8), 10, "cpu")
     assert 1 <= size <= pack.MAX_PACK_CPU
+    mnist_cnn = build_config({"dataset": "mnist", "model": "cnn", "task": "classification", "arch": (32,)})
+    assert pack.choose_pack_size(mnist_cnn, (1, 28, 28), 10, "cpu") == 1  # 32 x 32 x 26 x 26 activations a step
     monkeypatch.setattr(pack, "_free_host_memory", lambda: 10_000)
     assert pack.choose_pack_size(config, (1, 8, 8), 10, "cpu") == 1
+
+
+def test_a_pack_of_one_is_the_reference_loop(digits):
+    cfgs = configs({**DENSE, "train.max_epochs": 3}, [0.0, 1e-2], [0])
+    alone = pack.train_in_packs(cfgs, digits, "cpu", size=1)
+    for config, outcome in zip(cfgs, alone):
+        lone = train(config, digits, "cpu")
+        assert outcome.history == lone.history and outcome.metrics == lone.metrics and outcome.wall_s > 0
+    assert [len(o.history) for o in pack.train_in_packs(cfgs * 2, digits, "cpu", size=3)] == [3] * 4  # packs of 2 + 2
 
 
 def test_run_replications_packs_and_returns_run_replications_dicts():
