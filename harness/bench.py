@@ -8,7 +8,8 @@ the same process, twice:
 * plain: what a researcher would write, one replication at a time, each with its own
   model, optimizer and ``DataLoader`` (the same loss, entropy term, per-epoch validation
   and final train/val evaluation as the harness);
-* packed: the harness's own path, ``harness.pack.train_pack`` (all members at once).
+* packed: the harness's own path, ``harness.pack.train_in_packs``: packs of the size
+  ``harness.pack.choose_pack_size`` picks for this device.
 
 It prints replications per hour for each, their ratio, the packed path's achieved model
 FLOP rate (counted by ``torch.utils.flop_counter`` on one replication's training step and
@@ -27,7 +28,13 @@ import math
 import time
 from dataclasses import dataclass
 
-__all__ = ["add_arguments", "run", "BenchResult", "bench", "first_cell", "plain_loop", "matmul_peak", "model_flops"]
+from harness.errors import UserError
+
+__all__ = ["add_arguments", "run", "BenchError", "BenchResult", "bench", "first_cell", "plain_loop", "matmul_peak", "model_flops"]
+
+
+class BenchError(UserError):
+    """A benchmark that cannot run as asked (bad option, data set not in memory); one line."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -60,14 +67,18 @@ def run(args: argparse.Namespace) -> int:
     from harness.data import load_splits
     from harness.study import build_config, flatten, load_study
 
-    study = load_study(args.study).with_overrides(list(args.overrides))
+    from harness.data import IMAGE_DATASETS
+
     if args.epochs < 1 or args.repeats < 1 or min(args.n_train, args.plain_reps, args.max_members) < 0:
-        raise SystemExit("harness bench: --epochs and --repeats must be >= 1; --n-train, --plain-reps, --max-members >= 0")
+        raise BenchError("--epochs and --repeats must be at least 1; --n-train, --plain-reps and --max-members at least 0")
+    study = load_study(args.study).with_overrides(list(args.overrides))
     settings = {"train.max_epochs": args.epochs, "train.patience": args.epochs + 1}  # no early stopping
     configs = first_cell(study.with_overrides([f"{k}={v}" for k, v in settings.items()]))
     if args.max_members:
         configs = configs[: args.max_members]
     base = configs[0]
+    if base.dataset in IMAGE_DATASETS:
+        raise BenchError(f"harness bench trains in-memory data sets; {base.dataset} is read from image files")
     if args.n_train or args.n_val is not None:
         full = load_splits(base.dataset, args.data_dir, device="cpu", val_split=base.data.val_split,
                            n_train=base.data.n_train, n_val=base.data.n_val)

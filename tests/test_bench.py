@@ -56,3 +56,8 @@ def test_result_figures_follow_from_the_timings():
     assert r.speedup == pytest.approx(4.0)
     assert math.isclose(r.packed_flops / r.peak_flops, 0.02)
     assert "4.0x" in r.report("s", "latent=8")
+
+
+def test_bad_options_are_one_line_user_errors():
+    with pytest.raises(bench.BenchError, match="--epochs"):
+        bench.run(parse("studies/quickstart.py", "--epochs", "0"))
