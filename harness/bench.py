@@ -166,7 +166,7 @@ class BenchResult:
             f"plain loop (DataLoader, one model at a time): {self.plain_reps} reps in {self.plain_s:.1f} s = "
             f"{self.plain_reps_per_hour:,.0f} reps/h, {self.plain_flops / g:.1f} GFLOP/s "
             f"({self.plain_flops / self.peak_flops:.0%} of peak)",
-            f"packed (harness, packs of {self.pack_size}): {self.members} reps in {self.packed_s:.1f} s = "
+            f"packed (harness, packs of up to {self.pack_size}): {self.members} reps in {self.packed_s:.1f} s = "
             f"{self.packed_reps_per_hour:,.0f} reps/h, {self.packed_flops / g:.1f} GFLOP/s "
             f"({self.packed_flops / self.peak_flops:.0%} of peak)",
             f"speed-up packed / plain: {self.speedup:.1f}x",
