@@ -59,8 +59,9 @@ def main(argv: list[str] | None = None) -> int:
         "--scheduler", metavar="ADDRESS", help="a running Dask scheduler, e.g. tcp://host:8786 (implies --backend dask)"
     )
     where.add_argument(
-        "--pack-size", type=int, default=1, metavar="K",
-        help="train up to K replications that differ only in lam and seed together (default 1)",
+        "--pack-size", type=_pack_size, default=0, metavar="K",
+        help="train up to K replications that differ only in lam and seed together as one vectorised "
+        "model; 1 = one at a time (default: auto, the largest such group spread over the workers, at most 70)",
     )
     failures = run.add_argument_group("failures")
     failures.add_argument(
@@ -143,6 +144,15 @@ def cmd_run(args) -> int:
         log="quiet" if args.quiet else args.log,
     )
     return run_study(study, db=args.db, data_dir=args.data_dir, options=options, dry_run=args.dry_run)
+
+
+def _pack_size(text: str) -> int:
+    """--pack-size: a positive integer, or auto (0)."""
+    if text == "auto":
+        return 0
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer or auto, not {text!r}")
+    return int(text)
 
 
 def cmd_status(args) -> int:

@@ -92,6 +92,17 @@ def pack(reps: list[Replication], size: int) -> list[list[Replication]]:
     return groups
 
 
+AUTO_PACK_CAP = 70  # a pack's results arrive together: cap what an interruption can lose
+
+
+def auto_pack_size(reps: list[Replication], workers: int) -> int:
+    """--pack-size auto: spread the largest group of packable replications over the
+    workers, at most AUTO_PACK_CAP per group (harness.pack splits a group further to fit
+    the device's memory or cache, or trains it one at a time where packing does not pay)."""
+    largest = max(len(group) for group in pack(reps, len(reps)))
+    return max(1, min(AUTO_PACK_CAP, -(-largest // max(1, workers))))
+
+
 def check_data(reps: list[Replication], data_dir) -> None:
     """Load each data set the replications need once, so missing data is one clear error
     before anything trains (and the per-process cache is warm for training)."""
@@ -345,10 +356,10 @@ def run_study(
     if not todo:
         print(f"nothing to train; results in {db}")
         return 0
-    groups = pack(todo, options.pack_size)
     if not remote:
         check_data(todo, data_dir)
     slots = _slots(options, remote)
+    groups = pack(todo, options.pack_size or auto_pack_size(todo, len(slots) if slots else 1))
     backend = choose_backend(options.backend, options.scheduler, len(slots) if slots else 1)
     store.record_study(study)
     mode = options.log if options.log != "auto" else ("bar" if sys.stderr.isatty() else "plain")
