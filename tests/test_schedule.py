@@ -362,3 +362,14 @@ def test_progress_lines_for_batch_logs_and_quiet(capsys):
     quiet.result(a, {"status": "done"})
     quiet.result(c, {"status": "failed", "error": "boom"})
     assert capsys.readouterr().err == f"failed {c.id}: boom\n"
+
+
+def test_auto_pack_size_spreads_the_largest_packable_group_over_the_workers():
+    from harness.schedule import AUTO_PACK_CAP, auto_pack_size
+
+    reps = Study("a", settings={"latent": 8}, grid={"latent": [8, 16], "lam": [0.0, 1.0, 2.0], "seed": [0, 1]}).replications()
+    assert auto_pack_size(reps, 1) == 6  # λ × seed at one latent width
+    assert auto_pack_size(reps, 2) == 3 and auto_pack_size(reps, 4) == 2 and auto_pack_size(reps, 100) == 1
+    assert [len(g) for g in pack(reps, auto_pack_size(reps, 2))] == [3, 3, 3, 3]
+    many = Study("b", settings={"latent": 8}, grid={"seed": list(range(200))}).replications()
+    assert auto_pack_size(many, 1) == AUTO_PACK_CAP

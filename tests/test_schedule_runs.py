@@ -22,7 +22,12 @@ TINY = ["train.max_epochs=3", "latent=8"]
 
 
 def harness(db: Path, *args) -> list[str]:
-    return [sys.executable, "-m", "harness.cli", "run", "studies/quickstart.py", "--db", f"sqlite:///{db}", *TINY, *args]
+    # one replication per task, so results arrive one by one and an interruption lands
+    # between them (packs would finish these tiny grids before the signal)
+    return [
+        sys.executable, "-m", "harness.cli", "run", "studies/quickstart.py", "--db", f"sqlite:///{db}",
+        *TINY, "--pack-size", "1", *args,
+    ]
 
 
 def rows(db: Path, sql: str):
