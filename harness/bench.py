@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     """Run the benchmark the parsed ``args`` describe and print its figures; 0 on success."""
     import torch
 
-    from harness.data import load_splits
+    from harness.data import splits_for
     from harness.study import build_config, flatten, load_study
 
     from harness.data import IMAGE_DATASETS
@@ -80,8 +80,7 @@ def run(args: argparse.Namespace) -> int:
     if base.dataset in IMAGE_DATASETS:
         raise BenchError(f"harness bench trains in-memory data sets; {base.dataset} is read from image files")
     if args.n_train or args.n_val is not None:
-        full = load_splits(base.dataset, args.data_dir, device="cpu", val_split=base.data.val_split,
-                           n_train=base.data.n_train, n_val=base.data.n_val)
+        full = splits_for(base, args.data_dir, device="cpu")
         n_train = min(args.n_train, len(full.train_y)) if args.n_train else base.data.n_train
         # keep the study's train : validation proportion, so evaluation weighs what it weighs in a real run
         n_val = args.n_val if args.n_val is not None else round(len(full.val_y) * (n_train or len(full.train_y)) / len(full.train_y))
@@ -89,10 +88,7 @@ def run(args: argparse.Namespace) -> int:
         configs = [build_config({**flatten(c), **data}) for c in configs]
         base = configs[0]
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    splits = load_splits(
-        base.dataset, args.data_dir, device=device, val_split=base.data.val_split,
-        n_train=base.data.n_train, n_val=base.data.n_val,
-    )
+    splits = splits_for(base, args.data_dir, device=device)
     result = bench(configs, splits, device, plain_reps=args.plain_reps or len(configs), repeats=args.repeats)
     print(result.report(study.name, _varying(study, base)))
     return 0

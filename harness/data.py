@@ -81,6 +81,21 @@ def data_dir_from_env(cli_value: str | os.PathLike | None = None) -> Path:
     return Path(value).expanduser()
 
 
+def splits_for(config, data_dir: str | os.PathLike | None, device: str | torch.device = "cpu"):
+    """The splits a replication's config (harness.study.Config) trains on."""
+    data = config.data
+    return load_splits(
+        config.dataset,
+        data_dir,
+        device=device,
+        val_split=data.val_split,
+        n_train=data.n_train,
+        n_val=data.n_val,
+        image_size=data.image_size,
+        resize=data.resize,
+    )
+
+
 def load_splits(
     name: str,
     data_dir: str | os.PathLike | None,

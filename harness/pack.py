@@ -44,7 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from harness.data import IMAGE_DATASETS, Splits, load_splits
+from harness.data import IMAGE_DATASETS, Splits, splits_for
 from harness.entropy import entropy_loss, entropy_stats, guided_layers
 from harness.models import DenseAutoencoder, build_model
 from harness.study import Config, Replication, derive_seed, flatten
@@ -185,16 +185,7 @@ def run_pack(reps: Sequence[Replication], device: str = "cpu", data_dir: str | P
     started = datetime.now(timezone.utc)
     config = reps[0].config
     try:
-        splits = load_splits(
-            config.dataset,
-            data_dir,
-            device=device,
-            val_split=config.data.val_split,
-            n_train=config.data.n_train,
-            n_val=config.data.n_val,
-            image_size=config.data.image_size,
-            resize=config.data.resize,
-        )
+        splits = splits_for(config, data_dir, device)
         outcomes = train_in_packs([r.config for r in reps], splits, device)
     except Exception:  # recorded, not raised, as run_replication does
         error = traceback.format_exc()

@@ -106,14 +106,14 @@ def auto_pack_size(reps: list[Replication], workers: int) -> int:
 def check_data(reps: list[Replication], data_dir) -> None:
     """Load each data set the replications need once, so missing data is one clear error
     before anything trains (and the per-process cache is warm for training)."""
-    from harness.data import load_splits
+    from harness.data import splits_for
 
     seen = set()
     for rep in reps:
-        key = (rep.config.dataset, rep.config.data.val_split, rep.config.data.n_train, rep.config.data.n_val)
+        key = (rep.config.dataset, rep.config.data)
         if key not in seen:
             seen.add(key)
-            load_splits(rep.config.dataset, data_dir, device="cpu", val_split=key[1], n_train=key[2], n_val=key[3])
+            splits_for(rep.config, data_dir, device="cpu")
 
 
 # -- the driver --------------------------------------------------------------------------

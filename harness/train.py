@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 import harness
-from harness.data import Splits, load_splits
+from harness.data import Splits, splits_for
 from harness.entropy import candidate_layers, entropy_loss, entropy_profile, entropy_stats, guided_layers
 from harness.models import build_model
 from harness.study import Config, Replication, StudyError, derive_seed, flatten
@@ -81,16 +81,7 @@ def run_replication(rep: Replication, device: str = "cpu", data_dir: str | Path 
     clock = time.perf_counter()
     config = rep.config
     try:
-        splits = load_splits(
-            config.dataset,
-            data_dir,
-            device=device,
-            val_split=config.data.val_split,
-            n_train=config.data.n_train,
-            n_val=config.data.n_val,
-            image_size=config.data.image_size,
-            resize=config.data.resize,
-        )
+        splits = splits_for(config, data_dir, device)
         outcome = train(config, splits, device)
     except Exception:  # recorded, not raised: one bad replication must not stop a sweep
         outcome = Outcome(status="failed", error=traceback.format_exc())
