@@ -226,13 +226,13 @@ def plain_loop(configs: list, splits, device: str) -> None:
     from torch.utils.data import DataLoader, TensorDataset
 
     from harness.entropy import entropy_loss, guided_layers
-    from harness.pack import _build
+    from harness.train import seeded_model
     from harness.study import derive_seed
 
     train_set = TensorDataset(splits.train_x, splits.train_y)
     val_set = TensorDataset(splits.val_x, splits.val_y)
     for config in configs:
-        model = _build(config, splits.input_shape, splits.n_classes).to(device)
+        model = seeded_model(config, splits.input_shape, splits.n_classes).to(device)
         guided = [m for _, m in guided_layers(model, config.placement, input_shape=splits.input_shape)]
         ent = config.entropy
         optimizer = torch.optim.Adam(model.parameters(), lr=config.train.lr)
@@ -292,9 +292,9 @@ def model_flops(config, splits) -> tuple[float, float]:
     import torch.nn.functional as F
     from torch.utils.flop_counter import FlopCounterMode
 
-    from harness.pack import _build
+    from harness.train import seeded_model
 
-    model = _build(config, splits.input_shape, splits.n_classes)
+    model = seeded_model(config, splits.input_shape, splits.n_classes)
     batch = config.train.batch_size
     x = torch.rand((batch, *splits.input_shape))
     y = torch.zeros(batch, dtype=torch.int64)

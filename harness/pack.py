@@ -46,9 +46,9 @@ from torch import Tensor, nn
 
 from harness.data import IMAGE_DATASETS, Splits, splits_for
 from harness.entropy import entropy_loss, entropy_stats, guided_layers
-from harness.models import DenseAutoencoder, build_model
+from harness.models import DenseAutoencoder
 from harness.study import Config, Replication, derive_seed, flatten
-from harness.train import Outcome, _guided_rows, _profile_rows, check_config, train, versions
+from harness.train import Outcome, _guided_rows, _profile_rows, check_config, seeded_model, train, versions
 
 __all__ = [
     "PACKABLE_MODELS", "PackedOutcome", "pack_key", "pack_groups", "choose_pack_size", "train_pack", "train_in_packs", "run_pack",
@@ -123,7 +123,7 @@ def choose_pack_size(config: Config, input_shape: tuple, n_classes: int, device:
     autoencoder's activations are small (a pack of 30-50); a CNN's are so large that
     one member fills the cache, and its pack size is 1: on CPU it trains alone."""
     with torch.random.fork_rng(devices=[]):  # building the model draws from the global generator
-        model = _build(config, input_shape, n_classes)
+        model = seeded_model(config, input_shape, n_classes)
     n_params = sum(p.numel() for p in model.parameters())
     acts = config.train.batch_size * _activation_floats(model, input_shape)
     device = torch.device(device)
@@ -237,25 +237,6 @@ def _result(rep: Replication, outcome: PackedOutcome, device, started: datetime)
 
 
 # ---------------------------------------------------------------------------- the packed model
-
-
-def _build(config: Config, input_shape: tuple, n_classes: int) -> nn.Module:
-    """A member's model, seeded as train() seeds it: the same initial weights."""
-    torch.manual_seed(derive_seed(config.seed, "init"))
-    return build_model(
-        config.model,
-        input_shape,
-        n_classes,
-        latent=config.latent,
-        arch=config.arch,
-        latent_activation=config.net.latent_activation,
-        output_activation=config.net.output_activation,
-        padding=config.net.padding,
-        leaky_slope=config.net.leaky_slope,
-        dropout=config.net.dropout,
-        init=config.net.init,
-        base_width=config.net.base_width,
-    )
 
 
 class _DenseEngine:
@@ -542,7 +523,7 @@ def train_pack(configs: Sequence[Config], splits: Splits, device: str | torch.de
 
     members = []
     for i, config in enumerate(configs):
-        model = _build(config, splits.input_shape, splits.n_classes).to(device)
+        model = seeded_model(config, splits.input_shape, splits.n_classes).to(device)
         gen = torch.Generator(device=xs.device).manual_seed(derive_seed(config.seed, "data"))
         member = _Member(i, config, model, gen)
         member.outcome.profiles += _profile_rows(model, splits.input_shape, "init", base.entropy.c11)

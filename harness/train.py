@@ -150,21 +150,7 @@ def train(config: Config, splits, device: str) -> Outcome:
     check_config(config)
     batches = batch_source(splits, config, device)
     input_shape = batches.input_shape
-    torch.manual_seed(derive_seed(config.seed, "init"))
-    model = build_model(
-        config.model,
-        input_shape,
-        batches.n_classes,
-        latent=config.latent,
-        arch=config.arch,
-        latent_activation=config.net.latent_activation,
-        output_activation=config.net.output_activation,
-        padding=config.net.padding,
-        leaky_slope=config.net.leaky_slope,
-        dropout=config.net.dropout,
-        init=config.net.init,
-        base_width=config.net.base_width,
-    ).to(device)
+    model = seeded_model(config, input_shape, batches.n_classes).to(device)
     ent = config.entropy
     guided = guided_layers(
         model, config.placement, input_shape=input_shape, profile=ent.profile or None, k=ent.empirical_k, rank=ent.empirical_rank
@@ -268,6 +254,26 @@ def train(config: Config, splits, device: str) -> Outcome:
     )
     outcome.profiles += _profile_rows(model, input_shape, "final", ent.c11)
     return outcome
+
+
+def seeded_model(config: Config, input_shape: tuple, n_classes: int) -> torch.nn.Module:
+    """The replication's model with its initial weights: seeded from the replication's
+    seed alone, so a packed member starts exactly where its lone run starts."""
+    torch.manual_seed(derive_seed(config.seed, "init"))
+    return build_model(
+        config.model,
+        input_shape,
+        n_classes,
+        latent=config.latent,
+        arch=config.arch,
+        latent_activation=config.net.latent_activation,
+        output_activation=config.net.output_activation,
+        padding=config.net.padding,
+        leaky_slope=config.net.leaky_slope,
+        dropout=config.net.dropout,
+        init=config.net.init,
+        base_width=config.net.base_width,
+    )
 
 
 def _task_loss(task: str, seg_loss: str = "mse"):
