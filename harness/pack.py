@@ -88,6 +88,7 @@ def pack_key(config: Config) -> tuple | None:
         or config.data.augment != "none"  # its own random stream per batch
         or config.net.dropout > 0
         or config.train.lr_patience
+        or config.train.monitor == "total_float32"  # a second, float32 entropy term: trained alone
     ):
         return None
     return tuple((k, v) for k, v in flatten(config).items() if k not in _VARYING)

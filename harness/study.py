@@ -43,7 +43,9 @@ class TrainConfig:
     patience: int = 7  # E1/E2: stop when the monitored loss has not improved for 7 epochs
     min_delta: float = 0.0  # an improvement must exceed this (Keras' default 0)
     # What early stopping watches on the validation set: "task" = the task loss alone,
-    # "total" = task loss + the entropy term (what Keras does with add_loss).
+    # "total" = task loss + the entropy term (what Keras does with add_loss);
+    # "total_float32" = the same with the term computed in float32, as a Keras model would
+    # (|det W| underflows to 0 there, so the term is often the constant λ/ε);
     # "acc" = validation accuracy (E4: "no improvements in 25 epochs" of val accuracy;
     # pixel accuracy for segmentation), maximised.
     monitor: str = "task"
@@ -157,7 +159,7 @@ LATE_KEYS = (
 CHOICES = {
     "task": ("reconstruction", "classification", "segmentation"),
     "train.optimizer": ("adam", "sgd"),
-    "train.monitor": ("task", "total", "acc"),
+    "train.monitor": ("task", "total", "total_float32", "acc"),
     "train.seg_loss": ("mse", "bce"),
     "entropy.empirical_rank": ("highest", "lowest"),
     "data.resize": ("squash", "crop"),

@@ -158,9 +158,9 @@ def train(config: Config, splits, device: str) -> Outcome:
     guided_modules = [module for _, module in guided]
     guided_params = [module.weight for module in guided_modules]
 
-    def entropy_term(lam: float) -> torch.Tensor:
+    def entropy_term(lam: float, precision: str = ent.precision) -> torch.Tensor:
         return entropy_loss(
-            guided_modules, lam, form=ent.form, eps=ent.eps, precision=ent.precision, c11=ent.c11, reduce=ent.reduce
+            guided_modules, lam, form=ent.form, eps=ent.eps, precision=precision, c11=ent.c11, reduce=ent.reduce
         )
 
     outcome = Outcome()
@@ -220,6 +220,9 @@ def train(config: Config, splits, device: str) -> Outcome:
                 monitored = -val_acc
             elif config.train.monitor == "total":
                 monitored = val_loss + config.lam * ent_value
+            elif config.train.monitor == "total_float32":  # what a Keras model's add_loss reports
+                with torch.no_grad():
+                    monitored = val_loss + config.lam * entropy_term(1.0, precision="float32").item()
             else:
                 monitored = val_loss
             if monitored < best_value - config.train.min_delta:

@@ -185,3 +185,26 @@ def test_mnist_cnn_study_runs_on_the_real_data(tmp_path):
     assert code == 0
     accs = rows(db, "SELECT value FROM metrics WHERE name = 'val_acc'")
     assert len(accs) == 2 and all(a[0] > 0.3 for a in accs)  # one epoch on 1000 digits: well above chance
+
+
+@needs_mnist
+def test_keras_style_float32_total_monitor_is_a_constant_offset_while_det_underflows(tmp_path):
+    """monitor=total_float32 adds λ·1/(|det W|+ε) computed in float32, as a Keras model's
+    add_loss would: while |det W| of the MNIST encoder underflows float32 the term is the
+    constant λ/ε, so early stopping behaves exactly as with the task loss alone."""
+    db = tmp_path / "h.db"
+    code = run(
+        "studies/mnist_autoencoder.py", "--db", f"sqlite:///{db}", "--data-dir", MNIST_DIR, "-q", "latent=80",
+        "lam=1e-3", "seed=0", "train.monitor=task,total_float32", "train.max_epochs=4", "train.patience=1",
+        "data.n_train=1000", "data.n_val=300",
+    )
+    assert code == 0
+    got = rows(
+        db,
+        "SELECT json_extract(r.config, '$.\"train.monitor\"'), m.name, m.value FROM replications r "
+        "JOIN metrics m ON m.rep_pk = r.pk WHERE m.name IN ('best_epoch', 'stop_epoch', 'val_mse', 'logdet_mean')",
+    )
+    by = {(monitor, name): value for monitor, name, value in got}
+    assert by[("total_float32", "logdet_mean")] < -104  # far below float32's smallest subnormal, e^-103.3
+    for name in ("best_epoch", "stop_epoch", "val_mse"):
+        assert by[("task", name)] == pytest.approx(by[("total_float32", name)], rel=1e-6)
