@@ -32,7 +32,6 @@ trains one at a time there; on a GPU packs are as large as its memory allows.
 from __future__ import annotations
 
 import math
-import platform
 import time
 import traceback
 from collections.abc import Sequence
@@ -48,7 +47,7 @@ from harness.data import IMAGE_DATASETS, Splits, splits_for
 from harness.entropy import entropy_loss, entropy_stats, guided_layers
 from harness.models import DenseAutoencoder
 from harness.study import Config, Replication, derive_seed, flatten
-from harness.train import Outcome, _guided_rows, _profile_rows, check_config, seeded_model, train, versions
+from harness.train import Outcome, _guided_rows, _profile_rows, check_config, result_dict, seeded_model, train
 
 __all__ = [
     "PACKABLE_MODELS", "PackedOutcome", "pack_key", "pack_groups", "choose_pack_size", "train_pack", "train_in_packs", "run_pack",
@@ -219,22 +218,7 @@ def _alone(config: Config, splits: Splits, device) -> PackedOutcome:
 
 def _result(rep: Replication, outcome: PackedOutcome, device, started: datetime) -> dict:
     finished = outcome.finished_at or datetime.now(timezone.utc)
-    return {
-        "id": rep.id,
-        "study": rep.study,
-        "status": outcome.status,
-        "error": outcome.error,
-        "config": {k: list(v) if isinstance(v, tuple) else v for k, v in flatten(rep.config).items()},
-        "metrics": outcome.metrics,
-        "history": outcome.history,
-        "profiles": outcome.profiles,
-        "device": str(device),
-        "host": platform.node(),
-        "started_at": started.isoformat(timespec="seconds"),
-        "finished_at": finished.isoformat(timespec="seconds"),
-        "wall_s": outcome.wall_s,
-        "versions": versions(),
-    }
+    return result_dict(rep, outcome, device, started, finished, outcome.wall_s)
 
 
 # ---------------------------------------------------------------------------- the packed model

@@ -85,20 +85,25 @@ def run_replication(rep: Replication, device: str = "cpu", data_dir: str | Path 
         outcome = train(config, splits, device)
     except Exception:  # recorded, not raised: one bad replication must not stop a sweep
         outcome = Outcome(status="failed", error=traceback.format_exc())
+    return result_dict(rep, outcome, device, started, datetime.now(timezone.utc), time.perf_counter() - clock)
+
+
+def result_dict(rep: Replication, outcome: Outcome, device, started: datetime, finished: datetime, wall_s: float) -> dict:
+    """The plain result of one replication that the driver records (Store.record)."""
     return {
         "id": rep.id,
         "study": rep.study,
         "status": outcome.status,
         "error": outcome.error,
-        "config": {k: list(v) if isinstance(v, tuple) else v for k, v in flatten(config).items()},
+        "config": {k: list(v) if isinstance(v, tuple) else v for k, v in flatten(rep.config).items()},
         "metrics": outcome.metrics,
         "history": outcome.history,
         "profiles": outcome.profiles,
         "device": str(device),
         "host": platform.node(),
         "started_at": started.isoformat(timespec="seconds"),
-        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "wall_s": time.perf_counter() - clock,
+        "finished_at": finished.isoformat(timespec="seconds"),
+        "wall_s": wall_s,
         "versions": versions(),
     }
 
