@@ -246,13 +246,18 @@ def test_conv_loss_values():
     assert torch.all(grad == 0)
 
 
-def test_loss_over_several_layers():
+def _conv_and_example4_dense():
+    """A conv with known c11 taps and a dense layer holding Example 4's matrix."""
     conv, weight = _conv_with_c11()
-    with torch.no_grad():
-        conv.weight.copy_(weight)
     dense = nn.Linear(5, 3)
     with torch.no_grad():
+        conv.weight.copy_(weight)
         dense.weight.copy_(W_EXAMPLE4)
+    return conv, dense
+
+
+def test_loss_over_several_layers():
+    conv, dense = _conv_and_example4_dense()
     both = entropy_loss([("conv", conv), ("dense", dense)], [2.0, 0.5], form="log")
     assert both.item() == pytest.approx(2.0 * -math.log(4) + 0.5 * -math.log(18), rel=1e-6)
     # lam = 0 skips the layer, so a singular weight cannot turn the baseline into nan
@@ -400,12 +405,7 @@ def test_entropy_profile_strided_conv_uses_output_size():
 
 
 def test_entropy_stats():
-    conv, weight = _conv_with_c11()
-    with torch.no_grad():
-        conv.weight.copy_(weight)
-    dense = nn.Linear(5, 3)
-    with torch.no_grad():
-        dense.weight.copy_(W_EXAMPLE4)
+    conv, dense = _conv_and_example4_dense()
     stats = entropy_stats([("c", conv), ("d", dense)])
     assert stats == pytest.approx({
         "logdet_mean": math.log(18),
