@@ -28,7 +28,7 @@ from concurrent.futures import FIRST_COMPLETED, BrokenExecutor, Future, wait
 from dataclasses import dataclass
 from typing import Callable
 
-from harness.study import Replication, Study, flatten
+from harness.study import Replication, Study
 from harness.workers import (
     ScheduleError,
     Slot,
@@ -43,7 +43,6 @@ from harness.workers import (
 )
 
 LOG_MODES = ("auto", "bar", "plain", "quiet")
-PACK_AXES = ("lam", "seed")  # what replications trained together may differ in
 LEASE_S = 300.0  # a claim not renewed for this long may be taken over by another run
 
 
@@ -80,10 +79,13 @@ def pack(reps: list[Replication], size: int) -> list[list[Replication]]:
     train.run_replications can train as one vectorised pack), in order of first member."""
     if size < 1:
         raise ScheduleError(f"--pack-size must be at least 1, not {size}")
-    chunks: dict[tuple, list[Replication]] = {}
+    from harness.pack import pack_key  # torch: imported only when a sweep runs
+
+    chunks: dict[object, list[Replication]] = {}
     groups: list[list[Replication]] = []
     for rep in reps:
-        key = tuple((k, v) for k, v in flatten(rep.config).items() if k not in PACK_AXES)
+        # what cannot be packed (image folders, dropout, ...) goes alone, so other workers can take it
+        key = pack_key(rep.config) or rep.id
         chunk = chunks.get(key)
         if chunk is None or len(chunk) == size:
             chunk = chunks[key] = []

@@ -373,3 +373,8 @@ def test_auto_pack_size_spreads_the_largest_packable_group_over_the_workers():
     assert [len(g) for g in pack(reps, auto_pack_size(reps, 2))] == [3, 3, 3, 3]
     many = Study("b", settings={"latent": 8}, grid={"seed": list(range(200))}).replications()
     assert auto_pack_size(many, 1) == AUTO_PACK_CAP
+
+
+def test_replications_that_cannot_be_packed_are_tasks_of_their_own():
+    reps = Study("c", settings={"latent": 8, "net.dropout": 0.5}, grid={"lam": [0.0, 1.0], "seed": [0, 1]}).replications()
+    assert [len(g) for g in pack(reps, 70)] == [1, 1, 1, 1]  # dropout: each member its own random stream
