@@ -35,7 +35,7 @@ import math
 import time
 import traceback
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -87,7 +87,6 @@ def pack_key(config: Config) -> tuple | None:
         or config.data.augment != "none"  # its own random stream per batch
         or config.net.dropout > 0
         or config.train.lr_patience
-        or config.train.monitor == "total_float32"  # a second, float32 entropy term: trained alone
     ):
         return None
     return tuple((k, v) for k, v in flatten(config).items() if k not in _VARYING)
@@ -526,7 +525,11 @@ def train_pack(configs: Sequence[Config], splits: Splits, device: str | torch.de
     names = [n for n, _ in template.named_parameters()]
     pack = _Pack(members, names, [f"{name}.weight" for name, _ in guided], device)
     kinds = ["conv" if isinstance(m, nn.Conv2d) else "dense" for _, m in guided]
-    entropy = _Entropy(pack.guided, kinds, [pack.params[g].shape for g in pack.guided], base.entropy)
+    shapes = [pack.params[g].shape for g in pack.guided]
+    entropy = _Entropy(pack.guided, kinds, shapes, base.entropy)
+    # monitor=total_float32: the term as a Keras model reports it, in float32 (train()'s
+    # entropy_term(1.0, precision="float32")), once per epoch
+    entropy32 = _Entropy(pack.guided, kinds, shapes, replace(base.entropy, precision="float32"))
     engine = _DenseEngine(template) if isinstance(template, DenseAutoencoder) else _VmapEngine(template, base.task)
     engine.example_floats = _activation_floats(template, splits.input_shape)
 
@@ -571,6 +574,7 @@ def train_pack(configs: Sequence[Config], splits: Splits, device: str | torch.de
 
         val_loss, val_acc = _evaluate(engine, pack.params, splits.val_x.to(device), splits.val_y.to(device), reconstruction)
         ent_value = entropy.values(pack.params)
+        ent32 = entropy32.values(pack.params) if train_cfg.monitor == "total_float32" else None
         train_loss = (loss_sum / n).tolist()
         train_acc = (correct.double() / n).tolist()
         bad_list, bad_task, bad_total = bad.tolist(), bad_task.tolist(), bad_total.tolist()
@@ -602,6 +606,8 @@ def train_pack(configs: Sequence[Config], splits: Splits, device: str | torch.de
                 monitored = -val_acc[pos]
             elif train_cfg.monitor == "total":
                 monitored = val_loss[pos] + m.config.lam * ent_value[pos]
+            elif train_cfg.monitor == "total_float32":
+                monitored = val_loss[pos] + m.config.lam * ent32[pos]
             else:
                 monitored = val_loss[pos]
             if monitored < m.best_value - train_cfg.min_delta:

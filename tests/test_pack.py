@@ -83,6 +83,18 @@ def test_dense_sigmoid_log_form_total_monitor_last_weights(digits):
     check_pack(configs(common, [0.0, 1e-3], [0, 1]), digits)
 
 
+def test_total_float32_monitor_members_match_lone_runs(digits):
+    """monitor=total_float32 packs, and the float32 term (log form: it moves with the
+    weights) decides stopping as in a lone run, not as the task loss would."""
+    common = {**DENSE, "train.monitor": "total_float32", "entropy.form": "log", "train.max_epochs": 12, "train.patience": 1}
+    assert pack.pack_key(build_config({**common, "lam": 1e-3, "seed": 0})) is not None
+    packed = check_pack(configs(common, [0.0, 1e-2, 1.0], [0, 1]), digits)
+    by_task = pack.train_pack(configs({**common, "train.monitor": "task"}, [0.0, 1e-2, 1.0], [0, 1]), digits, "cpu")
+    stops = [o.metrics["stop_epoch"] for o in packed]
+    assert stops[:2] == [o.metrics["stop_epoch"] for o in by_task[:2]]  # λ = 0: the same loss
+    assert stops != [o.metrics["stop_epoch"] for o in by_task]
+
+
 def test_cnn_members_match_lone_runs_through_early_stopping(digits):
     common = {
         "dataset": "digits", "model": "cnn", "task": "classification", "arch": (4,), "net.padding": "same",
