@@ -16,6 +16,7 @@ failures recorded by earlier runs are retried only with ``--rerun-failed``.
 
 from __future__ import annotations
 
+import platform
 import shutil
 import signal
 import sys
@@ -335,7 +336,7 @@ def run_study(
     worker calls (default: harness.train.run_replications)."""
     from harness.data import data_dir_from_env
     from harness.store import Store
-    from harness.train import check_config
+    from harness.train import check_config, machine
 
     options = options or RunOptions()
     if options.log not in LOG_MODES:
@@ -355,15 +356,16 @@ def run_study(
         for rep in todo:
             print(f"  {rep.id}  " + " ".join(f"{k}={v}" for k, v in _varying(study, rep).items()))
         return 0
+    store.record_study(study)  # the study as last run: its analyses are what `harness analyze` makes
     if not todo:
         print(f"nothing to train; results in {db}")
         return 0
     if not remote:
         check_data(todo, data_dir)
+        store.record_host(platform.node(), machine())
     slots = _slots(options, remote)
     groups = pack(todo, options.pack_size or auto_pack_size(todo, len(slots) if slots else 1))
     backend = choose_backend(options.backend, options.scheduler, len(slots) if slots else 1)
-    store.record_study(study)
     mode = options.log if options.log != "auto" else ("bar" if sys.stderr.isatty() else "plain")
     if mode != "quiet":
         print(_layout(backend, slots, options))

@@ -106,6 +106,16 @@ claims_table = sa.Table(
     sa.Column("expires_at", sa.Float, nullable=False),  # unix seconds; renewed while the run lives
 )
 
+# What each host that trained something is (harness.train.machine()): the report's "on
+# what machine". Keyed by host name; a later description of the same host replaces it.
+hosts_table = sa.Table(
+    "hosts",
+    metadata,
+    sa.Column("host", sa.String(200), primary_key=True),
+    sa.Column("description", sa.Text, nullable=False),  # JSON: cpu, cpus, memory_gib, gpus, torch threads
+    sa.Column("updated_at", sa.String(40), nullable=False),
+)
+
 HISTORY_COLUMNS = ["train_loss", "val_loss", "entropy_loss", "train_acc", "val_acc"]
 
 
@@ -269,8 +279,26 @@ class Store:
             for table, rows in ((metrics_table, metrics), (history_table, history), (profiles_table, profiles)):
                 if rows:
                     conn.execute(sa.insert(table), rows)
+            if result.get("machine") and row["host"]:
+                self._upsert_host(conn, row["host"], result["machine"])
             if release is not None:
                 conn.execute(_own_claims(release).where(claims_table.c.study == row["study"], claims_table.c.id == row["id"]))
+
+    def record_host(self, host: str, description: dict[str, Any]) -> None:
+        """Save what machine ``host`` is (harness.train.machine())."""
+        with self._writing() as conn:
+            self._upsert_host(conn, host, description)
+
+    @staticmethod
+    def _upsert_host(conn, host: str, description: dict[str, Any]) -> None:
+        values = dict(description=json.dumps(description, sort_keys=True), updated_at=_now())
+        if conn.execute(sa.update(hosts_table).where(hosts_table.c.host == host).values(**values)).rowcount == 0:
+            conn.execute(sa.insert(hosts_table).values(host=host, **values))
+
+    def hosts(self) -> dict[str, dict]:
+        """{host name: machine description} of every host that recorded a result."""
+        with self.engine.connect() as conn:
+            return {h: json.loads(d) for h, d in conn.execute(sa.select(hosts_table.c.host, hosts_table.c.description))}
 
     # -- claims (driver only) ----------------------------------------------------------
     def claim(

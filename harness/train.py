@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import functools
 import math
+import os
 import platform
 import re
 import subprocess
@@ -105,6 +106,7 @@ def result_dict(rep: Replication, outcome: Outcome, device, started: datetime, f
         "finished_at": finished.isoformat(timespec="seconds"),
         "wall_s": wall_s,
         "versions": versions(),
+        "machine": machine(),
     }
 
 
@@ -427,6 +429,25 @@ def _profile_rows(model, input_shape, stage: str, c11: str) -> list[dict]:
 def versions() -> dict:
     """Provenance recorded with every result."""
     return {"harness": harness.__version__, "torch": torch.__version__, "git_commit": _git_commit()}
+
+
+@functools.cache
+def machine() -> dict:
+    """What this host is, recorded once per host with its results (the report's "on what
+    machine"): CPU model, logical CPUs, memory, GPUs."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    except (AttributeError, ValueError, OSError):
+        memory = None
+    gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+    return {"cpu": cpu, "cpus": os.cpu_count(), "memory_gib": None if memory is None else round(memory, 1),
+            "gpus": gpus, "os": platform.platform(terse=True)}
 
 
 def _git_commit() -> str | None:

@@ -7,9 +7,12 @@ loss, or the total loss with the entropy term as Keras' add_loss would) is
 
     harness run studies/mnist_autoencoder.py
     harness run studies/mnist_autoencoder.py latent=20,80,180,260 seed=0:10
+    harness run studies/mnist_autoencoder.py latent=80,180,20,260 train.monitor=task,total_float32
+
+(the last is the run behind results/mnist_autoencoder/: the monitor as a protocol axis)
 """
 
-from harness.analysis.spec import CIPlot, ProfilePlot, SignificanceTable
+from harness.analysis.spec import CIPlot, Claims, ProfilePlot, ProtocolEffect, SignificanceTable
 from harness.study import Study
 
 LAMBDAS = [0.0, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0]
@@ -35,5 +38,9 @@ study = Study(
         CIPlot("val_mse"),
         CIPlot("stop_epoch"),
         ProfilePlot(at={"latent": 80}, split_by="lam"),
+        Claims("e1"),  # the headline numbers: stopping epochs, the speed-up, val MSE levels
+        # with train.monitor=task,total_float32 as an axis: the protocol's effect beside λ's
+        ProtocolEffect("stop_epoch", "train.monitor"),
+        ProtocolEffect("val_mse", "train.monitor"),
     ],
 )

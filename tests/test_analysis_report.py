@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from harness.analysis.report import AnalysisError, analyze
-from harness.analysis.spec import (CIPlot, ProfilePlot, ProtocolEffect, SignificanceTable,
+from harness.analysis.spec import (CIPlot, Claims, ProfilePlot, ProtocolEffect, SignificanceTable,
                                    SummaryTable, Table1, spec_to_dict)
 from harness.store import Store
 
@@ -24,7 +24,8 @@ def _result(study, rid, status, config, metrics, profiles=()):
             "history": [{"epoch": 1, "train_loss": 1.0, "val_loss": 1.0}],
             "profiles": list(profiles), "device": "cpu", "host": "test",
             "started_at": "2026-11-21T10:00:00", "finished_at": "2026-11-21T10:00:01",
-            "wall_s": 1.0, "versions": VERSIONS}
+            "wall_s": 1.0, "versions": VERSIONS,
+            "machine": {"cpu": "Test CPU", "cpus": 2, "memory_gib": 24.0, "gpus": [], "os": "Linux"}}
 
 
 def ae_study(store):
@@ -32,7 +33,7 @@ def ae_study(store):
     analyses = [SignificanceTable("val_mse", at={"latent": 80}, published="fig3b"),
                 SignificanceTable("stop_epoch", published="fig4b", correction="bonferroni"),
                 CIPlot("val_mse"), ProtocolEffect("val_mse", "train.monitor"),
-                SignificanceTable("val_acc"), CIPlot("val_mse", at={"arch_typo": "32"})]
+                SignificanceTable("val_acc"), CIPlot("val_mse", at={"arch_typo": "32"}), Claims("e1")]
     store.record_study_dict({
         "name": "ae", "description": "Golden E1-like study.",
         "settings": {"dataset": "mnist", "model": "dense_ae", "entropy.eps": 1e-4, "train.patience": 7},

@@ -200,3 +200,55 @@ def test_open_choices_lists_values_used():
     assert oc.set_index("key").loc["entropy.eps", "value"] == "0.0001"
     assert oc.set_index("key").loc["train.monitor", "value"] == "task"
     assert oc.set_index("key").loc["net.padding", "value"] == "not recorded"
+
+
+def test_two_way_anova_matches_the_balanced_design_formulas():
+    """Balanced λ × monitor design: type II sums of squares are the textbook ones,
+    computed here by hand from cell and marginal means."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for k, lam in enumerate([0.0, 1e-3, 1.0]):
+        for monitor in ("task", "total_float32"):
+            for seed in range(5):
+                rows.append(dict(status="done", lam=lam, monitor=monitor, seed=seed,
+                                 y=10 * k + 2 * (monitor == "task") + rng.normal()))
+    frame = pd.DataFrame(rows)
+    anova = tables.two_way_anova(frame, "y", "lam", "monitor").set_index("effect")
+    y, grand = frame["y"], frame["y"].mean()
+    ss_a = sum(5 * 2 * (g.mean() - grand) ** 2 for _, g in frame.groupby("lam")["y"])
+    ss_b = sum(5 * 3 * (g.mean() - grand) ** 2 for _, g in frame.groupby("monitor")["y"])
+    cell = frame.groupby(["lam", "monitor"])["y"].transform("mean")
+    ss_res = float(((y - cell) ** 2).sum())
+    ss_ab = float(((cell - grand) ** 2).sum()) - ss_a - ss_b
+    assert anova.loc["lam", "sum_sq"] == pytest.approx(ss_a)
+    assert anova.loc["monitor", "sum_sq"] == pytest.approx(ss_b)
+    assert anova.loc["lam × monitor", "sum_sq"] == pytest.approx(ss_ab)
+    assert anova.loc["residual", "sum_sq"] == pytest.approx(ss_res)
+    assert anova.loc["lam", "partial_eta_sq"] == pytest.approx(ss_a / (ss_a + ss_res))
+    f_b = ss_b / (ss_res / (30 - 6))
+    assert anova.loc["monitor", "p"] == pytest.approx(sps.f.sf(f_b, 1, 24))
+    assert tables.two_way_anova(frame[frame["monitor"] == "task"], "y", "lam", "monitor").empty
+
+
+def test_claims_are_checked_cell_by_cell():
+    """paper.CLAIMS["e1"] on a frame where latent 180 reproduces the stopping claims and
+    latent 260 does not; latent 80 is outside "latent > 100"."""
+    rows = []
+    for latent, (base, guided) in {80: (12, 11), 180: (44, 9), 260: (20, 15)}.items():
+        for k, lam in enumerate(LAMS):
+            for seed in range(3):
+                rows.append(dict(id=f"{latent}-{k}-{seed}", status="done", lam=lam, latent=latent, seed=seed,
+                                 stop_epoch=float((base if lam == 0 else guided) + seed - 1),
+                                 val_mse=0.003 if k < 3 else 0.02))
+    frame = pd.DataFrame(rows)
+    over_40, eight_to_ten, ratio, mse_low, mse_high = paper.CLAIMS["e1"]["claims"]
+    cells = tables.claim_cells(frame, over_40, ["latent", "lam"])
+    assert cells[["latent", "mean", "verdict"]].values.tolist() == [[180, 44.0, "holds"], [260, 20.0, "no"]]
+    assert tables.claim_sentence(over_40, cells) == "holds in 1 of 2 cells"
+    cells = tables.claim_cells(frame, eight_to_ten, ["latent", "lam"])
+    assert len(cells) == 12 and tables.claim_sentence(eight_to_ten, cells) == "holds in 6 of 12 cells"
+    cells = tables.claim_cells(frame, ratio, ["latent", "lam"])
+    assert sorted(set(cells["ratio"].round(6))) == [round(20 / 15, 6), round(44 / 9, 6)]
+    assert tables.claim_sentence(ratio, cells).startswith("largest ratio 4.89, smallest 1.33: does not agree")
+    assert tables.claim_sentence(mse_low, tables.claim_cells(frame, mse_low, ["latent", "lam"])) == "holds in 9 of 9 cells"
+    assert tables.claim_sentence(mse_high, tables.claim_cells(frame, mse_high, ["latent", "lam"])) == "holds in 0 of 12 cells"

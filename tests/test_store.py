@@ -126,3 +126,21 @@ def test_status_by_name_counts_against_the_stored_grid_without_excluded_points(s
     store.record(make_result(study.replications()[0], val_mse=0.1))
     status = study_status(store, "ex")
     assert (status.grid, status.done, status.remaining) == (3, 1, 2)
+
+
+def test_machine_descriptions_are_kept_per_host(store, study, tmp_path):
+    """A result's machine description is saved under its host; a later one replaces it;
+    the table appears in a database made before it existed."""
+    store.record_study(study)
+    reps = study.replications()
+    store.record({**make_result(reps[0]), "machine": {"cpu": "A", "cpus": 2, "gpus": []}})
+    store.record({**make_result(reps[1]), "host": "gpu-box", "machine": {"cpu": "B", "cpus": 16, "gpus": ["H200"]}})
+    store.record(make_result(reps[2]))  # no description: the host's stays
+    assert store.hosts() == {"test": {"cpu": "A", "cpus": 2, "gpus": []},
+                             "gpu-box": {"cpu": "B", "cpus": 16, "gpus": ["H200"]}}
+    store.record_host("test", {"cpu": "A2"})
+    assert store.hosts()["test"] == {"cpu": "A2"}
+    old = tmp_path / "old.db"
+    with sqlite3.connect(old) as conn:
+        conn.execute("CREATE TABLE studies (name VARCHAR(200) PRIMARY KEY, definition TEXT NOT NULL, updated_at VARCHAR(40) NOT NULL)")
+    assert Store(f"sqlite:///{old}").hosts() == {}

@@ -128,6 +128,29 @@ SUMMARY_TABLES = {
                          10.0: (36, 14358.95, 0.8300, 0.6786)}),
 }
 
+# Headline claims (PAPER.md §3) as ranges that a mean of ``metric`` over the replications of
+# one cell should fall in. ``where`` picks the cells: a column and its levels, or
+# {"above": x} for every level above x; each matching cell (and each value of the study's
+# other factors) is checked on its own. "≈ v" is read as v rounded to its printed digit
+# (≈ 0.003: 0.0025 to 0.0035); "up to 4×" as a largest ratio that rounds to 4. A claim
+# with ``ratio_to`` checks mean(cell at that level) / mean(cell) instead of the mean.
+_LOW, _HIGH = (0.0, 1e-4, 1e-3), (1e-2, 1e-1, 1.0, 10.0)
+CLAIMS = {
+    "e1": dict(title="E1 headline claims (MNIST, PAPER.md §3)", dataset="mnist", claims=(
+        dict(text="stopping epoch over 40 at λ1 = 0 for latent > 100", metric="stop_epoch",
+             where={"lam": (0.0,), "latent": {"above": 100}}, low=40.0, high=None),
+        dict(text="stopping epoch 8-10 at λ1 ≥ 1e-4 for latent > 100", metric="stop_epoch",
+             where={"lam": LAMBDAS[1:], "latent": {"above": 100}}, low=8.0, high=10.0),
+        dict(text="up to 4× fewer epochs with the entropy loss (λ1 = 0 vs λ1 ≥ 1e-4), latent > 100",
+             metric="stop_epoch", where={"lam": LAMBDAS[1:], "latent": {"above": 100}},
+             ratio_to=("lam", 0.0), low=None, high=None, largest=(3.5, 4.5)),
+        dict(text="val MSE ≈ 0.003 at low λ1 (0, 1e-4, 1e-3)", metric="val_mse",
+             where={"lam": _LOW}, low=0.0025, high=0.0035),
+        dict(text="val MSE ≈ 0.010 at high λ1 (1e-2 … 10)", metric="val_mse",
+             where={"lam": _HIGH}, low=0.0095, high=0.0105),
+    )),
+}
+
 # PAPER.md §4: what the paper leaves open, by the study setting that records the choice.
 OPEN_CHOICES = {
     "entropy.form": (1, "guidance loss form: 1/(|x|+eps) ('inverse') or -log|x| ('log')"),

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from harness.analysis import paper, plots, render, stats, tables
-from harness.analysis.spec import (AnalysisError, CIPlot, ProfilePlot, ProtocolEffect,
+from harness.analysis.spec import (AnalysisError, CIPlot, Claims, ProfilePlot, ProtocolEffect,
                                    SignificanceTable, SummaryTable, Table1, Table2, describe,
                                    spec_from_dict)
 
@@ -51,7 +51,8 @@ def analyze(store, studies: list[str] | None, out_dir: Path) -> list[Path]:
         _specs(definitions[name])
     paths = []
     for name in names:
-        paths += study_report(definitions[name], frames[name], store.profiles(name), Path(out_dir) / name)
+        paths += study_report(definitions[name], frames[name], store.profiles(name), Path(out_dir) / name,
+                              hosts=store.hosts())
     return paths
 
 
@@ -73,9 +74,9 @@ def _factors(definition: dict, frame: pd.DataFrame) -> tuple[list[str], list[str
 
 
 def study_report(definition: dict, frame: pd.DataFrame, profiles: pd.DataFrame | None,
-                 out_dir: Path) -> list[Path]:
+                 out_dir: Path, hosts: dict | None = None) -> list[Path]:
     """Write one study's report from plain data (definition dict, replication frame,
-    profile frame) into ``out_dir``; returns the written paths."""
+    profile frame, {host: machine description}) into ``out_dir``; returns the written paths."""
     specs = _specs(definition)
     r = _Report(Path(out_dir), definition.get("name", Path(out_dir).name))
     # sorted so that sums, and hence every number, do not depend on recording order
@@ -84,6 +85,7 @@ def study_report(definition: dict, frame: pd.DataFrame, profiles: pd.DataFrame |
         profiles = profiles.sort_values(["id", "stage", "layer", "filter"], kind="stable")
     factors, stray = _factors(definition, frame)
     _header(r, definition, frame, factors)
+    _where_and_how_long(r, frame, hosts or {})
     if stray:
         r.md(f"**Note:** {', '.join(stray)} vary among the recorded replications though not "
              "grid axes (runs with different overrides); every table is split by them.", "")
@@ -238,6 +240,36 @@ def _header(r: _Report, definition: dict, frame: pd.DataFrame, factors: list[str
                           columns=["key", "value"])
     r.table(grid_df, "grid", "Grid axes")
     r.table(set_df, "settings", "All fixed settings of the study", inline=len(set_df) <= 60)
+
+
+def _where_and_how_long(r: _Report, frame: pd.DataFrame, hosts: dict):
+    """On what machine, and in how long: the hosts' descriptions, the first start and last
+    finish, and the compute time (sum of each replication's wall time; a packed member's is
+    its share of its pack's)."""
+    if "host" not in frame.columns or not frame["host"].notna().any():
+        return
+    lines = []
+    for host in sorted(frame["host"].dropna().unique()):
+        on = frame[frame["host"] == host]
+        devices = ", ".join(sorted(on["device"].dropna().astype(str).unique())) if "device" in on else ""
+        d = hosts.get(host)
+        what = (f"{d.get('cpu')}, {d.get('cpus')} logical CPUs, {d.get('memory_gib')} GiB memory, "
+                f"GPUs: {', '.join(d.get('gpus') or []) or 'none'}" if d else "no machine description recorded")
+        lines.append(f"- `{host}` ({what}): {len(on)} replications on {devices or 'n/a'}.")
+    start, end = frame["started_at"].dropna(), frame["finished_at"].dropna()
+    wall = frame["wall_s"].dropna().astype(float)
+    if len(start) and len(end):
+        span = (pd.to_datetime(end).max() - pd.to_datetime(start).min()).total_seconds()
+        lines.append(f"- From {start.min()} to {end.max()} ({_duration(span)} wall clock, pauses "
+                     f"between runs included); {_duration(float(wall.sum()))} of training in all "
+                     "(the sum of each replication's wall time, a packed member counting its "
+                     "share of the pack's).")
+    r.md("## Machines and time", "", *lines, "")
+
+
+def _duration(seconds: float) -> str:
+    hours, rest = divmod(int(round(seconds)), 3600)
+    return f"{hours} h {rest // 60:02d} min" if hours else f"{rest // 60} min {rest % 60:02d} s"
 
 
 def _diagnostics(r: _Report, frame: pd.DataFrame, factors: list[str]):
@@ -516,6 +548,16 @@ def _protocol(r: _Report, spec: ProtocolEffect, frame, profiles, factors):
                                      alpha=spec.alpha, test=spec.test, correction=spec.correction)
         r.table(eff, base, f"{spec.protocol} values compared at each {spec.factor} "
                 f"(two-sided, α = {spec.alpha:g}, {spec.correction} across the table), {where}")
+        anova = tables.two_way_anova(sub, spec.metric, spec.factor, spec.protocol)
+        if len(anova):
+            effects = {row.effect: row for row in anova.itertuples(index=False)}
+            method, protocol = effects[spec.factor], effects[spec.protocol]
+            r.md(f"Two-way ANOVA ({spec.factor} × {spec.protocol}, type II): {spec.factor} explains "
+                 f"partial η² = {method.partial_eta_sq:.3f} of the variance of {spec.metric} "
+                 f"(p = {method.p:.2g}), {spec.protocol} {protocol.partial_eta_sq:.3f} "
+                 f"(p = {protocol.p:.2g}).", "")
+            r.table(anova, base + "_anova", f"Two-way ANOVA of {spec.metric}: {spec.factor} × "
+                    f"{spec.protocol}, {where}")
         signs = {}
         for value in tables.sorted_levels(sub[spec.protocol]):
             part = sub[tables.matches(sub[spec.protocol], value)]
@@ -532,5 +574,23 @@ def _protocol(r: _Report, spec: ProtocolEffect, frame, profiles, factors):
         r.md("")
 
 
+def _claims(r: _Report, spec: Claims, frame, profiles, factors):
+    published = paper.CLAIMS.get(spec.published)
+    if published is None:
+        r.md(f"**Unknown published claims {spec.published!r}** (known: {', '.join(paper.CLAIMS)}).", "")
+        return
+    r.md(f"{published['title']}. Each cell's mean (ratio: mean stopping epoch at the base level "
+         "over the cell's) against the published range; \"≈ v\" is read as v rounded to its "
+         "printed digit. A claim holds in a cell when its mean lies in the range.", "")
+    for i, claim in enumerate(published["claims"], 1):
+        cells = tables.claim_cells(frame, claim, factors)
+        sentence = f"“{claim['text']}”: {tables.claim_sentence(claim, cells)}"
+        r.summary.append(f"Claim {sentence}")
+        r.md(f"- {sentence}.")
+        if len(cells):
+            r.table(cells, f"claim{i}_{claim['metric']}", f"Claim {i}: {claim['text']}", inline=False)
+    r.md("")
+
+
 _SECTIONS = {SignificanceTable: _significance, CIPlot: _ci_plot, Table1: _table1, Table2: _table2,
-             ProfilePlot: _profile, SummaryTable: _summary, ProtocolEffect: _protocol}
+             ProfilePlot: _profile, SummaryTable: _summary, ProtocolEffect: _protocol, Claims: _claims}

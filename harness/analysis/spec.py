@@ -195,8 +195,19 @@ class ProtocolEffect:
         _check_common(self)
 
 
+@dataclass(frozen=True)
+class Claims:
+    """The paper's headline claims (``paper.CLAIMS[published]``), each checked cell by cell:
+    does the replicated mean fall in the published range?"""
+
+    published: str = "e1"
+
+    def __post_init__(self):
+        pass
+
+
 SPECS = {cls.__name__: cls for cls in
-         (SignificanceTable, CIPlot, Table1, Table2, ProfilePlot, SummaryTable, ProtocolEffect)}
+         (SignificanceTable, CIPlot, Table1, Table2, ProfilePlot, SummaryTable, ProtocolEffect, Claims)}
 
 
 def spec_to_dict(spec) -> dict:

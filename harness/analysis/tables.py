@@ -442,6 +442,110 @@ def protocol_effect(frame: pd.DataFrame, metric: str, protocol: str, factor: str
     return out
 
 
+def two_way_anova(frame: pd.DataFrame, metric: str, a: str, b: str) -> pd.DataFrame:
+    """Type II two-way ANOVA of ``metric`` on factors ``a`` × ``b`` (statsmodels OLS with
+    categorical factors) over the done replications: per effect (a, b, interaction) its
+    sum of squares, df, F, p and partial η² = SS / (SS + SS_residual), the share of the
+    variance it explains. Puts a method's effect (λ) and a protocol's (what early stopping
+    monitors) on one scale. Empty when either factor has a single level."""
+    import statsmodels.formula.api as smf
+    from statsmodels.stats.anova import anova_lm
+
+    done = frame[frame["status"] == DONE]
+    data = pd.DataFrame({"y": done[metric].astype(float), "a": done[a].map(level_label),
+                         "b": done[b].map(level_label)}).dropna()
+    data = data[np.isfinite(data["y"])]
+    columns = ["effect", "sum_sq", "df", "F", "p", "partial_eta_sq"]
+    if data["a"].nunique() < 2 or data["b"].nunique() < 2 or len(data) <= data["a"].nunique() * data["b"].nunique():
+        return pd.DataFrame(columns=columns)
+    fit = smf.ols("y ~ C(a) * C(b)", data=data).fit()
+    table = anova_lm(fit, typ=2)
+    resid = float(table.loc["Residual", "sum_sq"])
+    names = {"C(a)": a, "C(b)": b, "C(a):C(b)": f"{a} × {b}", "Residual": "residual"}
+    scale = float(table["sum_sq"].sum())
+    rows = []
+    for key, row in table.iterrows():
+        ss, f, p = float(row["sum_sq"]), float(row["F"]), float(row["PR(>F)"])
+        if key != "Residual" and abs(ss) <= 1e-12 * scale:  # rounding noise of an exact zero
+            ss, f, p = 0.0, 0.0, 1.0
+        rows.append({"effect": names.get(key, key), "sum_sq": ss, "df": float(row["df"]),
+                     "F": f, "p": p,
+                     "partial_eta_sq": ss / (ss + resid) if key != "Residual" and ss + resid > 0 else float("nan")})
+    return pd.DataFrame(rows, columns=columns)
+
+
+# ---------------------------------------------------------------- headline claims
+
+def _in_where(value, cond) -> bool:
+    if isinstance(cond, dict):
+        return float(value) > float(cond["above"])
+    return any(matches(pd.Series([value]), c).iloc[0] for c in cond)
+
+
+def _range_text(low, high) -> str:
+    if low is not None and high is not None:
+        return f"{low:g} to {high:g}"
+    return f"> {low:g}" if low is not None else (f"< {high:g}" if high is not None else "(shown)")
+
+
+def claim_cells(frame: pd.DataFrame, claim: dict, factors: list[str]) -> pd.DataFrame:
+    """One row per cell a claim (paper.CLAIMS) speaks of, and per value of the study's other
+    factors: n, the mean (or ratio) with its t-interval, the published range, and whether
+    the mean lies in it ("holds"; "no" otherwise; "?" with fewer than 2 replications)."""
+    where = dict(claim["where"])
+    for col in where:
+        if col not in frame.columns:
+            raise KeyError(f"no column {col!r} in the study's results")
+    metric, low, high = claim["metric"], claim.get("low"), claim.get("high")
+    ratio_to = claim.get("ratio_to")
+    rows = []
+    for labels, sub in slices(frame, None, factors, exclude=tuple(where)):
+        done = sub[(sub["status"] == DONE)]
+        cells = sub[list(where)].drop_duplicates()
+        cells = sorted(cells.itertuples(index=False, name=None), key=lambda t: tuple(sort_key(v) for v in t))
+        for cell in cells:
+            if not all(_in_where(v, where[c]) for c, v in zip(where, cell)):
+                continue
+            at = dict(zip(where, cell))
+            values = select(done, at)[metric].to_numpy(dtype=float)
+            values = values[np.isfinite(values)]
+            mean, lo, hi = stats.t_interval(values)
+            if ratio_to is not None:  # mean at the base level over this cell's mean
+                base = select(done, {**at, ratio_to[0]: ratio_to[1]})[metric].to_numpy(dtype=float)
+                base = base[np.isfinite(base)]
+                mean = float(base.mean()) / mean if len(base) and mean else float("nan")
+                lo = hi = float("nan")
+            if len(values) < 2 or not np.isfinite(mean):
+                verdict = UNTESTABLE
+            elif low is None and high is None:
+                verdict = ""
+            else:
+                verdict = "holds" if (low is None or mean >= low) and (high is None or mean <= high) else "no"
+            rows.append({**{k: v for k, v in labels.items()}, **at, "n": len(values),
+                         ("ratio" if ratio_to else "mean"): mean, "ci_lo": lo, "ci_hi": hi,
+                         "published": _range_text(low, high), "verdict": verdict})
+    return pd.DataFrame(rows)
+
+
+def claim_sentence(claim: dict, cells: pd.DataFrame) -> str:
+    """'holds in 3 of 4 cells' or, for a ratio claim, its largest ratio against the range."""
+    if not len(cells):
+        return "no replications in the cells it speaks of"
+    if "ratio" in cells.columns:
+        ratios = cells["ratio"].astype(float)
+        if not np.isfinite(ratios).any():
+            return "not testable (no base replications)"
+        best = float(ratios.max())
+        lo, hi = claim.get("largest", (None, None))
+        ok = lo is not None and lo <= best < hi
+        return (f"largest ratio {best:.2f}, smallest {float(ratios.min()):.2f}: "
+                f"{'agrees with' if ok else 'does not agree with'} the published value")
+    tested = cells[cells["verdict"] != UNTESTABLE]
+    held = int((tested["verdict"] == "holds").sum())
+    extra = f" ({len(cells) - len(tested)} untestable)" if len(tested) < len(cells) else ""
+    return f"holds in {held} of {len(tested)} cells{extra}"
+
+
 def profile_summary(profiles: pd.DataFrame) -> pd.DataFrame:
     """Per stage and layer: n filters and the box-plot statistics of the entropy change."""
     cols = ["stage", "layer", "name", "kind", "n", "mean", "sd", "min", "q1", "median", "q3", "max"]
