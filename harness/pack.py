@@ -32,6 +32,8 @@ trains one at a time there; on a GPU packs are as large as its memory allows.
 from __future__ import annotations
 
 import math
+import os
+import sys
 import time
 import traceback
 from collections.abc import Sequence
@@ -534,6 +536,7 @@ def train_pack(configs: Sequence[Config], splits: Splits, device: str | torch.de
     engine.example_floats = _activation_floats(template, splits.input_shape)
 
     n, batch = len(xs), train_cfg.batch_size
+    report = _epoch_reporter(base, len(members))
     clock = time.perf_counter()
     for epoch in range(1, train_cfg.max_epochs + 1):
         size = len(pack.members)
@@ -579,7 +582,8 @@ def train_pack(configs: Sequence[Config], splits: Splits, device: str | torch.de
         train_acc = (correct.double() / n).tolist()
         bad_list, bad_task, bad_total = bad.tolist(), bad_task.tolist(), bad_total.tolist()
         ratio_list = ratios.tolist()
-        share = (time.perf_counter() - clock) / size
+        epoch_s = time.perf_counter() - clock
+        share = epoch_s / size
         clock = time.perf_counter()
 
         keep, finishing = [], []
@@ -625,11 +629,32 @@ def train_pack(configs: Sequence[Config], splits: Splits, device: str | torch.de
             for m in (m for _, m, _ in finishing):
                 m.outcome.wall_s += (time.perf_counter() - clock) / len(finishing)
             clock = time.perf_counter()
+        report(epoch, epoch_s, len(keep))
         if not keep:
             break
         if len(keep) < size:  # frozen members leave the pack: the others train on alone
             pack.keep(keep)
     return [m.outcome for m in members]
+
+
+PROGRESS_ENV = "HARNESS_PACK_PROGRESS"  # set by `harness run --log plain` for its workers
+
+
+def _epoch_reporter(config: Config, members: int):
+    """A line on stderr per pack epoch when $HARNESS_PACK_PROGRESS is set (plain logs): a
+    pack trains for many minutes before its first member finishes, and its members'
+    results are all the driver sees."""
+    if not os.environ.get(PROGRESS_ENV):
+        return lambda epoch, seconds, training: None
+    shown = ("model", "dataset", "latent", "arch", "placement", "train.monitor")
+    label = " ".join(f"{k}={v}" for k, v in flatten(config).items() if k in shown and v not in ("", (), None))
+    label += f" [{os.getpid()}]"
+
+    def report(epoch: int, seconds: float, training: int) -> None:
+        print(f"  pack of {members} ({label}): epoch {epoch} took {seconds:.1f}s, {training} still training",
+              file=sys.stderr, flush=True)
+
+    return report
 
 
 def _grad_ratios(grads, term_grads, guided: list[int], members: Tensor, size: int) -> Tensor:

@@ -16,6 +16,7 @@ failures recorded by earlier runs are retried only with ``--rerun-failed``.
 
 from __future__ import annotations
 
+import os
 import platform
 import shutil
 import signal
@@ -44,6 +45,7 @@ from harness.workers import (
 )
 
 LOG_MODES = ("auto", "bar", "plain", "quiet")
+PROGRESS_ENV = "HARNESS_PACK_PROGRESS"  # harness.pack.PROGRESS_ENV (not imported: it imports torch)
 LEASE_S = 300.0  # a claim not renewed for this long may be taken over by another run
 
 
@@ -370,7 +372,16 @@ def run_study(
     if mode != "quiet":
         print(_layout(backend, slots, options))
 
-    return _sweep(study, store, groups, backend, slots, options, (worker_data_dir, work or _default_work()), mode)
+    # in plain logs, workers (started in _sweep, so they inherit it) log each pack epoch
+    previous = os.environ.pop(PROGRESS_ENV, None)
+    if mode == "plain":
+        os.environ[PROGRESS_ENV] = "1"
+    try:
+        return _sweep(study, store, groups, backend, slots, options, (worker_data_dir, work or _default_work()), mode)
+    finally:
+        os.environ.pop(PROGRESS_ENV, None)
+        if previous is not None:
+            os.environ[PROGRESS_ENV] = previous
 
 
 def _sweep(study, store, groups, backend: str, slots, options: RunOptions, worker_args: tuple, mode: str) -> int:

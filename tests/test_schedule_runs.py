@@ -168,3 +168,15 @@ def test_status_counts_the_grid_and_the_time(tmp_path, capsys):
     assert main(["status", "studies/quickstart.py", "--db", url]) == 0
     line = next(l for l in capsys.readouterr().out.splitlines() if l.startswith("quickstart"))
     assert line.split()[1:7] == ["12", "0", "0", "0", "12", "1"]
+
+
+def test_plain_logs_show_each_pack_epoch(tmp_path, capsys):
+    """A pack trains for long before its first member's result: plain logs show its epochs."""
+    db = tmp_path / "h.db"
+    assert main(["run", "studies/quickstart.py", "--db", f"sqlite:///{db}", *SMALL]) == 0
+    err = capsys.readouterr().err
+    epochs = re.findall(r"pack of (\d+) \(dataset=digits model=dense_ae latent=8 .*\): epoch (\d) took [\d.]+s, (\d+) still", err)
+    assert [e[1] for e in epochs] == ["1", "2"] and int(epochs[0][0]) > 1, err
+    assert "HARNESS_PACK_PROGRESS" not in os.environ  # the setting ends with the run
+    assert main(["run", "studies/quickstart.py", "--db", f"sqlite:///{tmp_path}/q.db", *SMALL[:-2], "-q"]) == 0
+    assert "pack of" not in capsys.readouterr().err
