@@ -9,7 +9,12 @@ the same process, twice:
   model, optimizer and ``DataLoader`` (the same loss, entropy term, per-epoch validation
   and final train/val evaluation as the harness);
 * packed: the harness's own path, ``harness.pack.train_in_packs``: packs of the size
-  ``harness.pack.choose_pack_size`` picks for this device.
+  ``harness.pack.choose_pack_size`` picks for this device, in this one process;
+* spread (``--workers W``, on CPU by default one per core): the same packed path as
+  ``harness run --workers W`` lays it out, the replications dealt in W groups to W worker
+  processes of cores/W torch threads each, training at once. Small per-member operations
+  (the entropy term's determinants, Adam's element-wise passes) do not speed up with
+  threads, while W processes run them side by side.
 
 It prints replications per hour for each, their ratio, the packed path's achieved model
 FLOP rate (counted by ``torch.utils.flop_counter`` on one replication's training step and
@@ -56,6 +61,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--repeats", type=int, default=2, help="runs of each path, alternating; the fastest counts (default 2)")
     parser.add_argument("--max-members", type=int, default=0, help="cap on the replications taken (0 = the whole cell)")
+    parser.add_argument(
+        "--workers", type=int, default=None,
+        help="worker processes of the spread run (default: one per core on CPU, 1 on a GPU; 1 = no spread run)",
+    )
     parser.add_argument("--data-dir", default=None, help="data directory (default $HARNESS_DATA_DIR, else ./data)")
     parser.add_argument("--device", default=None, help="torch device (default cuda if available, else cpu)")
 
@@ -89,7 +98,11 @@ def run(args: argparse.Namespace) -> int:
         base = configs[0]
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     splits = splits_for(base, args.data_dir, device=device)
-    result = bench(configs, splits, device, plain_reps=args.plain_reps or len(configs), repeats=args.repeats)
+    if args.workers is not None and args.workers < 1:
+        raise BenchError("--workers must be at least 1")
+    workers = args.workers or (1 if str(device).startswith("cuda") else default_cpu_workers(len(configs)))
+    result = bench(configs, splits, device, plain_reps=args.plain_reps or len(configs), repeats=args.repeats,
+                   workers=workers)
     print(result.report(study.name, _varying(study, base)))
     return 0
 
@@ -131,6 +144,8 @@ class BenchResult:
     flops_per_rep: float  # model FLOPs one replication's training and evaluation take
     pack_size: int  # what choose_pack_size picks on this device
     repeats: int = 1  # each path's time is its fastest of this many runs
+    workers: int = 1  # worker processes of the spread run (1: none)
+    spread_s: float = math.nan
 
     @property
     def plain_reps_per_hour(self) -> float:
@@ -143,6 +158,15 @@ class BenchResult:
     @property
     def speedup(self) -> float:
         return self.packed_reps_per_hour / self.plain_reps_per_hour
+
+    @property
+    def spread_reps_per_hour(self) -> float:
+        return self.members / self.spread_s * 3600
+
+    @property
+    def best_reps_per_hour(self) -> float:
+        """What `harness run` reaches laid out as this run's fastest packed path."""
+        return max(self.packed_reps_per_hour, self.spread_reps_per_hour if self.workers > 1 else 0.0)
 
     @property
     def plain_flops(self) -> float:
@@ -166,12 +190,24 @@ class BenchResult:
             f"{self.packed_reps_per_hour:,.0f} reps/h, {self.packed_flops / g:.1f} GFLOP/s "
             f"({self.packed_flops / self.peak_flops:.0%} of peak)",
             f"speed-up packed / plain: {self.speedup:.1f}x",
+        ]
+        if self.workers > 1:
+            spread_flops = self.flops_per_rep * self.members / self.spread_s
+            lines += [
+                f"spread (harness run --workers {self.workers}: {self.workers} processes x "
+                f"{max(1, self.threads // self.workers)} thread(s), packs of up to {self.pack_size}): "
+                f"{self.members} reps in {self.spread_s:.1f} s = {self.spread_reps_per_hour:,.0f} reps/h, "
+                f"{spread_flops / g:.1f} GFLOP/s ({spread_flops / self.peak_flops:.0%} of peak)",
+                f"speed-up spread / plain: {self.spread_reps_per_hour / self.plain_reps_per_hour:.1f}x",
+            ]
+        lines += [
             f"pack size the harness chooses on this device: {self.pack_size} (harness.pack.choose_pack_size)",
         ]
         return "\n".join(lines)
 
 
-def bench(configs: list, splits, device: str, plain_reps: int | None = None, repeats: int = 2) -> BenchResult:
+def bench(configs: list, splits, device: str, plain_reps: int | None = None, repeats: int = 2,
+          workers: int = 1) -> BenchResult:
     """Time the plain loop on ``plain_reps`` of the configs (spread evenly over the cell, so
     its λ mix is the pack's) and the packed path on all of them, on ``splits``; measure the
     matmul peak and count the model's FLOPs. Each path runs ``repeats`` times, alternating,
@@ -189,11 +225,20 @@ def bench(configs: list, splits, device: str, plain_reps: int | None = None, rep
     plain_loop(plain_configs[:1], tiny, device)
     train_in_packs(configs[: min(2, size)], tiny, device, size=size)
 
-    peak, plain_s, packed_s = 0.0, math.inf, math.inf
-    for _ in range(repeats):
-        peak = max(peak, matmul_peak(device))
-        plain_s = min(plain_s, _timed(plain_loop, plain_configs, splits, device))
-        packed_s = min(packed_s, _timed(functools.partial(train_in_packs, size=size), configs, splits, device))
+    pool = _SpreadPool(workers, splits, device, size) if workers > 1 else None
+    peak, plain_s, packed_s, spread_s = 0.0, math.inf, math.inf, math.inf
+    try:
+        if pool is not None:
+            pool.train(configs[: 2 * workers], warm_up=True)
+        for _ in range(repeats):
+            peak = max(peak, matmul_peak(device))
+            plain_s = min(plain_s, _timed(plain_loop, plain_configs, splits, device))
+            packed_s = min(packed_s, _timed(functools.partial(train_in_packs, size=size), configs, splits, device))
+            if pool is not None:
+                spread_s = min(spread_s, pool.train(configs))
+    finally:
+        if pool is not None:
+            pool.close()
     peak = max(peak, matmul_peak(device))
 
     base = configs[0]
@@ -205,8 +250,54 @@ def bench(configs: list, splits, device: str, plain_reps: int | None = None, rep
         members=len(configs), epochs=epochs, n_train=n_train, n_val=n_val, device=str(device),
         threads=torch.get_num_threads(), peak_flops=peak, plain_reps=plain_reps, plain_s=plain_s,
         packed_s=packed_s, flops_per_rep=per_rep, repeats=repeats,
-        pack_size=size,
+        pack_size=size, workers=workers, spread_s=spread_s,
     )
+
+
+def default_cpu_workers(n_configs: int) -> int:
+    """One worker per core, no more than there are replications."""
+    from harness.workers import _cores
+
+    return max(1, min(_cores(), n_configs))
+
+
+class _SpreadPool:
+    """``workers`` processes (joblib's loky), each with its share of this process's torch
+    threads and its own copy of the data, that train groups of configs at once."""
+
+    def __init__(self, workers: int, splits, device, size: int):
+        import torch
+        from joblib import Parallel
+
+        self.workers, self.splits, self.device, self.size = workers, splits, device, size
+        self.threads = max(1, torch.get_num_threads() // workers)
+        self.parallel = Parallel(n_jobs=workers, backend="loky")
+        self.parallel.__enter__()  # keep the worker processes between calls
+
+    def train(self, configs: list, warm_up: bool = False) -> float:
+        """Wall time of training ``configs`` dealt in ``workers`` contiguous groups, as
+        harness.schedule.pack groups them (all workers start together)."""
+        from joblib import delayed
+
+        per = -(-len(configs) // self.workers)
+        groups = [configs[i : i + per] for i in range(0, len(configs), per)]
+        splits = _subset(self.splits, 64) if warm_up else self.splits
+        jobs = [delayed(_train_group)(g, splits, self.device, self.size, self.threads) for g in groups]
+        start = time.perf_counter()
+        self.parallel(jobs)
+        return time.perf_counter() - start
+
+    def close(self) -> None:
+        self.parallel.__exit__(None, None, None)
+
+
+def _train_group(configs: list, splits, device, size: int, threads: int) -> None:
+    import torch
+
+    from harness.pack import train_in_packs
+
+    torch.set_num_threads(threads)
+    train_in_packs(configs, splits, device, size=size)
 
 
 def _timed(fn, configs, splits, device) -> float:

@@ -41,11 +41,13 @@ def test_matmul_peak_is_a_rate():
 
 
 def test_bench_prints_both_paths_their_ratio_and_the_pack_size(capsys):
-    args = parse("studies/quickstart.py", "latent=16", "--epochs", "1", "--n-train", "128", "--plain-reps", "2", "--repeats", "1")
+    args = parse("studies/quickstart.py", "latent=16", "--epochs", "1", "--n-train", "128", "--plain-reps", "2",
+                 "--repeats", "1", "--workers", "2")
     assert bench.run(args) == 0
     out = capsys.readouterr().out
     assert "6 replications" in out and "1 epoch(s) on 128 examples" in out and "validation 32" in out  # 359 x 128/1437
-    for needle in ("matmul peak", "plain loop (DataLoader", "packed (harness, packs of", "reps/h", "of peak", "speed-up", "pack size"):
+    for needle in ("matmul peak", "plain loop (DataLoader", "packed (harness, packs of", "reps/h", "of peak", "speed-up",
+                   "pack size", "spread (harness run --workers 2: 2 processes x", "speed-up spread / plain"):
         assert needle in out, needle
 
 
@@ -55,7 +57,10 @@ def test_result_figures_follow_from_the_timings():
     assert r.plain_reps_per_hour == pytest.approx(1800) and r.packed_reps_per_hour == pytest.approx(7200)
     assert r.speedup == pytest.approx(4.0)
     assert math.isclose(r.packed_flops / r.peak_flops, 0.02)
-    assert "4.0x" in r.report("s", "latent=8")
+    assert "4.0x" in r.report("s", "latent=8") and "spread" not in r.report("s", "latent=8")
+    spread = bench.BenchResult(**{**vars(r), "workers": 2, "spread_s": 2.5})
+    assert spread.spread_reps_per_hour == pytest.approx(14400) and spread.best_reps_per_hour == pytest.approx(14400)
+    assert "speed-up spread / plain: 8.0x" in spread.report("s", "latent=8")
 
 
 def test_bad_options_are_one_line_user_errors():
