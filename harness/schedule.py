@@ -77,9 +77,10 @@ def remaining(study: Study, store, rerun_failed: bool = False) -> tuple[list[Rep
     return [r for r in reps if r.id not in recorded], len(reps)
 
 
-def pack(reps: list[Replication], size: int) -> list[list[Replication]]:
+def pack(reps: list[Replication], size: int, alone: Callable[[object], bool] | None = None) -> list[list[Replication]]:
     """Groups of at most ``size`` replications that differ only in λ and seed (what
-    train.run_replications can train as one vectorised pack), in order of first member."""
+    train.run_replications can train as one vectorised pack), in order of first member.
+    ``alone(config)`` true: the replication is a task of its own though it could pack."""
     if size < 1:
         raise ScheduleError(f"--pack-size must be at least 1, not {size}")
     from harness.pack import pack_key  # torch: imported only when a sweep runs
@@ -88,7 +89,8 @@ def pack(reps: list[Replication], size: int) -> list[list[Replication]]:
     groups: list[list[Replication]] = []
     for rep in reps:
         # what cannot be packed (image folders, dropout, ...) goes alone, so other workers can take it
-        key = pack_key(rep.config) or rep.id
+        key = pack_key(rep.config) if alone is None or not alone(rep.config) else None
+        key = key or rep.id
         chunk = chunks.get(key)
         if chunk is None or len(chunk) == size:
             chunk = chunks[key] = []
@@ -98,6 +100,26 @@ def pack(reps: list[Replication], size: int) -> list[list[Replication]]:
 
 
 AUTO_PACK_CAP = 70  # a pack's results arrive together: cap what an interruption can lose
+
+
+def trains_alone_on_cpu(data_dir) -> Callable[[object], bool]:
+    """For --pack-size auto on CPU workers: does harness.pack train this config one at a
+    time there (choose_pack_size 1: a CNN whose activations fill the cache)? Then it is a
+    task of its own, which other workers can take, not one of a group that one worker
+    would train one after the other. Decided once per pack key, from the data's shapes."""
+    from harness.data import splits_for
+    from harness.pack import choose_pack_size, pack_key
+
+    decided: dict = {}
+
+    def alone(config) -> bool:
+        key = pack_key(config)
+        if key is not None and key not in decided:
+            splits = splits_for(config, data_dir, device="cpu")  # cached: check_data loaded it
+            decided[key] = choose_pack_size(config, splits.input_shape, splits.n_classes, "cpu") == 1
+        return decided.get(key, False)
+
+    return alone
 
 
 def auto_pack_size(reps: list[Replication], workers: int) -> int:
@@ -366,7 +388,10 @@ def run_study(
         check_data(todo, data_dir)
         store.record_host(platform.node(), machine())
     slots = _slots(options, remote)
-    groups = pack(todo, options.pack_size or auto_pack_size(todo, len(slots) if slots else 1))
+    alone = None
+    if not options.pack_size and slots and all(slot.device == "cpu" for slot in slots):
+        alone = trains_alone_on_cpu(data_dir)
+    groups = pack(todo, options.pack_size or auto_pack_size(todo, len(slots) if slots else 1), alone)
     backend = choose_backend(options.backend, options.scheduler, len(slots) if slots else 1)
     mode = options.log if options.log != "auto" else ("bar" if sys.stderr.isatty() else "plain")
     if mode != "quiet":

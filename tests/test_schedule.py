@@ -378,3 +378,18 @@ def test_auto_pack_size_spreads_the_largest_packable_group_over_the_workers():
 def test_replications_that_cannot_be_packed_are_tasks_of_their_own():
     reps = Study("c", settings={"latent": 8, "net.dropout": 0.5}, grid={"lam": [0.0, 1.0], "seed": [0, 1]}).replications()
     assert [len(g) for g in pack(reps, 70)] == [1, 1, 1, 1]  # dropout: each member its own random stream
+
+
+def test_auto_packs_of_what_trains_alone_on_cpu_are_tasks_of_their_own(cifar_dir):
+    """A CIFAR CNN's activations fill the CPU's cache (harness.pack trains it alone there):
+    with --pack-size auto on CPU its replications are separate tasks, spread over the
+    workers; a dense autoencoder's still pack."""
+    from harness.schedule import trains_alone_on_cpu
+
+    cnn = Study("cnn", settings={"dataset": "cifar10", "model": "cnn", "task": "classification", "arch": (128,)},
+                grid={"lam": [0.0, 1.0], "seed": [0, 1]}).replications()
+    ae = Study("ae", settings={"dataset": "cifar10", "model": "dense_ae", "latent": 8},
+               grid={"lam": [0.0, 1.0], "seed": [0, 1]}).replications()
+    alone = trains_alone_on_cpu(cifar_dir[0])
+    assert [len(g) for g in pack(cnn + ae, 70, alone)] == [1, 1, 1, 1, 4]
+    assert [len(g) for g in pack(cnn + ae, 70)] == [4, 4]
