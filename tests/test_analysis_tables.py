@@ -252,3 +252,13 @@ def test_claims_are_checked_cell_by_cell():
     assert tables.claim_sentence(ratio, cells).startswith("largest ratio 4.89, smallest 1.33: does not agree")
     assert tables.claim_sentence(mse_low, tables.claim_cells(frame, mse_low, ["latent", "lam"])) == "holds in 9 of 9 cells"
     assert tables.claim_sentence(mse_high, tables.claim_cells(frame, mse_high, ["latent", "lam"])) == "holds in 0 of 12 cells"
+
+
+def test_guidance_sentence_reads_grad_ratio_against_float32():
+    frame = pd.DataFrame({"status": ["done"] * 4 + ["failed"], "lam": [0.0, 1e-3, 1.0, 1.0, 10.0],
+                          "grad_ratio": [0.0, 1e-80, 2e-9, 4e-9, 5.0]})
+    sentence = tables.guidance_sentence(frame)
+    assert "largest at lam = 1: mean 3e-09" in sentence and "cannot have changed" in sentence
+    frame.loc[3, "grad_ratio"] = 0.2
+    assert "steers training" in tables.guidance_sentence(frame)
+    assert tables.guidance_sentence(frame.drop(columns="grad_ratio")) is None

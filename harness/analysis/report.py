@@ -290,6 +290,10 @@ def _diagnostics(r: _Report, frame: pd.DataFrame, factors: list[str]):
          "(mean over epochs); logdet_mean = log|det W| of the guided dense layers; "
          "log_c11_mean = mean log|c11| of guided conv filters; entropy_loss = final unweighted "
          "guidance term. A grad_ratio far below 1 means the guidance barely moves training.", "")
+    sentence = tables.guidance_sentence(frame)
+    if sentence:
+        r.summary.append(sentence)
+        r.md(f"**{sentence}.**", "")
     keep = [c for c in table.columns if not c.endswith("_sd")]
     r.table(table, "diagnostics", "Entropy diagnostics (mean per cell; sd in the CSV)",
             show=table[keep], inline=len(table) <= 60)

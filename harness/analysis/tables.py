@@ -293,6 +293,33 @@ def diagnostics(frame: pd.DataFrame, factor: str,
     return pd.DataFrame(rows) if present else pd.DataFrame()
 
 
+FLOAT32_RESOLUTION = float(np.finfo(np.float32).eps) / 2  # relative rounding of a float32 sum
+
+
+def guidance_sentence(frame: pd.DataFrame, factor: str = "lam") -> str | None:
+    """Did the guidance term change the gradients? From grad_ratio (||∇ λ·term|| / ||∇ task||
+    on the guided layers, mean over epochs) of the done replications with λ > 0: its
+    largest mean per level, read against float32's resolution. None without the data."""
+    if "grad_ratio" not in frame.columns or factor not in frame.columns:
+        return None
+    done = frame[(frame["status"] == DONE) & (frame[factor].astype(float) > 0)]
+    ratios = done["grad_ratio"].astype(float)
+    ratios = ratios[np.isfinite(ratios)]
+    if not len(ratios):
+        return None
+    means = done.loc[ratios.index].groupby(factor)["grad_ratio"].mean()
+    top_level, top = means.idxmax(), float(means.max())
+    where = f"largest at {factor} = {level_label(top_level)}: mean {top:.3g}"
+    if top < FLOAT32_RESOLUTION:
+        verdict = ("below float32's resolution of the task gradient, so the term cannot have changed "
+                   "the float32 gradients: the guidance did nothing to training")
+    elif top < 1e-2:
+        verdict = "small against the task gradient: the guidance barely moves training"
+    else:
+        verdict = "of the task gradient's order or larger: the guidance steers training"
+    return f"Guidance gradient vs task gradient (grad_ratio, {where}): {verdict}"
+
+
 def status_counts(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     """Replications per grid cell by status (done / diverged / failed), every cell kept."""
     keys = [k for k in keys if k in frame.columns]
