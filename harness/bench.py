@@ -62,6 +62,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeats", type=int, default=2, help="runs of each path, alternating; the fastest counts (default 2)")
     parser.add_argument("--max-members", type=int, default=0, help="cap on the replications taken (0 = the whole cell)")
     parser.add_argument(
+        "--pack-size", type=int, default=None,
+        help="members per pack for the packed and spread runs (default: what harness.pack.choose_pack_size picks)",
+    )
+    parser.add_argument(
         "--workers", type=int, default=None,
         help="worker processes of the spread run (default: one per core on CPU, 1 on a GPU; 1 = no spread run)",
     )
@@ -98,11 +102,11 @@ def run(args: argparse.Namespace) -> int:
         base = configs[0]
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     splits = splits_for(base, args.data_dir, device=device)
-    if args.workers is not None and args.workers < 1:
-        raise BenchError("--workers must be at least 1")
+    if (args.workers is not None and args.workers < 1) or (args.pack_size is not None and args.pack_size < 1):
+        raise BenchError("--workers and --pack-size must be at least 1")
     workers = args.workers or (1 if str(device).startswith("cuda") else default_cpu_workers(len(configs)))
     result = bench(configs, splits, device, plain_reps=args.plain_reps or len(configs), repeats=args.repeats,
-                   workers=workers)
+                   workers=workers, pack_size=args.pack_size)
     print(result.report(study.name, _varying(study, base)))
     return 0
 
@@ -145,6 +149,7 @@ class BenchResult:
     pack_size: int  # what choose_pack_size picks on this device
     repeats: int = 1  # each path's time is its fastest of this many runs
     workers: int = 1  # worker processes of the spread run (1: none)
+    chosen_pack_size: int | None = None  # what choose_pack_size picks (pack_size: what ran)
     spread_s: float = math.nan
 
     @property
@@ -201,13 +206,14 @@ class BenchResult:
                 f"speed-up spread / plain: {self.spread_reps_per_hour / self.plain_reps_per_hour:.1f}x",
             ]
         lines += [
-            f"pack size the harness chooses on this device: {self.pack_size} (harness.pack.choose_pack_size)",
+            f"pack size the harness chooses on this device: {self.chosen_pack_size or self.pack_size} "
+            "(harness.pack.choose_pack_size)",
         ]
         return "\n".join(lines)
 
 
 def bench(configs: list, splits, device: str, plain_reps: int | None = None, repeats: int = 2,
-          workers: int = 1) -> BenchResult:
+          workers: int = 1, pack_size: int | None = None) -> BenchResult:
     """Time the plain loop on ``plain_reps`` of the configs (spread evenly over the cell, so
     its λ mix is the pack's) and the packed path on all of them, on ``splits``; measure the
     matmul peak and count the model's FLOPs. Each path runs ``repeats`` times, alternating,
@@ -219,7 +225,8 @@ def bench(configs: list, splits, device: str, plain_reps: int | None = None, rep
 
     plain_reps = min(plain_reps or len(configs), len(configs))
     plain_configs = configs[:: len(configs) // plain_reps][:plain_reps]
-    size = choose_pack_size(configs[0], splits.input_shape, splits.n_classes, device)
+    chosen = choose_pack_size(configs[0], splits.input_shape, splits.n_classes, device)
+    size = pack_size or chosen
     # Warm-up, left out of timing: first calls allocate, pick kernels, fill caches.
     tiny = _subset(splits, 64)
     plain_loop(plain_configs[:1], tiny, device)
@@ -250,7 +257,7 @@ def bench(configs: list, splits, device: str, plain_reps: int | None = None, rep
         members=len(configs), epochs=epochs, n_train=n_train, n_val=n_val, device=str(device),
         threads=torch.get_num_threads(), peak_flops=peak, plain_reps=plain_reps, plain_s=plain_s,
         packed_s=packed_s, flops_per_rep=per_rep, repeats=repeats,
-        pack_size=size, workers=workers, spread_s=spread_s,
+        pack_size=size, chosen_pack_size=chosen, workers=workers, spread_s=spread_s,
     )
 
 

@@ -42,12 +42,13 @@ def test_matmul_peak_is_a_rate():
 
 def test_bench_prints_both_paths_their_ratio_and_the_pack_size(capsys):
     args = parse("studies/quickstart.py", "latent=16", "--epochs", "1", "--n-train", "128", "--plain-reps", "2",
-                 "--repeats", "1", "--workers", "2")
+                 "--repeats", "1", "--workers", "2", "--pack-size", "3")
     assert bench.run(args) == 0
     out = capsys.readouterr().out
     assert "6 replications" in out and "1 epoch(s) on 128 examples" in out and "validation 32" in out  # 359 x 128/1437
     for needle in ("matmul peak", "plain loop (DataLoader", "packed (harness, packs of", "reps/h", "of peak", "speed-up",
-                   "pack size", "spread (harness run --workers 2: 2 processes x", "speed-up spread / plain"):
+                   "pack size", "spread (harness run --workers 2: 2 processes x", "speed-up spread / plain",
+                   "packs of up to 3)"):
         assert needle in out, needle
 
 
