@@ -77,10 +77,11 @@ def remaining(study: Study, store, rerun_failed: bool = False) -> tuple[list[Rep
     return [r for r in reps if r.id not in recorded], len(reps)
 
 
-def pack(reps: list[Replication], size: int, alone: Callable[[object], bool] | None = None) -> list[list[Replication]]:
+def pack(reps: list[Replication], size: int, cap: Callable[[object], int] | None = None) -> list[list[Replication]]:
     """Groups of at most ``size`` replications that differ only in λ and seed (what
     train.run_replications can train as one vectorised pack), in order of first member.
-    ``alone(config)`` true: the replication is a task of its own though it could pack."""
+    ``cap(config)``: at most that many in a group with this config (1: a task of its own
+    though it could pack)."""
     if size < 1:
         raise ScheduleError(f"--pack-size must be at least 1, not {size}")
     from harness.pack import pack_key  # torch: imported only when a sweep runs
@@ -89,10 +90,10 @@ def pack(reps: list[Replication], size: int, alone: Callable[[object], bool] | N
     groups: list[list[Replication]] = []
     for rep in reps:
         # what cannot be packed (image folders, dropout, ...) goes alone, so other workers can take it
-        key = pack_key(rep.config) if alone is None or not alone(rep.config) else None
-        key = key or rep.id
+        limit = size if cap is None else min(size, cap(rep.config))
+        key = (pack_key(rep.config) if limit > 1 else None) or rep.id
         chunk = chunks.get(key)
-        if chunk is None or len(chunk) == size:
+        if chunk is None or len(chunk) >= limit:
             chunk = chunks[key] = []
             groups.append(chunk)
         chunk.append(rep)
@@ -102,24 +103,28 @@ def pack(reps: list[Replication], size: int, alone: Callable[[object], bool] | N
 AUTO_PACK_CAP = 70  # a pack's results arrive together: cap what an interruption can lose
 
 
-def trains_alone_on_cpu(data_dir) -> Callable[[object], bool]:
-    """For --pack-size auto on CPU workers: does harness.pack train this config one at a
-    time there (choose_pack_size 1: a CNN whose activations fill the cache)? Then it is a
-    task of its own, which other workers can take, not one of a group that one worker
-    would train one after the other. Decided once per pack key, from the data's shapes."""
+def cpu_pack_sizes(data_dir) -> Callable[[object], int]:
+    """For --pack-size auto on CPU workers: the pack size harness.pack trains a config in
+    there (choose_pack_size), so that a group is one pack. Its results then arrive (and are
+    recorded) when that pack ends, not when the last of several packs of a group does,
+    and an interruption loses one pack at most. A CNN whose activations fill the cache
+    trains alone there (size 1): a task of its own, which other workers can take. Decided
+    once per pack key, from the data's shapes."""
     from harness.data import splits_for
     from harness.pack import choose_pack_size, pack_key
 
     decided: dict = {}
 
-    def alone(config) -> bool:
+    def size(config) -> int:
         key = pack_key(config)
-        if key is not None and key not in decided:
+        if key is None:
+            return 1
+        if key not in decided:
             splits = splits_for(config, data_dir, device="cpu")  # cached: check_data loaded it
-            decided[key] = choose_pack_size(config, splits.input_shape, splits.n_classes, "cpu") == 1
-        return decided.get(key, False)
+            decided[key] = choose_pack_size(config, splits.input_shape, splits.n_classes, "cpu")
+        return decided[key]
 
-    return alone
+    return size
 
 
 def auto_pack_size(reps: list[Replication], workers: int) -> int:
@@ -388,10 +393,10 @@ def run_study(
         check_data(todo, data_dir)
         store.record_host(platform.node(), machine())
     slots = _slots(options, remote)
-    alone = None
+    cap = None
     if not options.pack_size and slots and all(slot.device == "cpu" for slot in slots):
-        alone = trains_alone_on_cpu(data_dir)
-    groups = pack(todo, options.pack_size or auto_pack_size(todo, len(slots) if slots else 1), alone)
+        cap = cpu_pack_sizes(data_dir)
+    groups = pack(todo, options.pack_size or auto_pack_size(todo, len(slots) if slots else 1), cap)
     backend = choose_backend(options.backend, options.scheduler, len(slots) if slots else 1)
     mode = options.log if options.log != "auto" else ("bar" if sys.stderr.isatty() else "plain")
     if mode != "quiet":

@@ -380,16 +380,25 @@ def test_replications_that_cannot_be_packed_are_tasks_of_their_own():
     assert [len(g) for g in pack(reps, 70)] == [1, 1, 1, 1]  # dropout: each member its own random stream
 
 
-def test_auto_packs_of_what_trains_alone_on_cpu_are_tasks_of_their_own(cifar_dir):
-    """A CIFAR CNN's activations fill the CPU's cache (harness.pack trains it alone there):
-    with --pack-size auto on CPU its replications are separate tasks, spread over the
-    workers; a dense autoencoder's still pack."""
-    from harness.schedule import trains_alone_on_cpu
+def test_auto_groups_on_cpu_are_one_pack_each(cifar_dir):
+    """With --pack-size auto on CPU a group is what harness.pack trains as one pack there,
+    so its results are recorded when that pack ends. A CIFAR CNN's activations fill the
+    cache (choose_pack_size 1): its replications are separate tasks, spread over the
+    workers; a dense autoencoder's pack."""
+    from harness.data import splits_for
+    from harness.pack import choose_pack_size
+    from harness.schedule import cpu_pack_sizes
 
     cnn = Study("cnn", settings={"dataset": "cifar10", "model": "cnn", "task": "classification", "arch": (128,)},
                 grid={"lam": [0.0, 1.0], "seed": [0, 1]}).replications()
     ae = Study("ae", settings={"dataset": "cifar10", "model": "dense_ae", "latent": 8},
-               grid={"lam": [0.0, 1.0], "seed": [0, 1]}).replications()
-    alone = trains_alone_on_cpu(cifar_dir[0])
-    assert [len(g) for g in pack(cnn + ae, 70, alone)] == [1, 1, 1, 1, 4]
-    assert [len(g) for g in pack(cnn + ae, 70)] == [4, 4]
+               grid={"lam": [0.0, 1.0], "seed": range(40)}).replications()
+    splits = splits_for(ae[0].config, cifar_dir[0], device="cpu")
+    per_pack = choose_pack_size(ae[0].config, splits.input_shape, splits.n_classes, "cpu")
+    assert 1 < per_pack < 80
+    sizes = cpu_pack_sizes(cifar_dir[0])
+    assert sizes(cnn[0].config) == 1 and sizes(ae[0].config) == per_pack
+    groups = pack(cnn + ae, 70, sizes)
+    assert [len(g) for g in groups[:4]] == [1, 1, 1, 1]
+    assert [len(g) for g in groups[4:]] == [per_pack] * (80 // per_pack) + ([80 % per_pack] if 80 % per_pack else [])
+    assert [len(g) for g in pack(cnn + ae, 70)] == [4, 70, 10]
