@@ -271,3 +271,18 @@ def test_settings_left_varying_by_overrides_split_the_tables(tmp_path):
     report = (tmp_path / "report.md").read_text()
     assert "**Note:** train.monitor vary among the recorded replications" in report
     assert "### val_mse by lam at latent=80, train.monitor=task" in report
+
+
+def test_a_grid_still_being_run_reports_what_is_there(tmp_path):
+    """Mid-run (one λ recorded so far) a sign table says there is nothing to compare yet,
+    instead of failing."""
+    store = Store(f"sqlite:///{tmp_path}/h.db")
+    store.record_study_dict({"name": "partial", "settings": {}, "grid": {"lam": LAMS, "seed": [0, 1]},
+                             "analyses": [spec_to_dict(SignificanceTable("val_mse"))], "source": ""})
+    for seed in range(2):
+        config = {"dataset": "mnist", "model": "dense_ae", "lam": 0.0, "latent": 80, "seed": seed}
+        store.record(_result("partial", f"p{seed}", "done", config, {"val_mse": 0.003 + 0.001 * seed}))
+    analyze(store, ["partial"], tmp_path / "out")
+    report = (tmp_path / "out" / "partial" / "report.md").read_text()
+    assert "Only lam = 0 has replications at all replications: nothing to compare yet." in report
+    assert "Skipped" not in report and "| 0 | 2 | 0.0035 |" in report

@@ -333,6 +333,11 @@ def _significance(r: _Report, spec: SignificanceTable, frame, profiles, factors)
             r.md(f"No replications at {where}.", "")
             continue
         grp = tables.groups(sub, spec.metric, spec.factor)
+        if len(grp) < 2:  # a grid still being run: say so, show what there is
+            _levels_table(r, grp, spec.factor, spec.metric, base)
+            r.md(f"Only {spec.factor} = {', '.join(tables.level_label(l) for l in grp)} has replications "
+                 f"at {where}: nothing to compare yet.", "")
+            continue
         long = tables.pairwise(grp, alpha=spec.alpha, test=spec.test,
                                correction=spec.correction, power=spec.power)
         n_pairs = len(grp) * (len(grp) - 1) // 2
@@ -590,7 +595,7 @@ def _claims(r: _Report, spec: Claims, frame, profiles, factors):
         cells = tables.claim_cells(frame, claim, factors)
         sentence = f"“{claim['text']}”: {tables.claim_sentence(claim, cells)}"
         r.summary.append(f"Claim {sentence}")
-        r.md(f"- {sentence}.")
+        r.md(f"- {sentence}.", "")
         if len(cells):
             r.table(cells, f"claim{i}_{claim['metric']}", f"Claim {i}: {claim['text']}", inline=False)
     r.md("")
