@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 
 RUN_EPILOG = """overrides (key=value, dotted keys as in the study's Config):
@@ -62,6 +63,11 @@ def main(argv: list[str] | None = None) -> int:
         "--pack-size", type=_pack_size, default=0, metavar="K",
         help="train up to K replications that differ only in lam and seed together as one vectorised "
         "model; 1 = one at a time (default: auto, the largest such group spread over the workers, at most 70)",
+    )
+    where.add_argument(
+        "--time-limit", type=_duration, default=None, metavar="T",
+        help="start no new replications after T (e.g. 90m, 2h30m, 600s), let those training finish, "
+        "and exit 0; the same command later trains the rest (for batch jobs with a wall-clock limit)",
     )
     failures = run.add_argument_group("failures")
     failures.add_argument(
@@ -142,6 +148,7 @@ def cmd_run(args) -> int:
         rerun_failed=args.rerun_failed,
         pack_size=args.pack_size,
         log="quiet" if args.quiet else args.log,
+        time_limit_s=args.time_limit,
     )
     return run_study(study, db=args.db, data_dir=args.data_dir, options=options, dry_run=args.dry_run)
 
@@ -153,6 +160,15 @@ def _pack_size(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer or auto, not {text!r}")
     return int(text)
+
+
+def _duration(text: str) -> float:
+    """--time-limit: 2h30m, 90m, 45s, 1.5h, or plain seconds."""
+    match = re.fullmatch(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s?)?", text.strip())
+    if not text.strip() or match is None:
+        raise argparse.ArgumentTypeError(f"expected a duration like 90m, 2h30m or 600s, not {text!r}")
+    hours, minutes, seconds = (float(g) if g else 0.0 for g in match.groups())
+    return hours * 3600 + minutes * 60 + seconds
 
 
 def cmd_status(args) -> int:

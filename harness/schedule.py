@@ -63,6 +63,7 @@ class RunOptions:
     pack_size: int = 1  # a worker trains up to this many replications differing only in λ and seed at once
     log: str = "auto"  # auto (a live bar on a terminal, else plain) | bar | plain (a line per result) | quiet
     lease_s: float = LEASE_S  # claim lease; renewed every lease_s / 10 while the run lives
+    time_limit_s: float | None = None  # start nothing new after this many seconds; None = no limit
 
 
 # -- what to train ---------------------------------------------------------------------
@@ -266,6 +267,9 @@ class Sweep:
         self.again: deque = deque()  # claimed groups to run again
         self.alone: deque = deque()  # claimed groups to run one at a time (in flight when a worker died)
         self.inflight: dict[Future, tuple[list[Replication], bool]] = {}
+        limit = options.time_limit_s
+        self.deadline = None if limit is None else time.monotonic() + limit
+        self.timed_out = False  # the time limit stopped it with work left
 
     def run(self, groups: list[list[Replication]]) -> None:
         self.pending.extend(groups)
@@ -277,6 +281,9 @@ class Sweep:
             self._collect(done)
 
     def _submit_more(self) -> None:
+        if self.deadline is not None and time.monotonic() >= self.deadline:
+            self.timed_out = bool(self.pending or self.again or self.alone)
+            return  # what is training finishes; the rest stays unclaimed for the next run
         if any(alone for _, alone in self.inflight.values()):
             return
         if self.alone:
@@ -485,6 +492,9 @@ def _summary(progress: Progress, sweep: Sweep, db: str, todo: int, interrupted: 
         f"trained {progress.finished}: {c['done']} done, {c['diverged']} diverged, {c['failed']} failed; "
         f"results in {db} (harness analyze to write the report)"
     )
+    if sweep.timed_out:
+        print(f"time limit reached: {todo - progress.finished} of {todo} replications not started; "
+              "run the same command again to train them")
     if sweep.skipped:
         print(f"{sweep.skipped} replication(s) skipped: another run recorded them or is training them (harness status)")
     return 1 if c["failed"] else 0

@@ -402,3 +402,23 @@ def test_auto_groups_on_cpu_are_one_pack_each(cifar_dir):
     assert [len(g) for g in groups[:4]] == [1, 1, 1, 1]
     assert [len(g) for g in groups[4:]] == [per_pack] * (80 // per_pack) + ([80 % per_pack] if 80 % per_pack else [])
     assert [len(g) for g in pack(cnn + ae, 70)] == [4, 70, 10]
+
+
+def test_a_time_limit_lets_what_trains_finish_and_starts_nothing_new(tmp_path, scratch, capsys):
+    db = tmp_path / "h.db"
+    options = RunOptions(log="quiet", time_limit_s=0.3)
+    assert sweep(grid_study(), db, scratch, options, sleep=0.6) == 0
+    assert rows(db, "SELECT count(*), min(status) FROM replications") == [(1, "done")]
+    assert rows(db, "SELECT count(*) FROM claims") == [(0,)]  # nothing left claimed
+    assert "time limit reached: 5 of 6 replications not started; run the same command again" in capsys.readouterr().out
+    assert sweep(grid_study(), db, scratch, RunOptions(log="quiet")) == 0
+    assert rows(db, "SELECT count(*) FROM replications") == [(6,)]
+    assert "time limit" not in capsys.readouterr().out
+
+
+def test_time_limits_parse_like_batch_schedulers_write_them():
+    from harness.cli import _duration
+
+    assert [_duration(t) for t in ("90m", "2h30m", "600s", "600", "1.5h", "1h5m10s")] == [5400, 9000, 600, 600, 5400, 3910]
+    with pytest.raises(Exception, match="duration like 90m"):
+        _duration("soon")
