@@ -127,7 +127,8 @@ def _db_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--db",
         default=os.environ.get("HARNESS_DB", "sqlite:///results/harness.db"),
-        help="SQLAlchemy database URL (default: $HARNESS_DB, else sqlite:///results/harness.db)",
+        help="SQLAlchemy database URL, or the path of a SQLite file (default: $HARNESS_DB, else "
+        "sqlite:///results/harness.db)",
     )
 
 

@@ -190,10 +190,12 @@ class Store:
     """A results database at a SQLAlchemy URL."""
 
     def __init__(self, url: str = DEFAULT_DB):
+        if "://" not in str(url):  # a plain file path: a SQLite database there
+            url = f"sqlite:///{url}"
         self.url = url
         try:
             parsed = sa.engine.make_url(url)
-        except sa.exc.ArgumentError:
+        except (sa.exc.ArgumentError, ValueError):
             raise StoreError(f"bad database URL {url!r}; e.g. sqlite:///results/harness.db") from None
         if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)

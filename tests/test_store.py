@@ -112,8 +112,9 @@ def test_sqlite_runs_in_wal_mode_and_is_intact(store, study, tmp_path):
 
 
 def test_bad_url_is_a_one_line_error():
-    with pytest.raises(StoreError, match="bad database URL"):
-        Store("not a url")
+    for url in ("://x", "a b://c", "sqlite://:x:/"):
+        with pytest.raises(StoreError, match="bad database URL"):
+            Store(url)
     with pytest.raises(StoreError, match="cannot open database"):
         Store("postgresql+nosuchdriver://u@localhost/x")
 
@@ -144,3 +145,9 @@ def test_machine_descriptions_are_kept_per_host(store, study, tmp_path):
     with sqlite3.connect(old) as conn:
         conn.execute("CREATE TABLE studies (name VARCHAR(200) PRIMARY KEY, definition TEXT NOT NULL, updated_at VARCHAR(40) NOT NULL)")
     assert Store(f"sqlite:///{old}").hosts() == {}
+
+
+def test_a_plain_path_is_a_sqlite_file(tmp_path, study):
+    """`harness analyze --db results/x/harness.db`: a path works as well as a URL."""
+    Store(str(tmp_path / "plain.db")).record_study(study)
+    assert Store(f"sqlite:///{tmp_path}/plain.db").studies() == ["st"]
