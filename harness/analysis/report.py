@@ -289,7 +289,10 @@ def _diagnostics(r: _Report, frame: pd.DataFrame, factors: list[str]):
          "grad_ratio = ||∇ of λ·entropy term|| / ||∇ of task loss|| on the guided layers "
          "(mean over epochs); logdet_mean = log|det W| of the guided dense layers; "
          "log_c11_mean = mean log|c11| of guided conv filters; entropy_loss = final unweighted "
-         "guidance term. A grad_ratio far below 1 means the guidance barely moves training.", "")
+         "guidance term. A grad_ratio far below 1 is a small gradient in norm, not necessarily "
+         "no effect: Adam scales each weight's step by its own gradient history, so a weight "
+         "the task loss does not move (one on an input that is always 0) follows even a tiny "
+         "guidance gradient at full step size; compare logdet_mean with λ = 0.", "")
     sentence = tables.guidance_sentence(frame)
     if sentence:
         r.summary.append(sentence)
