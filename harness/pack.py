@@ -49,7 +49,7 @@ from harness.data import IMAGE_DATASETS, Splits, splits_for
 from harness.entropy import entropy_loss, entropy_stats, guided_layers
 from harness.models import DenseAutoencoder
 from harness.study import Config, Replication, derive_seed, flatten
-from harness.train import Outcome, _guided_rows, _profile_rows, check_config, result_dict, seeded_model, train
+from harness.train import Outcome, _guided_rows, _mean, _profile_rows, check_config, result_dict, seeded_model, train
 
 __all__ = [
     "PACKABLE_MODELS", "PackedOutcome", "pack_key", "pack_groups", "choose_pack_size", "train_pack", "train_in_packs", "run_pack",
@@ -451,6 +451,7 @@ class _Member:
     best_state: list[Tensor] | None = None
     wait: int = 0
     grad_ratios: list[float] = field(default_factory=list)
+    term_leds: list[float] = field(default_factory=list)
 
 
 class _Pack:
@@ -550,6 +551,7 @@ def train_pack(configs: Sequence[Config], splits: Splits, device: str | torch.de
         bad_task = torch.zeros(size, device=device)
         bad_total = torch.zeros(size, device=device)
         ratios = torch.zeros(size, dtype=torch.float64, device=device)
+        leds = torch.zeros(size, dtype=torch.float64, device=device)
         for start in range(0, n, batch):
             idx = orders[:, start : start + batch]
             x, y = engine.batch(xs, ys, idx)
@@ -559,7 +561,8 @@ def train_pack(configs: Sequence[Config], splits: Splits, device: str | torch.de
                 term, term_grads = entropy.term_and_grads(pack.params, guided_on, lam_on)
                 total = task.index_add(0, guided_on, term)
                 if start == 0:  # once per epoch: how strong is the guidance against the task?
-                    ratios = _grad_ratios(grads, term_grads, pack.guided, guided_on, size)
+                    ratios, leds = _grad_ratios(grads, term_grads, entropy.pieces(grads, guided_on), pack.guided,
+                                                guided_on, size)
                 entropy.add_into(grads, term_grads, guided_on)
             for p, g in zip(pack.params, grads):
                 p.grad = g
@@ -581,7 +584,7 @@ def train_pack(configs: Sequence[Config], splits: Splits, device: str | torch.de
         train_loss = (loss_sum / n).tolist()
         train_acc = (correct.double() / n).tolist()
         bad_list, bad_task, bad_total = bad.tolist(), bad_task.tolist(), bad_total.tolist()
-        ratio_list = ratios.tolist()
+        ratio_list, led_list = ratios.tolist(), leds.tolist()
         epoch_s = time.perf_counter() - clock
         share = epoch_s / size
         clock = time.perf_counter()
@@ -590,6 +593,7 @@ def train_pack(configs: Sequence[Config], splits: Splits, device: str | torch.de
         for pos, m in enumerate(pack.members):
             m.outcome.wall_s += share
             m.grad_ratios.append(ratio_list[pos])
+            m.term_leds.append(led_list[pos])
             if bad_list[pos]:
                 _diverge(m, epoch, f"non-finite loss at epoch {epoch}: task {bad_task[pos]}, total {bad_total[pos]}")
                 continue
@@ -657,13 +661,18 @@ def _epoch_reporter(config: Config, members: int):
     return report
 
 
-def _grad_ratios(grads, term_grads, guided: list[int], members: Tensor, size: int) -> Tensor:
-    """Per member ||∇ λ·term|| / ||∇ task|| over the guided layers' weights, as train()'s
-    _grad_ratio (0 where λ = 0). The term's gradient lives in its pieces only."""
+def _grad_ratios(grads, term_grads, task_pieces, guided: list[int], members: Tensor, size: int) -> tuple[Tensor, Tensor]:
+    """Per member (||∇ λ·term|| / ||∇ task||, term_led) over the guided layers' weights, as
+    train()'s _grad_ratio (0 where λ = 0). The term's gradient lives in its pieces only;
+    ``task_pieces`` are the task gradient's matching pieces."""
     norm_task = torch.sqrt(sum((grads[g].index_select(0, members).double() ** 2).flatten(1).sum(1) for g in guided))
     norm_term = torch.sqrt(sum((g.double() ** 2).flatten(1).sum(1) for g in term_grads))
     ratio = torch.where(norm_task > 0, norm_term / norm_task, torch.full_like(norm_task, math.inf))
-    return torch.zeros(size, dtype=torch.float64, device=ratio.device).index_copy(0, members, ratio)
+    acted = sum((b != 0).flatten(1).sum(1) for b in term_grads)
+    led = sum(((b.abs() > a.abs()) & (b != 0)).flatten(1).sum(1) for a, b in zip(task_pieces, term_grads))
+    led = torch.where(acted > 0, led.double() / acted.clamp(min=1), torch.full_like(norm_task, math.nan))
+    zeros = torch.zeros(size, dtype=torch.float64, device=ratio.device)
+    return zeros.index_copy(0, members, ratio), zeros.clone().index_copy(0, members, led)
 
 
 def _diverge(m: _Member, epoch: int, message: str) -> None:
@@ -733,7 +742,8 @@ def _finish(finishing, pack: _Pack, engine, splits: Splits, guided, reconstructi
             stop_epoch=float(epoch),
             best_epoch=float(m.best_epoch),
             hit_max_epochs=float(m.wait < config.train.patience),
-            grad_ratio=float(sum(m.grad_ratios) / len(m.grad_ratios)) if m.grad_ratios else float("nan"),
+            grad_ratio=_mean(m.grad_ratios),
+            term_led=_mean(m.term_leds),
         )
         m.outcome.metrics = metrics
         m.outcome.profiles += _profile_rows(m.model, splits.input_shape, "final", ent.c11)

@@ -180,7 +180,7 @@ def train(config: Config, splits, device: str) -> Outcome:
 
     best_value, best_epoch, best_state, wait, lr_wait = math.inf, 0, None, 0, 0
     best_monitor_acc = -math.inf
-    grad_ratios = []
+    grad_ratios, term_leds = [], []
     epoch = 0
     try:
         for epoch in range(1, config.train.max_epochs + 1):
@@ -193,7 +193,9 @@ def train(config: Config, splits, device: str) -> Outcome:
                 task = task_loss(out, x, y)
                 total = task + entropy_term(config.lam) if config.lam != 0 else task
                 if step == 0:  # once per epoch: how strong is the guidance against the task?
-                    grad_ratios.append(_grad_ratio(task, entropy_term(config.lam), guided_params, config.lam))
+                    ratio, led = _grad_ratio(task, entropy_term(config.lam), guided_params, config.lam)
+                    grad_ratios.append(ratio)
+                    term_leds.append(led)
                 if not torch.isfinite(total):
                     raise Diverged(f"non-finite loss at epoch {epoch}: task {task.item()}, total {total.item()}")
                 optimizer.zero_grad(set_to_none=True)
@@ -260,7 +262,8 @@ def train(config: Config, splits, device: str) -> Outcome:
         stop_epoch=float(epoch),
         best_epoch=float(best_epoch),
         hit_max_epochs=float(wait < config.train.patience),
-        grad_ratio=float(sum(grad_ratios) / len(grad_ratios)) if grad_ratios else float("nan"),
+        grad_ratio=_mean(grad_ratios),
+        term_led=_mean(term_leds),
     )
     outcome.profiles += _profile_rows(model, input_shape, "final", ent.c11)
     return outcome
@@ -321,19 +324,29 @@ def _optimizer(model: torch.nn.Module, config: Config) -> torch.optim.Optimizer:
     return torch.optim.Adam(model.parameters(), lr=config.train.lr)
 
 
-def _grad_ratio(task: torch.Tensor, term: torch.Tensor, params: list, lam: float) -> float:
-    """||∇ λ·entropy term|| / ||∇ task loss|| over the guided layers' weights.
+def _grad_ratio(task: torch.Tensor, term: torch.Tensor, params: list, lam: float) -> tuple[float, float]:
+    """(||∇ λ·entropy term|| / ||∇ task loss||, term_led) over the guided layers' weights.
 
-    Tells whether the guidance term moves the weights at all: with the inverse form and a
-    determinant far below eps it is a constant, and this ratio is ~0 whatever λ is."""
+    The ratio tells how large the guidance gradient is: with the inverse form and a
+    determinant far below eps it is tiny. term_led is the share of the weights the term
+    acts on (nonzero term gradient) where it outweighs the task gradient: under Adam, which
+    scales each weight's step by its own gradient history, those weights follow the term,
+    however small the ratio (a weight on an input that is always 0 has no task gradient)."""
     if lam == 0 or not params:
-        return 0.0
+        return 0.0, 0.0
     g_task = torch.autograd.grad(task, params, retain_graph=True)
     g_term = torch.autograd.grad(term, params, retain_graph=False, allow_unused=True)
+    pairs = [(a, b) for a, b in zip(g_task, g_term) if b is not None]
     norm_task = torch.sqrt(sum((g.double() ** 2).sum() for g in g_task))
-    norm_term = torch.sqrt(sum((g.double() ** 2).sum() for g in g_term if g is not None))
+    norm_term = torch.sqrt(sum((b.double() ** 2).sum() for _, b in pairs))
     ratio = (norm_term / norm_task).item() if norm_task > 0 else math.inf
-    return ratio
+    acted = sum(int((b != 0).sum()) for _, b in pairs)
+    led = sum(int(((b.abs() > a.abs()) & (b != 0)).sum()) for a, b in pairs)
+    return ratio, led / acted if acted else float("nan")
+
+
+def _mean(values: list[float]) -> float:
+    return float(sum(values) / len(values)) if values else float("nan")
 
 
 @torch.no_grad()

@@ -95,6 +95,18 @@ def test_total_float32_monitor_members_match_lone_runs(digits):
     assert stops != [o.metrics["stop_epoch"] for o in by_task]
 
 
+def test_term_led_counts_the_weights_the_guidance_outweighs_the_task_on(digits):
+    """Digits' pixel 0 is always 0: the encoder weights on it get no task gradient, so even
+    a guidance gradient 1e-4 the size of the task's leads there (8 of the 64 entries of the
+    8 x 8 block): under Adam those weights follow the term."""
+    assert float(digits.train_x.reshape(len(digits.train_x), -1)[:, 0].abs().max()) == 0
+    common = {**DENSE, "latent": 8, "entropy.form": "log", "train.max_epochs": 3}
+    packed = check_pack(configs(common, [0.0, 1e-7], [0, 1]), digits)
+    assert [o.metrics["term_led"] for o in packed[:2]] == [0.0, 0.0]
+    for o in packed[2:]:
+        assert o.metrics["grad_ratio"] < 1e-3 and o.metrics["term_led"] >= 8 / 64
+
+
 def test_cnn_members_match_lone_runs_through_early_stopping(digits):
     common = {
         "dataset": "digits", "model": "cnn", "task": "classification", "arch": (4,), "net.padding": "same",

@@ -287,7 +287,8 @@ def _diagnostics(r: _Report, frame: pd.DataFrame, factors: list[str]):
     table = pd.concat(parts, ignore_index=True)
     r.md("## Entropy diagnostics per λ", "",
          "grad_ratio = ||∇ of λ·entropy term|| / ||∇ of task loss|| on the guided layers "
-         "(mean over epochs); logdet_mean = log|det W| of the guided dense layers; "
+         "(mean over epochs); term_led = share of the weights the term acts on where its gradient "
+         "outweighs the task's (mean over epochs); logdet_mean = log|det W| of the guided dense layers; "
          "log_c11_mean = mean log|c11| of guided conv filters; entropy_loss = final unweighted "
          "guidance term. A grad_ratio far below 1 is a small gradient in norm, not necessarily "
          "no effect: Adam scales each weight's step by its own gradient history, so a weight "

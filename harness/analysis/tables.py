@@ -278,7 +278,7 @@ def compare_summary(ours: pd.DataFrame, key: str) -> tuple[pd.DataFrame, dict]:
 
 
 def diagnostics(frame: pd.DataFrame, factor: str,
-                metrics=("grad_ratio", "logdet_mean", "log_c11_mean", "entropy_loss")) -> pd.DataFrame:
+                metrics=("grad_ratio", "term_led", "logdet_mean", "log_c11_mean", "entropy_loss")) -> pd.DataFrame:
     """Per level of ``factor``: n, mean and sd of each entropy diagnostic that has data."""
     done = frame[frame["status"] == DONE]
     present = [m for m in metrics if m in frame.columns and np.isfinite(done[m].astype(float)).any()]
@@ -312,6 +312,12 @@ def guidance_sentence(frame: pd.DataFrame, factor: str = "lam") -> str | None:
         if len(means):
             parts.append(f"its gradient is at most {float(means.max()):.3g} of the task gradient in norm "
                          f"(grad_ratio, mean at {factor} = {level_label(means.idxmax())})")
+        if "term_led" in guided.columns:
+            led = guided.groupby(factor)["term_led"].mean().dropna()
+            if len(led):
+                parts.append(f"it outweighs the task gradient on up to {float(led.max()):.0%} of the weights it "
+                             f"acts on (term_led, mean at {factor} = {level_label(led.idxmax())}), and Adam "
+                             "moves those weights a full step")
     target = next((m for m in ("logdet_mean", "log_c11_mean") if m in done.columns
                    and np.isfinite(done[m].astype(float)).any()), None)
     if target is not None:
