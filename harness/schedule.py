@@ -121,8 +121,11 @@ def cpu_pack_sizes(data_dir) -> Callable[[object], int]:
         if key is None:
             return 1
         if key not in decided:
-            splits = splits_for(config, data_dir, device="cpu")  # cached: check_data loaded it
-            decided[key] = choose_pack_size(config, splits.input_shape, splits.n_classes, "cpu")
+            try:
+                splits = splits_for(config, data_dir, device="cpu")  # cached: check_data loaded it
+                decided[key] = choose_pack_size(config, splits.input_shape, splits.n_classes, "cpu")
+            except Exception:  # a model that cannot be built: alone, so its failure is recorded as usual
+                decided[key] = 1
         return decided[key]
 
     return size
