@@ -77,13 +77,13 @@ def run(args: argparse.Namespace) -> int:
     """Run the benchmark the parsed ``args`` describe and print its figures; 0 on success."""
     import torch
 
-    from harness.data import splits_for
+    from harness.data import IMAGE_DATASETS, splits_for
     from harness.study import build_config, flatten, load_study
-
-    from harness.data import IMAGE_DATASETS
 
     if args.epochs < 1 or args.repeats < 1 or min(args.n_train, args.plain_reps, args.max_members) < 0:
         raise BenchError("--epochs and --repeats must be at least 1; --n-train, --plain-reps and --max-members at least 0")
+    if (args.workers is not None and args.workers < 1) or (args.pack_size is not None and args.pack_size < 1):
+        raise BenchError("--workers and --pack-size must be at least 1")
     study = load_study(args.study).with_overrides(list(args.overrides))
     settings = {"train.max_epochs": args.epochs, "train.patience": args.epochs + 1}  # no early stopping
     configs = first_cell(study.with_overrides([f"{k}={v}" for k, v in settings.items()]))
@@ -102,8 +102,6 @@ def run(args: argparse.Namespace) -> int:
         base = configs[0]
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     splits = splits_for(base, args.data_dir, device=device)
-    if (args.workers is not None and args.workers < 1) or (args.pack_size is not None and args.pack_size < 1):
-        raise BenchError("--workers and --pack-size must be at least 1")
     workers = args.workers or (1 if str(device).startswith("cuda") else default_cpu_workers(len(configs)))
     result = bench(configs, splits, device, plain_reps=args.plain_reps or len(configs), repeats=args.repeats,
                    workers=workers, pack_size=args.pack_size)
@@ -167,11 +165,6 @@ class BenchResult:
     @property
     def spread_reps_per_hour(self) -> float:
         return self.members / self.spread_s * 3600
-
-    @property
-    def best_reps_per_hour(self) -> float:
-        """What `harness run` reaches laid out as this run's fastest packed path."""
-        return max(self.packed_reps_per_hour, self.spread_reps_per_hour if self.workers > 1 else 0.0)
 
     @property
     def plain_flops(self) -> float:

@@ -49,6 +49,7 @@ from harness.data import IMAGE_DATASETS, Splits, splits_for
 from harness.entropy import entropy_loss, entropy_stats, guided_layers
 from harness.models import DenseAutoencoder
 from harness.study import Config, Replication, derive_seed, flatten
+from harness.workers import PROGRESS_ENV
 from harness.train import Outcome, _guided_rows, _mean, _profile_rows, check_config, result_dict, seeded_model, train
 
 __all__ = [
@@ -532,7 +533,8 @@ def train_pack(configs: Sequence[Config], splits: Splits, device: str | torch.de
     entropy = _Entropy(pack.guided, kinds, shapes, base.entropy)
     # monitor=total_float32: the term as a Keras model reports it, in float32 (train()'s
     # entropy_term(1.0, precision="float32")), once per epoch
-    entropy32 = _Entropy(pack.guided, kinds, shapes, replace(base.entropy, precision="float32"))
+    entropy32 = (_Entropy(pack.guided, kinds, shapes, replace(base.entropy, precision="float32"))
+                 if train_cfg.monitor == "total_float32" else None)
     engine = _DenseEngine(template) if isinstance(template, DenseAutoencoder) else _VmapEngine(template, base.task)
     engine.example_floats = _activation_floats(template, splits.input_shape)
 
@@ -580,7 +582,7 @@ def train_pack(configs: Sequence[Config], splits: Splits, device: str | torch.de
 
         val_loss, val_acc = _evaluate(engine, pack.params, splits.val_x.to(device), splits.val_y.to(device), reconstruction)
         ent_value = entropy.values(pack.params)
-        ent32 = entropy32.values(pack.params) if train_cfg.monitor == "total_float32" else None
+        ent32 = entropy32.values(pack.params) if entropy32 is not None else None
         train_loss = (loss_sum / n).tolist()
         train_acc = (correct.double() / n).tolist()
         bad_list, bad_task, bad_total = bad.tolist(), bad_task.tolist(), bad_total.tolist()
@@ -639,9 +641,6 @@ def train_pack(configs: Sequence[Config], splits: Splits, device: str | torch.de
         if len(keep) < size:  # frozen members leave the pack: the others train on alone
             pack.keep(keep)
     return [m.outcome for m in members]
-
-
-PROGRESS_ENV = "HARNESS_PACK_PROGRESS"  # set by `harness run --log plain` for its workers
 
 
 def _epoch_reporter(config: Config, members: int):

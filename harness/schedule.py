@@ -32,6 +32,7 @@ from typing import Callable
 
 from harness.study import Replication, Study
 from harness.workers import (
+    PROGRESS_ENV,
     ScheduleError,
     Slot,
     SlotPool,
@@ -45,7 +46,6 @@ from harness.workers import (
 )
 
 LOG_MODES = ("auto", "bar", "plain", "quiet")
-PROGRESS_ENV = "HARNESS_PACK_PROGRESS"  # harness.pack.PROGRESS_ENV (not imported: it imports torch)
 LEASE_S = 300.0  # a claim not renewed for this long may be taken over by another run
 
 

@@ -275,8 +275,11 @@ def _duration(seconds: float) -> str:
 def _diagnostics(r: _Report, frame: pd.DataFrame, factors: list[str]):
     if "lam" not in frame.columns:
         return
-    parts = []
+    parts, sentences = [], []
     for labels, sub in tables.slices(frame, None, factors, exclude=("lam",)):
+        sentence = tables.guidance_sentence(sub)
+        if sentence:  # per slice: log|det W| of other widths or protocols is not comparable
+            sentences.append(f"{sentence}{' (' + _at_label(labels) + ')' if labels else ''}")
         d = tables.diagnostics(sub, "lam")
         if len(d):
             for k, v in reversed(list(labels.items())):
@@ -294,10 +297,8 @@ def _diagnostics(r: _Report, frame: pd.DataFrame, factors: list[str]):
          "no effect: Adam scales each weight's step by its own gradient history, so a weight "
          "the task loss does not move (one on an input that is always 0) follows even a tiny "
          "guidance gradient at full step size; compare logdet_mean with λ = 0.", "")
-    sentence = tables.guidance_sentence(frame)
-    if sentence:
-        r.summary.append(sentence)
-        r.md(f"**{sentence}.**", "")
+    r.summary += sentences
+    r.md(*(f"- {s}." for s in sentences), "")
     keep = [c for c in table.columns if not c.endswith("_sd")]
     r.table(table, "diagnostics", "Entropy diagnostics (mean per cell; sd in the CSV)",
             show=table[keep], inline=len(table) <= 60)

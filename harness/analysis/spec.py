@@ -202,9 +202,6 @@ class Claims:
 
     published: str = "e1"
 
-    def __post_init__(self):
-        pass
-
 
 SPECS = {cls.__name__: cls for cls in
          (SignificanceTable, CIPlot, Table1, Table2, ProfilePlot, SummaryTable, ProtocolEffect, Claims)}

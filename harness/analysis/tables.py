@@ -305,41 +305,45 @@ def guidance_sentence(frame: pd.DataFrame, factor: str = "lam") -> str | None:
     if factor not in frame.columns:
         return None
     done = frame[frame["status"] == DONE]
+    parts = _gradient_parts(done, factor) + _target_parts(done, factor)
+    return "Guidance term: " + "; ".join(parts) if parts else None
+
+
+def _gradient_parts(done: pd.DataFrame, factor: str) -> list[str]:
+    """The guidance gradient's size (grad_ratio) and reach (term_led), largest mean over λ > 0."""
+    guided = done[done[factor].astype(float) > 0]
     parts = []
-    if "grad_ratio" in done.columns:
-        guided = done[done[factor].astype(float) > 0]
-        means = guided.groupby(factor)["grad_ratio"].mean().dropna()
-        if len(means):
-            parts.append(f"its gradient is at most {float(means.max()):.3g} of the task gradient in norm "
-                         f"(grad_ratio, mean at {factor} = {level_label(means.idxmax())})")
-        if "term_led" in guided.columns:
-            led = guided.groupby(factor)["term_led"].mean().dropna()
-            if len(led):
-                parts.append(f"it outweighs the task gradient on up to {float(led.max()):.0%} of the weights it "
-                             f"acts on (term_led, mean at {factor} = {level_label(led.idxmax())}), and Adam "
-                             "moves those weights a full step")
+    for metric in ("grad_ratio", "term_led"):
+        means = guided.groupby(factor)[metric].mean().dropna() if metric in guided.columns else pd.Series(dtype=float)
+        if not len(means):
+            continue
+        where = f"({metric}, mean at {factor} = {level_label(means.idxmax())})"
+        if metric == "grad_ratio":
+            parts.append(f"its gradient is at most {float(means.max()):.3g} of the task gradient in norm {where}")
+        else:
+            parts.append(f"it outweighs the task gradient on up to {float(means.max()):.0%} of the weights it "
+                         f"acts on {where}, and Adam moves those weights a full step")
+    return parts
+
+
+def _target_parts(done: pd.DataFrame, factor: str) -> list[str]:
+    """Whether the final log|det W| (or log|c11|) at some λ > 0 differs from λ = 0 (Welch, 0.01)."""
     target = next((m for m in ("logdet_mean", "log_c11_mean") if m in done.columns
                    and np.isfinite(done[m].astype(float)).any()), None)
-    if target is not None:
-        grp = groups(done, target, factor)
-        base = next((v for level, v in grp.items() if float(level) == 0.0), None)
-        moved = []
-        for level, values in grp.items():
-            if float(level) > 0 and base is not None and len(base) > 1 and len(values) > 1:
-                if stats.ttest(values, base, welch=True).p < 0.01:
-                    moved.append((level, float(np.mean(values))))
-        name = "log|det W|" if target == "logdet_mean" else "log|c11|"
-        if base is not None and len(base):
-            if moved:
-                shown = ", ".join(f"{mean:.3g} at {level_label(level)}" for level, mean in moved)
-                parts.append(f"the final {name} moves from {float(np.mean(base)):.3g} at {factor} = 0 to {shown}: "
-                             "the guidance changed the weights it targets")
-            else:
-                parts.append(f"the final {name} at no {factor} > 0 differs from {factor} = 0 "
-                             f"({float(np.mean(base)):.3g}) at α = 0.01")
-    if not parts:
-        return None
-    return "Guidance term: " + "; ".join(parts)
+    if target is None:
+        return []
+    grp = groups(done, target, factor)
+    base = next((v for level, v in grp.items() if float(level) == 0.0), None)
+    if base is None or not len(base):
+        return []
+    moved = [(level, float(np.mean(v))) for level, v in grp.items()
+             if float(level) > 0 and len(base) > 1 and len(v) > 1 and stats.ttest(v, base, welch=True).p < 0.01]
+    name = "log|det W|" if target == "logdet_mean" else "log|c11|"
+    if not moved:
+        return [f"the final {name} at no {factor} > 0 differs from {factor} = 0 ({float(np.mean(base)):.3g}) at α = 0.01"]
+    shown = ", ".join(f"{mean:.3g} at {level_label(level)}" for level, mean in moved)
+    return [f"the final {name} moves from {float(np.mean(base)):.3g} at {factor} = 0 to {shown}: "
+            "the guidance changed the weights it targets"]
 
 
 def status_counts(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
