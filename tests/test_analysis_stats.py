@@ -116,3 +116,25 @@ def test_sign_and_stars():
     assert stats.sign(0.5, float("nan"), 0.01) == ""
     assert [stats.stars(p) for p in (0.0004, 0.0035, 0.0155, 0.2, float("nan"))] == \
         ["***", "**", "*", "", ""]
+
+
+@pytest.mark.parametrize("a,b", [(A, B), (B, A), (C, C[::-1] + 0.5), (A, A + np.linspace(0, 1e-5, 10))])
+def test_paired_ttest_matches_scipy(a, b):
+    ours, ref = stats.paired_ttest(a, b), sps.ttest_rel(a, b)
+    assert ours.t == pytest.approx(ref.statistic, rel=1e-10)
+    assert ours.p == pytest.approx(ref.pvalue, rel=1e-8, abs=1e-300)
+    assert ours.df == len(a) - 1 and ours.diff == pytest.approx(np.mean(a - b))
+
+
+def test_paired_ttest_hand_worked_and_degenerate():
+    # differences [1, 2, 3]: mean 2, sd 1, t = 2 / (1 / sqrt 3) = 3.4641, df = 2
+    r = stats.paired_ttest([2, 4, 6], [1, 2, 3])
+    assert r.t == pytest.approx(2 * math.sqrt(3)) and r.df == 2
+    assert r.p == pytest.approx(2 * sps.t.sf(2 * math.sqrt(3), 2))
+    # the unpaired test cannot see a shift that every pair shows; the paired test can
+    a = np.array([1.0, 5.0, 9.0, 13.0])
+    assert stats.ttest(a + 0.01 * np.array([1, 1.1, 0.9, 1]), a).p > 0.9
+    assert stats.paired_ttest(a + 0.01 * np.array([1, 1.1, 0.9, 1]), a).p < 1e-3
+    assert stats.paired_ttest([5, 6, 7], [5, 6, 7]).p == 1.0  # identical pairs
+    assert stats.paired_ttest([6, 7, 8], [5, 6, 7]).p == 0.0  # the same shift in every pair
+    assert math.isnan(stats.paired_ttest([1.0], [2.0]).p)

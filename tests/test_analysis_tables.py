@@ -267,3 +267,33 @@ def test_guidance_sentence_reads_the_gradient_and_the_targeted_weights():
     frame.loc[3:5, "logdet_mean"] = [-38.0, -37.6, -38.1]
     assert "at no lam > 0 differs from lam = 0 (-37.9) at α = 0.01" in tables.guidance_sentence(frame)
     assert tables.guidance_sentence(frame.drop(columns=["grad_ratio", "logdet_mean"])) is None
+
+
+def test_paired_by_seed_pairs_replications_with_the_same_seed():
+    """Level 1 = level 0 + a shift that every seed shows, under a seed-to-seed spread far
+    larger than it; level 2 = level 0 exactly; a seed missing at one level and a seed
+    recorded twice are not paired; failed replications are left out."""
+    rng = np.random.default_rng(0)
+    base = rng.normal(0.0028, 3e-5, 10)
+    shift = 2e-7 + rng.normal(0, 2e-8, 10)
+    rows = [dict(status="done", lam=0.0, seed=s, val_mse=base[s]) for s in range(10)]
+    rows += [dict(status="done", lam=1e-3, seed=s, val_mse=base[s] + shift[s]) for s in range(9)]  # seed 9 missing
+    rows += [dict(status="done", lam=1.0, seed=s, val_mse=base[s]) for s in range(10)]
+    rows += [dict(status="done", lam=1.0, seed=3, val_mse=1.0),  # seed 3 twice at λ = 1: no pair
+             dict(status="failed", lam=1e-3, seed=9, val_mse=np.nan)]
+    frame = pd.DataFrame(rows)
+    paired = tables.paired_by_seed(frame, "val_mse", "lam", alpha=0.01).set_index("lam")
+    shifted = paired.loc[1e-3]
+    ref = sps.ttest_rel(base[:9] + shift[:9], base[:9])
+    assert shifted["n_pairs"] == 9 and shifted["higher"] == 9 and shifted["identical"] == 0
+    assert shifted["p"] == pytest.approx(ref.pvalue, rel=1e-8)
+    assert shifted["mean_diff"] == pytest.approx(shift[:9].mean(), rel=1e-6)
+    assert shifted["ci_lo"] < shift[:9].mean() < shifted["ci_hi"]
+    assert shifted["sign"] == "+" and shifted["seed_r"] > 0.999
+    unpaired = tables.pairwise(tables.groups(frame, "val_mse", "lam")).set_index(["row", "col"])
+    assert unpaired.loc[(1e-3, 0.0), "p"] > 0.5  # the shift is lost in the seed-to-seed spread
+    same = paired.loc[1.0]
+    assert same["n_pairs"] == 9 and same["identical"] == 9 and same["p"] == 1.0 and same["sign"] == ""
+    sentence = tables.paired_sentence(paired.reset_index(), "val_mse", "lam", 0.01)
+    assert sentence.startswith("1 of 2 lam levels differ from lam = 0")
+    assert "9 of 18 pairs are identical" in sentence

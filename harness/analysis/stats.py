@@ -60,6 +60,24 @@ def ttest(a, b, *, welch: bool = False, alternative: str = "two-sided") -> TTest
     return TTest(diff, float(t), float(df), float(min(p, 1.0)))
 
 
+def paired_ttest(a, b) -> TTest:
+    """Paired t-test of mean(a - b), a[i] and b[i] one pair (two replications with the same
+    seed); scipy's ttest_rel, with the degenerate case of ``ttest`` (every difference
+    equal: p = 0 if nonzero, 1 if zero) instead of NaN."""
+    d = _arr(a) - _arr(b)
+    n = len(d)
+    diff = float(d.mean()) if n else float("nan")
+    if n < 2:
+        return TTest(diff, float("nan"), float("nan"), float("nan"))
+    sd = float(d.std(ddof=1))
+    if sd == 0:
+        if diff == 0:
+            return TTest(diff, float("nan"), float(n - 1), 1.0)
+        return TTest(diff, float(np.copysign(np.inf, diff)), float(n - 1), 0.0)
+    t = diff / (sd / np.sqrt(n))
+    return TTest(diff, float(t), float(n - 1), float(min(2 * stats.t.sf(abs(t), n - 1), 1.0)))
+
+
 def t_interval(x, confidence: float = 0.95) -> tuple[float, float, float]:
     """(mean, lower, upper) of the t confidence interval of the mean; bounds NaN for n < 2."""
     x = _arr(x)

@@ -469,6 +469,80 @@ def compare_table1(ours: pd.DataFrame, rows: dict, by: str = "arch",
     return pd.DataFrame(out), dict(agree=agree, compared=compared)
 
 
+# ---------------------------------------------------------------- paired by seed
+
+def seed_pairs(frame: pd.DataFrame, metric: str, factor: str, a, b) -> tuple[np.ndarray, np.ndarray]:
+    """``metric`` at ``factor`` = a and = b for each seed with one done replication and a
+    finite value at both, aligned and in seed order. The harness derives a replication's
+    initial weights and data order from its seed alone (``study.derive_seed``), so two
+    such replications differ only in ``factor`` (within a slice where the rest is fixed)."""
+    done = frame[(frame["status"] == DONE) & np.isfinite(frame[metric].astype(float))]
+
+    def by_seed(level) -> pd.Series:
+        at = done[matches(done[factor], level)]
+        once = at["seed"].map(at["seed"].value_counts()) == 1  # a seed seen twice is no pair
+        return at.loc[once].set_index("seed")[metric].astype(float)
+
+    x, y = by_seed(a), by_seed(b)
+    seeds = sorted(set(x.index) & set(y.index))
+    return x.loc[seeds].to_numpy(), y.loc[seeds].to_numpy()
+
+
+def paired_by_seed(frame: pd.DataFrame, metric: str, factor: str, *, baseline=None, alpha: float = 0.01,
+                   correction: str = "holm", confidence: float = 0.95) -> pd.DataFrame:
+    """Each level of ``factor`` against ``baseline`` (default: its lowest level), seed by
+    seed: per level the pairs, how many are identical / higher / lower, the mean paired
+    difference (level − baseline) with its t-interval and paired t-test (corrected across
+    the levels), and ``seed_r``, the correlation of the two over seeds (near 1: the seed,
+    not the level, sets the value). Removes the seed-to-seed spread that the unpaired
+    tests of the paper keep. Empty when no level has a pair."""
+    columns = [factor, "vs", "n_pairs", "identical", "higher", "lower", "mean_diff", "ci_lo", "ci_hi",
+               "rel_diff", "p", "p_adj", "sign", "sign_adj", "seed_r"]
+    if "seed" not in frame.columns:
+        return pd.DataFrame(columns=columns)
+    levels = sorted_levels(frame[factor])
+    if baseline is None and levels:
+        baseline = levels[0]
+    rows = []
+    for level in levels:
+        if matches(pd.Series([level]), baseline).iloc[0]:
+            continue
+        x, y = seed_pairs(frame, metric, factor, level, baseline)
+        if not len(x):
+            continue
+        d = x - y
+        mean, lo, hi = stats.t_interval(d, confidence)
+        test = stats.paired_ttest(x, y)
+        r = float(np.corrcoef(x, y)[0, 1]) if len(x) > 2 and x.std() > 0 and y.std() > 0 else np.nan
+        rows.append({factor: level, "vs": baseline, "n_pairs": len(d), "identical": int((d == 0).sum()),
+                     "higher": int((d > 0).sum()), "lower": int((d < 0).sum()), "mean_diff": mean,
+                     "ci_lo": lo, "ci_hi": hi, "rel_diff": mean / y.mean() if y.mean() else np.nan,
+                     "p": test.p, "seed_r": r})
+    out = pd.DataFrame(rows, columns=columns)
+    if len(out):
+        out["p_adj"] = stats.adjust(out["p"], correction)
+        out["sign"] = [_cell(d, p, alpha, n, n) for d, p, n in zip(out["mean_diff"], out["p"], out["n_pairs"])]
+        out["sign_adj"] = [_cell(d, p, alpha, n, n) for d, p, n in zip(out["mean_diff"], out["p_adj"], out["n_pairs"])]
+    return out
+
+
+def paired_sentence(paired: pd.DataFrame, metric: str, factor: str, alpha: float) -> str:
+    """One line on a paired_by_seed table: how many levels differ from the baseline, the
+    largest mean paired difference, and how many pairs are identical."""
+    base = level_label(paired["vs"].iloc[0])
+    tested = paired[paired["n_pairs"] >= 2]
+    differ = tested[tested["sign"].isin(["+", "-"])]
+    text = (f"{len(differ)} of {len(tested)} {factor} levels differ from {factor} = {base} "
+            f"(paired t, α = {alpha:g}, uncorrected)")
+    if len(tested):
+        big = tested.loc[tested["mean_diff"].abs().idxmax()]
+        rel = f", {100 * float(big['rel_diff']):+.3g}% of the mean at {base}" if np.isfinite(big["rel_diff"]) else ""
+        text += (f"; the largest mean paired difference in {metric} is {float(big['mean_diff']):.3g} "
+                 f"[{float(big['ci_lo']):.3g}, {float(big['ci_hi']):.3g}] at {level_label(big[factor])}{rel}")
+    n, same = int(paired["n_pairs"].sum()), int(paired["identical"].sum())
+    return text + f"; {same} of {n} pairs are identical"
+
+
 # ---------------------------------------------------------------- protocol effect
 
 def protocol_effect(frame: pd.DataFrame, metric: str, protocol: str, factor: str, *,
