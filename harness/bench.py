@@ -110,15 +110,17 @@ def run(args: argparse.Namespace) -> int:
 
 
 def first_cell(study) -> list:
-    """Configs of the study's first grid cell: every replication that shares the first
-    replication's pack key (differs from it only in λ and seed), in grid order."""
-    from harness.pack import pack_key
+    """Configs of the study's first grid cell: every replication that differs from the
+    first only in λ and seed (its pack key and stopping rule), in grid order. Replications
+    that differ in their stopping rule alone would share a trained model in a pack, and
+    the plain loop would train each: not a like-for-like comparison."""
+    from harness.pack import pack_key, stopping_rule
 
     reps = study.replications()
-    key = pack_key(reps[0].config)
+    key, rule = pack_key(reps[0].config), stopping_rule(reps[0].config)
     if key is None:
         return [reps[0].config]
-    return [r.config for r in reps if pack_key(r.config) == key]
+    return [r.config for r in reps if pack_key(r.config) == key and stopping_rule(r.config) == rule]
 
 
 def _varying(study, config) -> str:

@@ -18,6 +18,11 @@ last weights are kept and its result is final) and the pack is compacted to the 
 still training. The histories equal the lone runs' to float rounding: batched kernels
 sum in a different order.
 
+Replications that differ only in their stopping rule (what early stopping monitors, its
+patience and min-delta, the epoch cap, best or last weights: STOPPING_RULE) have the same
+weights epoch after epoch, so they are one member: trained once, each stopped by its own
+rule and evaluated on its own best weights. A grid over the monitor costs one training.
+
 Packable: models ``dense_ae`` and ``cnn`` on in-memory data sets, without dropout (its
 masks come from the global generator), batch augmentation (its own random stream) or the
 lr schedule (``train.lr_patience``, a per-member learning rate); the rest train alone.
@@ -36,7 +41,7 @@ import os
 import sys
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -53,7 +58,7 @@ from harness.workers import PROGRESS_ENV
 from harness.train import Outcome, _guided_rows, _mean, _profile_rows, check_config, result_dict, seeded_model, train
 
 __all__ = [
-    "PACKABLE_MODELS", "PackedOutcome", "pack_key", "pack_groups", "choose_pack_size", "train_pack", "train_in_packs", "run_pack",
+    "PACKABLE_MODELS", "PackedOutcome", "STOPPING_RULE", "pack_key", "trajectory_key", "stopping_rule", "pack_groups", "choose_pack_size", "train_pack", "train_in_packs", "run_pack",
 ]
 
 PACKABLE_MODELS = ("dense_ae", "cnn")
@@ -63,6 +68,11 @@ EVAL_BATCH = 1024  # shared examples per evaluation step, as train.EVAL_BATCH
 EVAL_FLOATS_CPU = 1 << 21  # activations of one evaluation step on CPU, in floats (8 MiB: cache-sized)
 EVAL_FLOATS_GPU = 1 << 28
 _VARYING = ("lam", "seed")  # what members of one pack may differ in
+# What decides only when a replication stops and which weights it reports, not how it
+# trains: replications that differ only in these follow one training trajectory, which a
+# pack trains once and stops for each of them in turn (a grid over what early stopping
+# monitors costs one training, not two).
+STOPPING_RULE = ("train.monitor", "train.patience", "train.min_delta", "train.max_epochs", "train.restore_best")
 
 
 @dataclass
@@ -78,8 +88,9 @@ class PackedOutcome(Outcome):
 
 
 def pack_key(config: Config) -> tuple | None:
-    """What a pack's members share: every setting but λ and seed. None when ``config``
-    cannot be packed (its model, dropout or lr schedule; or a config train() rejects)."""
+    """What a pack's replications share: every setting but λ, seed and the stopping rule.
+    None when ``config`` cannot be packed (its model, dropout or lr schedule; or a config
+    train() rejects)."""
     try:
         check_config(config)
     except Exception:
@@ -92,24 +103,47 @@ def pack_key(config: Config) -> tuple | None:
         or config.train.lr_patience
     ):
         return None
-    return tuple((k, v) for k, v in flatten(config).items() if k not in _VARYING)
+    return tuple((k, v) for k, v in flatten(config).items() if k not in _VARYING + STOPPING_RULE)
 
 
-def pack_groups(configs: Sequence[Config], max_size: int | None = None) -> list[list[int]]:
+def trajectory_key(config: Config) -> tuple:
+    """How a replication trains: every setting but the stopping rule. Replications with the
+    same key have the same weights epoch after epoch and share one member of a pack."""
+    return tuple((k, v) for k, v in flatten(config).items() if k not in STOPPING_RULE)
+
+
+def stopping_rule(config: Config) -> tuple:
+    return tuple((k, v) for k, v in flatten(config).items() if k in STOPPING_RULE)
+
+
+def pack_groups(configs: Sequence[Config], max_size: int | Callable[[Config], int] | None = None) -> list[list[int]]:
     """Indices of ``configs`` grouped into packs, in first-seen order: configs with the same
-    pack_key together, at most ``max_size`` per pack; unpackable configs alone."""
-    groups: dict[object, list[list[int]]] = {}
+    pack_key together, configs that share a trajectory always in the same pack, at most
+    ``max_size`` members (trajectories) per pack: a number, or a function of a config (1:
+    that config goes alone though it could pack). Unpackable configs go alone."""
+    limit_of = max_size if callable(max_size) else (lambda config: max_size)
+    groups: dict[object, list[int]] = {}  # the open pack of each pack key
+    members: dict[int, set] = {}  # id(pack) -> its trajectories
+    placed: dict[tuple, list[int]] = {}  # trajectory -> its pack
     order: list[list[int]] = []
     for i, config in enumerate(configs):
-        key = pack_key(config)
+        limit = limit_of(config)
+        key = pack_key(config) if limit is None or limit > 1 else None
         if key is None:
             order.append([i])
             continue
-        chunks = groups.setdefault(key, [])
-        if not chunks or (max_size is not None and len(chunks[-1]) >= max_size):
-            chunks.append([])
-            order.append(chunks[-1])
-        chunks[-1].append(i)
+        trajectory = trajectory_key(config)
+        if trajectory in placed:
+            placed[trajectory].append(i)
+            continue
+        group = groups.get(key)
+        if group is None or (limit is not None and len(members[id(group)]) >= limit):
+            group = groups[key] = []
+            members[id(group)] = set()
+            order.append(group)
+        group.append(i)
+        members[id(group)].add(trajectory)
+        placed[trajectory] = group
     return order
 
 
@@ -197,15 +231,23 @@ def run_pack(reps: Sequence[Replication], device: str = "cpu", data_dir: str | P
 
 def train_in_packs(configs: Sequence[Config], splits: Splits, device, size: int | None = None) -> list[PackedOutcome]:
     """Train ``configs`` (one pack_key) in consecutive packs of at most ``size`` members
-    (default choose_pack_size), as equal as can be; one outcome each, in order. A pack of one is trained by
-    harness.train.train itself, the reference loop."""
+    (default choose_pack_size), as equal as can be; one outcome each, in order. A member is
+    one training trajectory: the configs that differ only in their stopping rule are one
+    member. A single config is trained by harness.train.train itself, the reference loop."""
     configs = list(configs)
+    members: dict[tuple, list[int]] = {}
+    for i, config in enumerate(configs):
+        members.setdefault(trajectory_key(config), []).append(i)
+    groups = list(members.values())
     size = size or choose_pack_size(configs[0], splits.input_shape, splits.n_classes, device)
-    n_packs = -(-len(configs) // size)
-    outcomes: list[PackedOutcome] = []
+    n_packs = -(-len(groups) // size)
+    outcomes: list[PackedOutcome | None] = [None] * len(configs)
     for i in range(n_packs):  # packs of near-equal size: 70 at most 33 a pack are 24 + 23 + 23
-        chunk = configs[i * len(configs) // n_packs : (i + 1) * len(configs) // n_packs]
-        outcomes += train_pack(chunk, splits, device) if len(chunk) > 1 else [_alone(chunk[0], splits, device)]
+        chunk = [j for group in groups[i * len(groups) // n_packs : (i + 1) * len(groups) // n_packs] for j in group]
+        chunk_configs = [configs[j] for j in chunk]
+        trained = train_pack(chunk_configs, splits, device) if len(chunk) > 1 else [_alone(chunk_configs[0], splits, device)]
+        for j, outcome in zip(chunk, trained):
+            outcomes[j] = outcome
     return outcomes
 
 
@@ -439,20 +481,34 @@ class _Entropy:
 
 
 @dataclass
-class _Member:
-    """A member's own state: everything train() keeps in local variables."""
+class _Stopper:
+    """One replication on a member's trajectory: its early stopping and its result, what
+    train() keeps in local variables for the stopping rule."""
 
     index: int  # position in the caller's list
     config: Config
-    model: nn.Module  # its own module: init profile, and its final weights for the last metrics
-    data_gen: torch.Generator
     outcome: PackedOutcome = field(default_factory=PackedOutcome)
     best_value: float = math.inf
     best_epoch: int = 0
     best_state: list[Tensor] | None = None
     wait: int = 0
+    stopped: bool = False
+
+
+@dataclass
+class _Member:
+    """One trained model of the pack: its weights' own state (init, data order,
+    diagnostics), shared by its replications (``stoppers``, one per stopping rule)."""
+
+    config: Config  # how it trains: its first replication's config
+    model: nn.Module  # its own module: init profile, and its final weights for the last metrics
+    data_gen: torch.Generator
+    stoppers: list[_Stopper]
     grad_ratios: list[float] = field(default_factory=list)
     term_leds: list[float] = field(default_factory=list)
+
+    def training(self) -> list[_Stopper]:
+        return [s for s in self.stoppers if not s.stopped]
 
 
 class _Pack:
@@ -496,7 +552,8 @@ def _optimizer(params: list[Tensor], config: Config) -> torch.optim.Optimizer:
 def train_pack(configs: Sequence[Config], splits: Splits, device: str | torch.device) -> list[PackedOutcome]:
     """Train the replications ``configs`` (one pack_key) together; one outcome each, in
     order, each what ``harness.train.train(config, splits, device)`` returns for it alone
-    (to float rounding), plus the member's share of the wall time."""
+    (to float rounding), plus its share of the wall time. Configs that differ only in
+    their stopping rule are one member, trained once and stopped for each in turn."""
     configs = list(configs)
     keys = {pack_key(c) for c in configs}
     if None in keys or len(keys) != 1:
@@ -509,13 +566,19 @@ def train_pack(configs: Sequence[Config], splits: Splits, device: str | torch.de
     device = torch.device(device)
     xs, ys = splits.train_x.to(device), splits.train_y.to(device)
 
-    members = []
+    by_trajectory: dict[tuple, list[_Stopper]] = {}
     for i, config in enumerate(configs):
+        by_trajectory.setdefault(trajectory_key(config), []).append(_Stopper(i, config))
+    members = []
+    for stoppers in by_trajectory.values():
+        config = stoppers[0].config
         model = seeded_model(config, splits.input_shape, splits.n_classes).to(device)
         gen = torch.Generator(device=xs.device).manual_seed(derive_seed(config.seed, "data"))
-        member = _Member(i, config, model, gen)
-        member.outcome.profiles += _profile_rows(model, splits.input_shape, "init", base.entropy.c11)
-        members.append(member)
+        rows = _profile_rows(model, splits.input_shape, "init", base.entropy.c11)
+        for s in stoppers:
+            s.outcome.profiles += rows
+        members.append(_Member(config, model, gen, stoppers))
+    stoppers = [s for m in members for s in m.stoppers]
     ent = base.entropy
     guided = [
         guided_layers(m.model, base.placement, input_shape=splits.input_shape, profile=ent.profile or None,
@@ -524,7 +587,9 @@ def train_pack(configs: Sequence[Config], splits: Splits, device: str | torch.de
     ]
     if base.placement.strip().lower() in ("pre-skip", "empirical"):  # as train(): record what it resolved to
         for m, layers in zip(members, guided):
-            m.outcome.profiles += _guided_rows(m.model, splits.input_shape, layers, ent.c11)
+            rows = _guided_rows(m.model, splits.input_shape, layers, ent.c11)
+            for s in m.stoppers:
+                s.outcome.profiles += rows
     template, guided = members[0].model, guided[0]
     names = [n for n, _ in template.named_parameters()]
     pack = _Pack(members, names, [f"{name}.weight" for name, _ in guided], device)
@@ -534,14 +599,14 @@ def train_pack(configs: Sequence[Config], splits: Splits, device: str | torch.de
     # monitor=total_float32: the term as a Keras model reports it, in float32 (train()'s
     # entropy_term(1.0, precision="float32")), once per epoch
     entropy32 = (_Entropy(pack.guided, kinds, shapes, replace(base.entropy, precision="float32"))
-                 if train_cfg.monitor == "total_float32" else None)
+                 if any(s.config.train.monitor == "total_float32" for s in stoppers) else None)
     engine = _DenseEngine(template) if isinstance(template, DenseAutoencoder) else _VmapEngine(template, base.task)
     engine.example_floats = _activation_floats(template, splits.input_shape)
 
     n, batch = len(xs), train_cfg.batch_size
-    report = _epoch_reporter(base, len(members))
+    report = _epoch_reporter(base, len(members), len(stoppers))
     clock = time.perf_counter()
-    for epoch in range(1, train_cfg.max_epochs + 1):
+    for epoch in range(1, max(s.config.train.max_epochs for s in stoppers) + 1):
         size = len(pack.members)
         lam = torch.tensor([m.config.lam for m in pack.members], dtype=torch.float64, device=device)
         guided_on = (lam != 0).nonzero().flatten()  # members with a guidance term (train() skips λ = 0)
@@ -593,68 +658,75 @@ def train_pack(configs: Sequence[Config], splits: Splits, device: str | torch.de
 
         keep, finishing = [], []
         for pos, m in enumerate(pack.members):
-            m.outcome.wall_s += share
+            training = m.training()
+            for s in training:  # a member's time is shared by the replications it trains for
+                s.outcome.wall_s += share / len(training)
             m.grad_ratios.append(ratio_list[pos])
             m.term_leds.append(led_list[pos])
-            if bad_list[pos]:
-                _diverge(m, epoch, f"non-finite loss at epoch {epoch}: task {bad_task[pos]}, total {bad_total[pos]}")
+            if bad_list[pos] or not math.isfinite(val_loss[pos]):
+                message = (f"non-finite loss at epoch {epoch}: task {bad_task[pos]}, total {bad_total[pos]}"
+                           if bad_list[pos] else f"non-finite validation loss at epoch {epoch}")
+                for s in training:
+                    _diverge(s, epoch, message)
                 continue
-            if not math.isfinite(val_loss[pos]):
-                _diverge(m, epoch, f"non-finite validation loss at epoch {epoch}")
-                continue
-            m.outcome.history.append(
-                {
-                    "epoch": epoch,
-                    "train_loss": train_loss[pos],
-                    "val_loss": val_loss[pos],
-                    "entropy_loss": ent_value[pos],
-                    "train_acc": None if reconstruction else train_acc[pos],
-                    "val_acc": None if reconstruction else val_acc[pos],
-                }
-            )
-            if train_cfg.monitor == "acc":
-                monitored = -val_acc[pos]
-            elif train_cfg.monitor == "total":
-                monitored = val_loss[pos] + m.config.lam * ent_value[pos]
-            elif train_cfg.monitor == "total_float32":
-                monitored = val_loss[pos] + m.config.lam * ent32[pos]
-            else:
-                monitored = val_loss[pos]
-            if monitored < m.best_value - train_cfg.min_delta:
-                m.best_value, m.best_epoch, m.wait = monitored, epoch, 0
-                if train_cfg.restore_best:
-                    m.best_state = pack.member_weights(pos)
-            else:
-                m.wait += 1
-            if m.wait >= train_cfg.patience or epoch == train_cfg.max_epochs:
-                finishing.append((pos, m, epoch))
-            else:
+            row = {
+                "epoch": epoch,
+                "train_loss": train_loss[pos],
+                "val_loss": val_loss[pos],
+                "entropy_loss": ent_value[pos],
+                "train_acc": None if reconstruction else train_acc[pos],
+                "val_acc": None if reconstruction else val_acc[pos],
+            }
+            weights = None  # this epoch's weights, copied once for every stopper they are best for
+            for s in training:
+                rule = s.config.train
+                s.outcome.history.append(dict(row))
+                if rule.monitor == "acc":
+                    monitored = -val_acc[pos]
+                elif rule.monitor == "total":
+                    monitored = val_loss[pos] + m.config.lam * ent_value[pos]
+                elif rule.monitor == "total_float32":
+                    monitored = val_loss[pos] + m.config.lam * ent32[pos]
+                else:
+                    monitored = val_loss[pos]
+                if monitored < s.best_value - rule.min_delta:
+                    s.best_value, s.best_epoch, s.wait = monitored, epoch, 0
+                    if rule.restore_best:
+                        weights = weights or pack.member_weights(pos)
+                        s.best_state = weights
+                else:
+                    s.wait += 1
+                if s.wait >= rule.patience or epoch == rule.max_epochs:
+                    s.stopped = True
+                    finishing.append((pos, m, s, epoch))
+            if m.training():
                 keep.append(pos)
         if finishing:
             _finish(finishing, pack, engine, splits, guided, reconstruction, device)
-            for m in (m for _, m, _ in finishing):
-                m.outcome.wall_s += (time.perf_counter() - clock) / len(finishing)
+            for s in (s for _, _, s, _ in finishing):
+                s.outcome.wall_s += (time.perf_counter() - clock) / len(finishing)
             clock = time.perf_counter()
         report(epoch, epoch_s, len(keep))
         if not keep:
             break
         if len(keep) < size:  # frozen members leave the pack: the others train on alone
             pack.keep(keep)
-    return [m.outcome for m in members]
+    return [s.outcome for s in sorted(stoppers, key=lambda s: s.index)]
 
 
-def _epoch_reporter(config: Config, members: int):
+def _epoch_reporter(config: Config, members: int, replications: int):
     """A line on stderr per pack epoch when $HARNESS_PACK_PROGRESS is set (plain logs): a
     pack trains for many minutes before its first member finishes, and its members'
     results are all the driver sees."""
     if not os.environ.get(PROGRESS_ENV):
         return lambda epoch, seconds, training: None
-    shown = ("model", "dataset", "latent", "arch", "placement", "train.monitor")
+    shown = ("model", "dataset", "latent", "arch", "placement")
     label = " ".join(f"{k}={v}" for k, v in flatten(config).items() if k in shown and v not in ("", (), None))
     label += f" [{os.getpid()}]"
+    what = f"{members}" if members == replications else f"{members} models ({replications} replications)"
 
     def report(epoch: int, seconds: float, training: int) -> None:
-        print(f"  pack of {members} ({label}): epoch {epoch} took {seconds:.1f}s, {training} still training",
+        print(f"  pack of {what} ({label}): epoch {epoch} took {seconds:.1f}s, {training} still training",
               file=sys.stderr, flush=True)
 
     return report
@@ -674,10 +746,11 @@ def _grad_ratios(grads, term_grads, task_pieces, guided: list[int], members: Ten
     return zeros.index_copy(0, members, ratio), zeros.clone().index_copy(0, members, led)
 
 
-def _diverge(m: _Member, epoch: int, message: str) -> None:
-    m.outcome.status, m.outcome.error = "diverged", message
-    m.outcome.metrics = {"stop_epoch": float(epoch), "best_epoch": float(m.best_epoch)}
-    m.outcome.finished_at = datetime.now(timezone.utc)
+def _diverge(s: _Stopper, epoch: int, message: str) -> None:
+    s.outcome.status, s.outcome.error = "diverged", message
+    s.outcome.metrics = {"stop_epoch": float(epoch), "best_epoch": float(s.best_epoch)}
+    s.outcome.finished_at = datetime.now(timezone.utc)
+    s.stopped = True
 
 
 @torch.no_grad()
@@ -711,16 +784,17 @@ def _evaluate(engine, params: list[Tensor], x: Tensor, y: Tensor, reconstruction
 
 
 def _finish(finishing, pack: _Pack, engine, splits: Splits, guided, reconstruction: bool, device) -> None:
-    """Final metrics and profiles of the members that stop this epoch, as train() computes
-    them: best weights (restore_best) or last, evaluated on the whole val and train sets."""
-    weights = [m.best_state if m.best_state is not None else pack.member_weights(pos) for pos, m, _ in finishing]
+    """Final metrics and profiles of the replications that stop this epoch, as train()
+    computes them: best weights (restore_best) or last, evaluated on the whole val and
+    train sets."""
+    weights = [s.best_state if s.best_state is not None else pack.member_weights(pos) for pos, _, s, _ in finishing]
     stacked = [torch.stack(ws) for ws in zip(*weights)]
     val_loss, val_acc = _evaluate(engine, stacked, splits.val_x.to(device), splits.val_y.to(device), reconstruction)
     train_loss, train_acc = _evaluate(engine, stacked, splits.train_x.to(device), splits.train_y.to(device), reconstruction)
     now = datetime.now(timezone.utc)
     guided_names = [name for name, _ in guided]
-    for j, (_, m, epoch) in enumerate(finishing):
-        config, ent = m.config, m.config.entropy
+    for j, (_, m, s, epoch) in enumerate(finishing):
+        config, ent = s.config, s.config.entropy
         with torch.no_grad():
             for p, w in zip(m.model.parameters(), weights[j]):
                 p.copy_(w)
@@ -739,11 +813,11 @@ def _finish(finishing, pack: _Pack, engine, splits: Splits, guided, reconstructi
         metrics = {k: float(v) for k, v in metrics.items()}
         metrics.update(
             stop_epoch=float(epoch),
-            best_epoch=float(m.best_epoch),
-            hit_max_epochs=float(m.wait < config.train.patience),
+            best_epoch=float(s.best_epoch),
+            hit_max_epochs=float(s.wait < config.train.patience),
             grad_ratio=_mean(m.grad_ratios),
             term_led=_mean(m.term_leds),
         )
-        m.outcome.metrics = metrics
-        m.outcome.profiles += _profile_rows(m.model, splits.input_shape, "final", ent.c11)
-        m.outcome.finished_at = now
+        s.outcome.metrics = metrics
+        s.outcome.profiles += _profile_rows(m.model, splits.input_shape, "final", ent.c11)
+        s.outcome.finished_at = now

@@ -79,26 +79,17 @@ def remaining(study: Study, store, rerun_failed: bool = False) -> tuple[list[Rep
 
 
 def pack(reps: list[Replication], size: int, cap: Callable[[object], int] | None = None) -> list[list[Replication]]:
-    """Groups of at most ``size`` replications that differ only in λ and seed (what
-    train.run_replications can train as one vectorised pack), in order of first member.
-    ``cap(config)``: at most that many in a group with this config (1: a task of its own
-    though it could pack)."""
+    """Groups of replications that harness.pack trains as one vectorised pack (differing
+    only in λ, seed and stopping rule), in order of first member, of at most ``size``
+    trained models each (harness.pack.pack_groups: replications that differ only in
+    their stopping rule share a model and a group). ``cap(config)``: at most that many
+    models in a group with this config (1: a task of its own though it could pack)."""
     if size < 1:
         raise ScheduleError(f"--pack-size must be at least 1, not {size}")
-    from harness.pack import pack_key  # torch: imported only when a sweep runs
+    from harness.pack import pack_groups  # torch: imported only when a sweep runs
 
-    chunks: dict[object, list[Replication]] = {}
-    groups: list[list[Replication]] = []
-    for rep in reps:
-        # what cannot be packed (image folders, dropout, ...) goes alone, so other workers can take it
-        limit = size if cap is None else min(size, cap(rep.config))
-        key = (pack_key(rep.config) if limit > 1 else None) or rep.id
-        chunk = chunks.get(key)
-        if chunk is None or len(chunk) >= limit:
-            chunk = chunks[key] = []
-            groups.append(chunk)
-        chunk.append(rep)
-    return groups
+    limit = size if cap is None else (lambda config: min(size, cap(config)))
+    return [[reps[i] for i in group] for group in pack_groups([r.config for r in reps], limit)]
 
 
 AUTO_PACK_CAP = 70  # a pack's results arrive together: cap what an interruption can lose
@@ -134,8 +125,11 @@ def cpu_pack_sizes(data_dir) -> Callable[[object], int]:
 def auto_pack_size(reps: list[Replication], workers: int) -> int:
     """--pack-size auto: spread the largest group of packable replications over the
     workers, at most AUTO_PACK_CAP per group (harness.pack splits a group further to fit
-    the device's memory or cache, or trains it one at a time where packing does not pay)."""
-    largest = max(len(group) for group in pack(reps, len(reps)))
+    the device's memory or cache, or trains it one at a time where packing does not pay).
+    Counted in trained models: the replications that share a trajectory are one."""
+    from harness.pack import trajectory_key
+
+    largest = max(len({trajectory_key(r.config) for r in group}) for group in pack(reps, len(reps)))
     return max(1, min(AUTO_PACK_CAP, -(-largest // max(1, workers))))
 
 

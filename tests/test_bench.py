@@ -34,6 +34,9 @@ def test_first_cell_is_every_lambda_and_seed_of_the_first_other_values():
     assert {(c.lam, c.seed) for c in cell} == {(lam, s) for lam in (0.0, 1e-3) for s in range(3)}
     assert {c.latent for c in cell} == {16}
     assert [c.latent for c in bench.first_cell(study.with_overrides(["latent=32"]))] == [32] * 6
+    # a stopping-rule axis (which a pack trains once for both) stays at its first value
+    monitors = bench.first_cell(study.with_overrides(["train.monitor=task,total_float32"]))
+    assert len(monitors) == 6 and {c.train.monitor for c in monitors} == {"task"}
 
 
 def test_matmul_peak_is_a_rate():

@@ -95,6 +95,41 @@ def test_total_float32_monitor_members_match_lone_runs(digits):
     assert stops != [o.metrics["stop_epoch"] for o in by_task]
 
 
+def test_stopping_rules_share_one_trained_member_and_each_stops_as_alone(digits, monkeypatch):
+    """Replications that differ only in what early stopping monitors, its patience or
+    min-delta, the epoch cap, or which weights they report train as one member: 2 seeds ×
+    2 λ × 4 stopping rules are 16 replications on 4 members, each one's result still what
+    it gives trained alone (its own stopping epoch, best weights, metrics)."""
+    sizes = []
+    init = pack._Pack.__init__
+    monkeypatch.setattr(pack._Pack, "__init__", lambda self, members, *a: (sizes.append(len(members)), init(self, members, *a))[1])
+    common = {**DENSE, "entropy.form": "log", "train.max_epochs": 12, "train.patience": 1}
+    rules = [{}, {"train.monitor": "total_float32"}, {"train.patience": 3, "train.min_delta": 1e-4},
+             {"train.max_epochs": 2, "train.restore_best": False}]
+    cfgs = [build_config({**common, **rule, "lam": lam, "seed": seed})
+            for lam in (0.0, 1e-2) for seed in (0, 1) for rule in rules]
+    packed = check_pack(cfgs, digits)
+    assert sizes == [4]
+    stops = [o.metrics["stop_epoch"] for o in packed]
+    assert len(set(stops[4:8])) > 1  # one member, replications stopping at different epochs
+    assert all(o.metrics["stop_epoch"] == 2 for o in packed[3::4])
+    # the scheduler's groups keep a member's replications together and count members
+    assert [len(g) for g in pack.pack_groups(cfgs, max_size=3)] == [12, 4]
+    assert sum(o.wall_s for o in packed) > 0
+
+
+def test_a_diverged_member_diverges_every_replication_it_trains_for():
+    splits = load_splits("digits", None, n_train=200, n_val=100)
+    common = {
+        "dataset": "digits", "model": "dense_ae", "task": "reconstruction", "latent": 8,
+        "net.latent_activation": "linear", "net.output_activation": "linear", "train.optimizer": "sgd",
+        "train.lr": 3.0, "train.max_epochs": 5, "data.n_train": 200, "data.n_val": 100, "lam": 0.0,
+    }
+    cfgs = [build_config({**common, "seed": seed, "train.patience": patience}) for seed in (0, 2) for patience in (1, 7)]
+    packed = check_pack(cfgs, splits)
+    assert [o.status for o in packed] == ["diverged", "diverged", "done", "done"]
+
+
 def test_term_led_counts_the_weights_the_guidance_outweighs_the_task_on(digits):
     """Digits' pixel 0 is always 0: the encoder weights on it get no task gradient, so even
     a guidance gradient 1e-4 the size of the task's leads there (8 of the 64 entries of the
@@ -199,9 +234,24 @@ def test_pack_key_groups_what_differs_only_in_lambda_and_seed():
     assert pack.pack_key(build_config({**cnn, "net.dropout": 0.5})) is None  # dropout draws from the global RNG
     assert pack.pack_key(build_config({**cnn, "train.lr_patience": 3})) is None  # a per-member learning rate
     assert pack.pack_key(build_config({**base, "latent": 0})) is None  # train() rejects it: runs alone, fails there
-    cfgs = [a, build_config({**base, "latent": 16}), b, build_config({**cnn, "net.dropout": 0.5}), a, b]
+    c, d = build_config({**base, "lam": 1.0, "seed": 1}), build_config({**base, "lam": 1.0, "seed": 2})
+    cfgs = [a, build_config({**base, "latent": 16}), b, build_config({**cnn, "net.dropout": 0.5}), c, d]
     assert pack.pack_groups(cfgs) == [[0, 2, 4, 5], [1], [3]]
     assert pack.pack_groups(cfgs, max_size=3) == [[0, 2, 4], [1], [3], [5]]
+    assert pack.pack_groups(cfgs, max_size=lambda config: 1 if config.lam == 1.0 else 3) == [[0, 2], [1], [3], [4], [5]]
+
+
+def test_replications_that_differ_only_in_their_stopping_rule_share_a_member():
+    base = {"dataset": "digits", "model": "dense_ae", "latent": 8, "lam": 1e-3, "seed": 0}
+    task = build_config(base)
+    total = build_config({**base, "train.monitor": "total_float32", "train.patience": 3})
+    other = build_config({**base, "seed": 1})
+    assert pack.pack_key(task) == pack.pack_key(total) == pack.pack_key(other)
+    assert pack.trajectory_key(task) == pack.trajectory_key(total) != pack.trajectory_key(other)
+    assert pack.stopping_rule(task) != pack.stopping_rule(total)
+    # a pack of 2 members holds the 2 replications of the first trajectory and the other one
+    assert pack.pack_groups([task, other, total], max_size=2) == [[0, 1, 2]]
+    assert pack.pack_groups([task, other, total], max_size=1) == [[0], [1], [2]]  # alone: no pack at all
 
 
 def test_choose_pack_size_follows_free_memory_and_the_cache(monkeypatch):

@@ -373,6 +373,13 @@ def test_auto_pack_size_spreads_the_largest_packable_group_over_the_workers():
     assert [len(g) for g in pack(reps, auto_pack_size(reps, 2))] == [3, 3, 3, 3]
     many = Study("b", settings={"latent": 8}, grid={"seed": list(range(200))}).replications()
     assert auto_pack_size(many, 1) == AUTO_PACK_CAP
+    # a monitor axis doubles the replications, not the trained models: same sizes, twice the rows
+    monitored = Study("m", settings={"latent": 8}, grid={"latent": [8, 16], "lam": [0.0, 1.0, 2.0], "seed": [0, 1],
+                                                          "train.monitor": ["task", "total_float32"]}).replications()
+    assert auto_pack_size(monitored, 2) == 3
+    groups = pack(monitored, 3)
+    assert [len(g) for g in groups] == [6, 6, 6, 6]
+    assert all(len({(r.config.lam, r.config.seed) for r in g}) == 3 for g in groups)
 
 
 def test_replications_that_cannot_be_packed_are_tasks_of_their_own():

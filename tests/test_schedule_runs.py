@@ -180,3 +180,21 @@ def test_plain_logs_show_each_pack_epoch(tmp_path, capsys):
     assert "HARNESS_PACK_PROGRESS" not in os.environ  # the setting ends with the run
     assert main(["run", "studies/quickstart.py", "--db", f"sqlite:///{tmp_path}/q.db", *SMALL[:-2], "-q"]) == 0
     assert "pack of" not in capsys.readouterr().err
+
+
+def test_a_monitor_axis_is_trained_once_and_recorded_for_each_monitor(tmp_path, capsys):
+    """train.monitor=task,total: each (λ, seed) is one model in the pack, stopped for each
+    monitor; the recorded results are the ones each monitor gives in a run of its own."""
+    both, alone = tmp_path / "both.db", tmp_path / "alone.db"
+    args = ["run", "studies/quickstart.py", "--log", "plain", *TINY, "train.max_epochs=6", "entropy.form=log",
+            "train.patience=1", "seed=0,1"]
+    assert main([*args, "--db", str(both), "train.monitor=task,total"]) == 0
+    err = capsys.readouterr().err
+    assert re.search(r"pack of 4 models \(8 replications\)", err), err
+    for monitor in ("task", "total"):
+        assert main([*args, "--db", str(alone), f"train.monitor={monitor}", "-q"]) == 0
+    sql = ("SELECT r.id, m.name, m.value FROM replications r JOIN metrics m ON m.rep_pk = r.pk "
+           "WHERE m.name IN ('stop_epoch', 'val_mse', 'best_epoch') ORDER BY r.id, m.name")
+    shared, separate = rows(both, sql), rows(alone, sql)
+    assert len(shared) == 8 * 3 and [r[:2] for r in shared] == [r[:2] for r in separate]
+    assert [r[2] for r in shared] == pytest.approx([r[2] for r in separate], rel=1e-5)
