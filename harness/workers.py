@@ -205,9 +205,20 @@ def failed_result(rep: Replication, error: str, device: str | None = None) -> di
     }
 
 
-def _ignore_sigint() -> None:
-    # Ctrl-C reaches the whole process group; the driver handles it and stops the workers.
+def _start_worker(driver: int) -> None:
+    """Each worker process's initializer. Ctrl-C reaches the whole process group: the
+    driver handles it and stops the workers, so a worker ignores it. A worker whose driver
+    died (kill -9, the OOM killer, a batch system ending the job's main process) exits
+    instead of training on for nobody: only the driver records results, and a rerun trains
+    what was left."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    threading.Thread(target=_exit_with_driver, args=(driver,), daemon=True, name="harness-driver-watch").start()
+
+
+def _exit_with_driver(driver: int, every_s: float = 1.0) -> None:
+    while os.getppid() == driver:  # an orphan is re-parented (to init or a subreaper)
+        time.sleep(every_s)
+    os._exit(70)
 
 
 # -- backends ----------------------------------------------------------------------------
@@ -245,7 +256,8 @@ class Processes:
     def restart(self) -> None:
         from joblib.externals.loky import get_reusable_executor
 
-        self.pool = get_reusable_executor(max_workers=self.capacity, initializer=_ignore_sigint, env=self.env)
+        self.pool = get_reusable_executor(max_workers=self.capacity, initializer=_start_worker,
+                                          initargs=(os.getpid(),), env=self.env)
 
     def submit(self, fn, *args) -> Future:
         return self.pool.submit(fn, *args)

@@ -77,16 +77,29 @@ def kill_group(proc: subprocess.Popen) -> None:
         pass
 
 
+def workers_exit(proc: subprocess.Popen, timeout: float = 30) -> bool:
+    """True once no process is left in the session the run was started in."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.5)
+    return False
+
+
 def test_sigkill_of_the_driver_mid_run_then_rerun_records_every_point_once(tmp_path):
     db = tmp_path / "h.db"
     cmd = harness(db, "seed=0:2", "--workers", "2", "--log", "plain")  # 4 replications
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
         wait_for_rows(db, proc)
-        os.kill(proc.pid, signal.SIGKILL)
+        os.kill(proc.pid, signal.SIGKILL)  # the driver alone, as the OOM killer or `kill -9 PID` would
         proc.wait()
         before = recorded(db)
         assert before < 4, "the run ended before it could be killed"
+        assert workers_exit(proc), "worker processes went on training after their driver died"
         # the dead run's claims are left behind; a rerun on this host takes them over at once
         rerun = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     finally:
