@@ -110,6 +110,8 @@ def test_stopping_rules_share_one_trained_member_and_each_stops_as_alone(digits,
             for lam in (0.0, 1e-2) for seed in (0, 1) for rule in rules]
     packed = check_pack(cfgs, digits)
     assert sizes == [4]
+    check_pack(cfgs[4:8], digits)  # a pack of one model trained for its 4 replications
+    assert sizes == [4, 1]
     stops = [o.metrics["stop_epoch"] for o in packed]
     assert len(set(stops[4:8])) > 1  # one member, replications stopping at different epochs
     assert all(o.metrics["stop_epoch"] == 2 for o in packed[3::4])
