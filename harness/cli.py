@@ -61,8 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     where.add_argument(
         "--pack-size", type=_pack_size, default=0, metavar="K",
-        help="train up to K replications that differ only in lam and seed together as one vectorised "
-        "model; 1 = one at a time (default: auto, the largest such group spread over the workers, at most 70)",
+        help="train up to K models of replications that differ only in lam, seed and stopping rule together as "
+        "one vectorised model (replications that differ only in their stopping rule share one model); "
+        "1 = one at a time (default: auto, the largest such group spread over the workers, at most 70)",
     )
     where.add_argument(
         "--time-limit", type=_duration, default=None, metavar="T",
