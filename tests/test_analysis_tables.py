@@ -267,6 +267,12 @@ def test_guidance_sentence_reads_the_gradient_and_the_targeted_weights():
     frame.loc[3:5, "logdet_mean"] = [-38.0, -37.6, -38.1]
     assert "at no lam > 0 differs from lam = 0 (-37.9) at α = 0.01" in tables.guidance_sentence(frame)
     assert tables.guidance_sentence(frame.drop(columns=["grad_ratio", "logdet_mean"])) is None
+    # a batch where the task gradient on the guided weights is 0 (MNIST latent 20: its 20 x 20
+    # block reads pixels of the blank top row) makes the ratio infinite: said so, not "at most inf"
+    frame.loc[6, "grad_ratio"] = np.inf
+    sentence = tables.guidance_sentence(frame)
+    assert "the task gradient there was 0: grad_ratio = inf at lam = 1" in sentence and "at most inf" not in sentence
+    assert "at most 2e-08 of the task gradient in norm (grad_ratio, mean at lam = 0.0001)" in sentence
 
 
 def test_paired_by_seed_pairs_replications_with_the_same_seed():

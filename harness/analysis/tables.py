@@ -319,7 +319,15 @@ def _gradient_parts(done: pd.DataFrame, factor: str) -> list[str]:
             continue
         where = f"({metric}, mean at {factor} = {level_label(means.idxmax())})"
         if metric == "grad_ratio":
-            parts.append(f"its gradient is at most {float(means.max()):.3g} of the task gradient in norm {where}")
+            unbounded = means[~np.isfinite(means)]
+            if len(unbounded):  # the task gradient on the guided weights was 0 in a measured batch
+                parts.append(f"in some measured batches it was the only gradient on the weights it guides (the task "
+                             f"gradient there was 0: grad_ratio = inf at {factor} = "
+                             f"{', '.join(level_label(l) for l in unbounded.index)})")
+                means = means[np.isfinite(means)]
+                where = f"({metric}, mean at {factor} = {level_label(means.idxmax())})" if len(means) else ""
+            if len(means):
+                parts.append(f"its gradient is at most {float(means.max()):.3g} of the task gradient in norm {where}")
         else:
             parts.append(f"it outweighs the task gradient on up to {float(means.max()):.0%} of the weights it "
                          f"acts on {where}, and Adam moves those weights a full step")
