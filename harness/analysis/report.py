@@ -621,9 +621,7 @@ def _protocol_paired(r, spec, sub, base, where):
     if paired is None or not (paired["n_pairs"] >= 2).any():
         return
     paired = paired[[spec.factor] + [c for c in paired.columns if c != spec.factor]]
-    paired["p_adj"] = stats.adjust(paired["p"], spec.correction)
-    paired["sign_adj"] = [tables.UNTESTABLE if n < 2 else stats.sign(d, p, spec.alpha)
-                          for d, p, n in zip(paired["mean_diff"], paired["p_adj"], paired["n_pairs"])]
+    tables.add_signs(paired, "mean_diff", "n_pairs", "n_pairs", alpha=spec.alpha, correction=spec.correction)
     tested = paired[paired["n_pairs"] >= 2]
     n, same = int(paired["n_pairs"].sum()), int(paired["identical"].sum())
     differ = int(tested["sign"].isin(["+", "-"]).sum())

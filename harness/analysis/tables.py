@@ -528,10 +528,16 @@ def paired_by_seed(frame: pd.DataFrame, metric: str, factor: str, *, baseline=No
                      "p": test.p, "seed_r": r})
     out = pd.DataFrame(rows, columns=columns)
     if len(out):
-        out["p_adj"] = stats.adjust(out["p"], correction)
-        out["sign"] = [_cell(d, p, alpha, n, n) for d, p, n in zip(out["mean_diff"], out["p"], out["n_pairs"])]
-        out["sign_adj"] = [_cell(d, p, alpha, n, n) for d, p, n in zip(out["mean_diff"], out["p_adj"], out["n_pairs"])]
+        add_signs(out, "mean_diff", "n_pairs", "n_pairs", alpha=alpha, correction=correction)
     return out
+
+
+def add_signs(table: pd.DataFrame, diff: str, n_a: str, n_b: str, *, alpha: float, correction: str) -> None:
+    """Fill ``p_adj`` (``correction`` across the table's rows), and the cells ``sign`` and
+    ``sign_adj`` of each row's test (``p``) from its ``diff`` and group sizes, in place."""
+    table["p_adj"] = stats.adjust(table["p"], correction)
+    for sign, p in (("sign", "p"), ("sign_adj", "p_adj")):
+        table[sign] = [_cell(d, q, alpha, a, b) for d, q, a, b in zip(table[diff], table[p], table[n_a], table[n_b])]
 
 
 def paired_sentence(paired: pd.DataFrame, metric: str, factor: str, alpha: float) -> str:
@@ -570,10 +576,7 @@ def protocol_effect(frame: pd.DataFrame, metric: str, protocol: str, factor: str
     out = pd.DataFrame(rows, columns=[factor, "a", "b", "n_a", "n_b", "mean_a", "mean_b",
                                       "diff", "p", "p_adj", "sign", "sign_adj", "g", "mde"])
     if len(out):
-        out["p_adj"] = stats.adjust(out["p"], correction)
-        out["sign"] = [_cell(d, p, alpha, a, b) for d, p, a, b in zip(out["diff"], out["p"], out["n_a"], out["n_b"])]
-        out["sign_adj"] = [_cell(d, p, alpha, a, b)
-                           for d, p, a, b in zip(out["diff"], out["p_adj"], out["n_a"], out["n_b"])]
+        add_signs(out, "diff", "n_a", "n_b", alpha=alpha, correction=correction)
     return out
 
 
