@@ -93,6 +93,12 @@ def main(argv: list[str] | None = None) -> int:
     _db_arg(analyze)
     analyze.add_argument("--out", default="results", help="output folder (default: results/)")
 
+    compact = sub.add_parser(
+        "compact",
+        help="make a SQLite results database one small self-contained file, to commit or share (no run may be using it)",
+    )
+    _db_arg(compact)
+
     from harness import bench as bench_cmd  # standard library only at import
     from harness import profile as profile_cmd
 
@@ -116,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     from harness.errors import UserError
 
     try:
-        return {"run": cmd_run, "status": cmd_status, "analyze": cmd_analyze, "profile": profile_cmd.run, "bench": bench_cmd.run}[
+        return {"run": cmd_run, "status": cmd_status, "analyze": cmd_analyze, "compact": cmd_compact, "profile": profile_cmd.run, "bench": bench_cmd.run}[
             args.command
         ](args)
     except UserError as err:
@@ -199,6 +205,15 @@ def cmd_analyze(args) -> int:
     paths = analyze(Store(args.db), args.study or None, Path(args.out))
     for path in paths:
         print(path)
+    return 0
+
+
+def cmd_compact(args) -> int:
+    from harness.store import compact
+
+    before, after, rebuilt = compact(args.db)
+    layout = f"; rebuilt {', '.join(rebuilt)} without rowids" if rebuilt else ""
+    print(f"{args.db}: {before / 2**20:.1f} MiB -> {after / 2**20:.1f} MiB{layout}")
     return 0
 
 

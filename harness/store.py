@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sqlite3
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -64,12 +65,16 @@ replications_table = sa.Table(
     sa.UniqueConstraint("study", "id", name="uq_study_replication"),
 )
 
+# The per-replication tables are keyed by their primary key alone. On SQLite they are
+# WITHOUT ROWID tables: a rowid table keeps that key a second time in an index, which
+# doubled the size of a study's per-epoch history (harness compact rewrites older files).
 metrics_table = sa.Table(
     "metrics",
     metadata,
     sa.Column("rep_pk", sa.Integer, sa.ForeignKey("replications.pk", ondelete="CASCADE"), primary_key=True),
     sa.Column("name", sa.String(64), primary_key=True),
     sa.Column("value", sa.Float),
+    sqlite_with_rowid=False,
 )
 
 history_table = sa.Table(
@@ -79,6 +84,7 @@ history_table = sa.Table(
     sa.Column("epoch", sa.Integer, primary_key=True),
     sa.Column("name", sa.String(64), primary_key=True),
     sa.Column("value", sa.Float),
+    sqlite_with_rowid=False,
 )
 
 profiles_table = sa.Table(
@@ -91,6 +97,7 @@ profiles_table = sa.Table(
     sa.Column("name", sa.String(200)),
     sa.Column("kind", sa.String(16)),
     sa.Column("value", sa.Float),
+    sqlite_with_rowid=False,
 )
 
 # Who is training what right now. No foreign key: a claim is taken before the replication
@@ -451,6 +458,60 @@ class Store:
         )
         with self.engine.connect() as conn:
             return {status: n for status, n in conn.execute(query)}
+
+
+ROWID_FREE = (metrics_table, history_table, profiles_table)
+
+
+def compact(url: str) -> tuple[int, int, list[str]]:
+    """Make the SQLite database at ``path`` one small, self-contained file, ready to commit
+    or share: per-replication tables written by older versions as rowid tables are rebuilt
+    WITHOUT ROWID, free pages are dropped (VACUUM), and the write-ahead log is folded in
+    and switched off (journal_mode DELETE; the next run switches it on again). Refused while
+    a run holds live claims on it. ``url``: a sqlite:/// URL or a file's path. Returns
+    (bytes before, bytes after, the tables rebuilt)."""
+    path = Path(url)
+    if "://" in str(url):
+        parsed = sa.engine.make_url(url)
+        if parsed.get_backend_name() != "sqlite":
+            raise StoreError(f"compact works on SQLite files, not {parsed.get_backend_name()}: use the server's own VACUUM")
+        path = Path(parsed.database or "")
+    if not path.is_file():
+        raise StoreError(f"no SQLite database at {path}")
+    before = path.stat().st_size
+    store = Store(f"sqlite:///{path}")
+    try:
+        with store.engine.connect() as conn:
+            claims = conn.execute(sa.select(claims_table)).mappings().all()
+        live = sorted({f"{c['study']} (pid {c['pid']} on {c['host']})" for c in claims if claim_is_live(c["host"], c["pid"], c["expires_at"])})
+        if live:
+            raise StoreError(f"a run is training {', '.join(live)}; compact {path} after it stops")
+        rebuilt = []
+        with store._writing() as conn:
+            for table in ROWID_FREE:
+                ddl = conn.exec_driver_sql("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?", (table.name,)).scalar()
+                if ddl is None or "WITHOUT ROWID" in ddl.upper():
+                    continue
+                columns = ", ".join(c.name for c in table.columns)
+                conn.exec_driver_sql(f"ALTER TABLE {table.name} RENAME TO {table.name}_rowid")
+                table.create(conn)
+                conn.exec_driver_sql(f"INSERT INTO {table.name} ({columns}) SELECT {columns} FROM {table.name}_rowid")
+                conn.exec_driver_sql(f"DROP TABLE {table.name}_rowid")
+                rebuilt.append(table.name)
+        store.engine.dispose()  # VACUUM and the journal switch want the only connection
+        raw = sqlite3.connect(path, isolation_level=None)
+        try:
+            raw.execute("PRAGMA busy_timeout=60000")
+            raw.execute("VACUUM")
+            raw.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            raw.execute("PRAGMA journal_mode=DELETE")
+        finally:
+            raw.close()
+    except sqlite3.Error as err:
+        raise StoreError(f"cannot compact {path}: {err} (close what else has it open)") from None
+    finally:
+        store.engine.dispose()
+    return before, path.stat().st_size, rebuilt
 
 
 def _own_claims(claimant: Claimant):

@@ -2,6 +2,7 @@
 
 import math
 import sqlite3
+from contextlib import closing
 
 import pytest
 
@@ -151,3 +152,84 @@ def test_a_plain_path_is_a_sqlite_file(tmp_path, study):
     """`harness analyze --db results/x/harness.db`: a path works as well as a URL."""
     Store(str(tmp_path / "plain.db")).record_study(study)
     assert Store(f"sqlite:///{tmp_path}/plain.db").studies() == ["st"]
+
+
+# The per-replication tables as versions before WITHOUT ROWID created them (rowid tables
+# with their primary key kept again in an index), for compact's upgrade.
+_ROWID_DDL = [
+    "CREATE TABLE metrics (rep_pk INTEGER NOT NULL, name VARCHAR(64) NOT NULL, value FLOAT, PRIMARY KEY (rep_pk, name), "
+    "FOREIGN KEY(rep_pk) REFERENCES replications (pk) ON DELETE CASCADE)",
+    "CREATE TABLE history (rep_pk INTEGER NOT NULL, epoch INTEGER NOT NULL, name VARCHAR(64) NOT NULL, value FLOAT, "
+    "PRIMARY KEY (rep_pk, epoch, name), FOREIGN KEY(rep_pk) REFERENCES replications (pk) ON DELETE CASCADE)",
+    "CREATE TABLE profiles (rep_pk INTEGER NOT NULL, stage VARCHAR(16) NOT NULL, layer INTEGER NOT NULL, "
+    '"filter" INTEGER NOT NULL, name VARCHAR(200), kind VARCHAR(16), value FLOAT, PRIMARY KEY (rep_pk, stage, layer, "filter"), '
+    "FOREIGN KEY(rep_pk) REFERENCES replications (pk) ON DELETE CASCADE)",
+]
+
+
+def _table_sql(path) -> dict[str, str]:
+    with closing(sqlite3.connect(path)) as conn:
+        return dict(conn.execute("SELECT name, sql FROM sqlite_master WHERE type = 'table'"))
+
+
+def test_per_replication_tables_keep_their_key_once(store, study, tmp_path):
+    store.record_study(study)
+    tables = _table_sql(tmp_path / "sub" / "h.db")
+    for name in ("metrics", "history", "profiles"):
+        assert tables[name].rstrip().endswith("WITHOUT ROWID"), tables[name]
+    with sqlite3.connect(tmp_path / "sub" / "h.db") as conn:
+        indexes = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")]
+    assert not [i for i in indexes if any(t in i for t in ("metrics", "history", "profiles"))]
+
+
+def test_compact_upgrades_an_older_file_and_loses_nothing(tmp_path, study):
+    """An older database: its rowid tables are rebuilt, every row reads back the same, the
+    file is one file (no WAL beside it), and a later run records into it as before."""
+    from harness.store import compact
+
+    path = tmp_path / "old.db"
+    with closing(sqlite3.connect(path)) as conn:
+        for ddl in _ROWID_DDL:
+            conn.execute(ddl)
+    store = Store(str(path))
+    store.record_study(study)
+    reps = study.replications()
+    for i, rep in enumerate(reps[:3]):
+        store.record(make_result(rep, val_mse=0.01 * i, stop_epoch=2.0))
+    frame, history, profiles = store.frame("st"), store.history("st"), store.profiles("st")
+    store.engine.dispose()
+    assert "WITHOUT ROWID" not in _table_sql(path)["history"]
+
+    before, after, rebuilt = compact(str(path))
+    assert rebuilt == ["metrics", "history", "profiles"]
+    assert after <= before
+    assert all(_table_sql(path)[t].rstrip().endswith("WITHOUT ROWID") for t in rebuilt)
+    assert not (tmp_path / "old.db-wal").exists()
+    with closing(sqlite3.connect(path)) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
+
+    again = Store(f"sqlite:///{path}")
+    assert again.frame("st").equals(frame)
+    assert again.history("st").equals(history) and len(history) == 6
+    assert again.profiles("st").equals(profiles) and len(profiles) == 6
+    again.record(make_result(reps[3], val_mse=0.5))
+    assert len(again.frame("st")) == 4 and again.history("st").shape[0] == 8
+    again.engine.dispose()
+    assert compact(str(path))[2] == []  # already compact: nothing to rebuild
+
+
+def test_compact_refuses_a_database_in_use_or_missing(store, study, tmp_path):
+    from harness.cli import main
+    from harness.store import Claimant, compact
+
+    store.record_study(study)
+    store.claim("st", [study.replications()[0].id], Claimant.this_process(), lease_s=600)
+    with pytest.raises(StoreError, match="a run is training st"):
+        compact(str(tmp_path / "sub" / "h.db"))
+    assert store.claims("st")  # the claim is untouched
+    assert main(["compact", "--db", str(tmp_path / "none.db")]) == 2
+    assert not (tmp_path / "none.db").exists()
+    with pytest.raises(StoreError, match="works on SQLite files"):
+        compact("postgresql://u@localhost/x")
