@@ -183,7 +183,7 @@ def cmd_status(args) -> int:
     from harness.schedule import format_status, study_status
     from harness.store import Store
 
-    store = Store(args.db)
+    store = Store(args.db, reader=True)
     names = args.study or store.studies()
     if not names:
         print(f"no studies recorded in {args.db}")
@@ -202,7 +202,7 @@ def cmd_analyze(args) -> int:
     from harness.analysis.report import analyze
     from harness.store import Store
 
-    paths = analyze(Store(args.db), args.study or None, Path(args.out))
+    paths = analyze(Store(args.db, reader=True), args.study or None, Path(args.out))
     for path in paths:
         print(path)
     return 0

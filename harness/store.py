@@ -20,6 +20,7 @@ import sqlite3
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -134,15 +135,18 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def _sqlite_pragmas(dbapi_connection, _record):
+def _sqlite_pragmas(dbapi_connection, _record, wal: bool = True):
     # SQLAlchemy, not the sqlite3 module, starts transactions (see _sqlite_begin).
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     # The busy timeout makes concurrent writers wait for each other instead of failing
     # with "database is locked"; it comes first so that switching to WAL waits too. WAL
-    # lets readers (harness status/analyze) work while a run writes.
+    # lets readers (harness status/analyze) work while a run writes. A reader leaves the
+    # journal mode as it finds it: the mode is stored in the file, and reading a committed
+    # database must not change it.
     cursor.execute("PRAGMA busy_timeout=60000")
-    cursor.execute("PRAGMA journal_mode=WAL")
+    if wal:
+        cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
@@ -194,9 +198,13 @@ def _json_default(value):
 
 
 class Store:
-    """A results database at a SQLAlchemy URL."""
+    """A results database at a SQLAlchemy URL.
 
-    def __init__(self, url: str = DEFAULT_DB):
+    ``reader=True`` (harness status, analyze) opens a database that must exist and leaves
+    its file as it is: a mistyped path is an error, not a new empty database, and a
+    committed database stays byte for byte what was committed."""
+
+    def __init__(self, url: str = DEFAULT_DB, *, reader: bool = False):
         if "://" not in str(url):  # a plain file path: a SQLite database there
             url = f"sqlite:///{url}"
         self.url = url
@@ -204,15 +212,21 @@ class Store:
             parsed = sa.engine.make_url(url)
         except (sa.exc.ArgumentError, ValueError):
             raise StoreError(f"bad database URL {url!r}; e.g. sqlite:///results/harness.db") from None
-        if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        sqlite_file = parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:")
+        if sqlite_file and reader and not Path(parsed.database).is_file():
+            raise StoreError(f"no database at {parsed.database} (`harness run STUDY --db {url}` creates it)")
+        if sqlite_file:
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         try:
             self.engine = sa.create_engine(parsed)
             if parsed.get_backend_name() == "sqlite":
-                event.listen(self.engine, "connect", _sqlite_pragmas)
+                event.listen(self.engine, "connect", partial(_sqlite_pragmas, wal=not reader))
                 event.listen(self.engine, "begin", _sqlite_begin)
-            with self._writing() as conn:  # two runs starting at once create the tables once
-                metadata.create_all(conn)
+            if reader:  # a database from before a table existed gets it; others are not touched
+                missing = set(metadata.tables) - set(sa.inspect(self.engine).get_table_names())
+            if not reader or missing:
+                with self._writing() as conn:  # two runs starting at once create the tables once
+                    metadata.create_all(conn)
         except (sa.exc.SQLAlchemyError, ModuleNotFoundError) as err:
             raise StoreError(f"cannot open database {url}: {err.__class__.__name__}: {_first_line(err)}") from None
 

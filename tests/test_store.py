@@ -233,3 +233,34 @@ def test_compact_refuses_a_database_in_use_or_missing(store, study, tmp_path):
     assert not (tmp_path / "none.db").exists()
     with pytest.raises(StoreError, match="works on SQLite files"):
         compact("postgresql://u@localhost/x")
+
+
+def test_a_reader_needs_the_database_and_leaves_its_file_as_it_is(tmp_path, study):
+    """`harness status/analyze --db typo.db` is an error that creates nothing; reading a
+    compacted (committed) database does not change a byte of it."""
+    import hashlib
+
+    from harness.cli import main
+    from harness.store import compact
+
+    missing = tmp_path / "nope" / "typo.db"
+    with pytest.raises(StoreError, match="no database at .*typo.db"):
+        Store(str(missing), reader=True)
+    for command in ("status", "analyze"):
+        assert main([command, "--db", str(missing)]) == 2
+    assert not missing.parent.exists()
+
+    path = tmp_path / "results.db"
+    writer = Store(str(path))
+    writer.record_study(study)
+    writer.record(make_result(study.replications()[0], val_mse=0.1))
+    writer.engine.dispose()
+    compact(str(path))
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    reader = Store(str(path), reader=True)
+    assert reader.frame("st")["val_mse"].tolist() == [0.1] and len(reader.history("st")) == 2
+    assert reader.hosts() == {} and reader.counts("st") == {"done": 1}
+    reader.engine.dispose()
+    assert main(["status", "--db", str(path)]) == 0
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == digest
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results.db"]  # no -wal, -shm left
