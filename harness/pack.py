@@ -55,7 +55,8 @@ from harness.entropy import entropy_loss, entropy_stats, guided_layers
 from harness.models import DenseAutoencoder
 from harness.study import Config, Replication, derive_seed, flatten
 from harness.workers import PROGRESS_ENV
-from harness.train import Outcome, _guided_rows, _mean, _profile_rows, check_config, result_dict, seeded_model, train
+from harness.train import (Outcome, _guided_rows, _mean, _profile_rows, check_config, float32_math, result_dict,
+                           seeded_model, train)
 
 __all__ = [
     "PACKABLE_MODELS", "PackedOutcome", "STOPPING_RULE", "pack_key", "trajectory_key", "stopping_rule", "pack_groups", "choose_pack_size", "train_pack", "train_in_packs", "run_pack",
@@ -295,11 +296,14 @@ class _DenseEngine:
         self._buffers: dict[str, Tensor] = {}
 
     def _buffer(self, name: str, shape: tuple, like: Tensor) -> Tensor:
-        """A tensor reused from step to step: no allocation, no fresh pages to fault in."""
+        """A tensor reused from step to step: no allocation, no fresh pages to fault in.
+        A contiguous view of the front of one flat buffer per name, so the smaller shapes
+        of a compacted pack or of a split's last batch reuse it too."""
+        numel = math.prod(shape)
         buf = self._buffers.get(name)
-        if buf is None or buf.shape != shape:
-            buf = self._buffers[name] = torch.empty(shape, dtype=like.dtype, device=like.device)
-        return buf
+        if buf is None or buf.numel() < numel or buf.dtype != like.dtype or buf.device != like.device:
+            buf = self._buffers[name] = torch.empty(numel, dtype=like.dtype, device=like.device)
+        return buf[:numel].view(shape)
 
     def batch(self, xs: Tensor, ys: Tensor, idx: Tensor) -> tuple[Tensor, None]:
         """Each member's batch, (P, b, D): rows ``idx`` (P, b) of the flattened images."""
@@ -309,12 +313,18 @@ class _DenseEngine:
 
     @torch.no_grad()
     def forward(self, params: list[Tensor], x: Tensor) -> Tensor:
-        """Evaluation: the P members on one shared batch x (b, C, H, W) -> (P, b, D)."""
+        """Evaluation: the P members on one shared batch x (b, C, H, W) -> (P, b, D), in
+        reused buffers (valid until the next call), as the training step: no megabyte
+        allocation per evaluation batch."""
         w1, b1, w2, b2 = params
         xf = x.flatten(1)
-        z1 = (xf @ w1.flatten(0, 1).T).view(len(xf), *w1.shape[:2]).transpose(0, 1) + b1[:, None, :]
-        h = self.latent_act[0](z1)
-        return self.output_act[0](torch.baddbmm(b2[:, None, :], h, w2.transpose(1, 2)))
+        (size, latent), batch = w1.shape[:2], len(xf)
+        z1 = torch.mm(xf, w1.flatten(0, 1).T, out=self._buffer("eval_z1", (batch, size * latent), xf))
+        h = torch.add(z1.view(batch, size, latent).transpose(0, 1), b1[:, None, :],
+                      out=self._buffer("eval_h", (size, batch, latent), xf))
+        self.latent_act[0](h)
+        out = torch.baddbmm(b2[:, None, :], h, w2.transpose(1, 2), out=self._buffer("eval_out", (size, batch, xf.shape[1]), xf))
+        return self.output_act[0](out)
 
     @torch.no_grad()
     def task_and_grads(self, params: list[Tensor], x: Tensor, y: None) -> tuple[Tensor, Tensor, list[Tensor]]:
@@ -331,7 +341,8 @@ class _DenseEngine:
         self.output_act[0](torch.baddbmm(b2[:, None, :], h, w2.transpose(1, 2), out=out))
         torch.sub(out, x, out=diff)
         numel = batch * width
-        task = torch.linalg.vecdot(diff.flatten(1), diff.flatten(1)) / numel  # mse_loss, mean
+        # mse_loss, mean: vecdot's own mul and sum, the product kept in a buffer
+        task = torch.mul(diff, diff, out=self._buffer("squares", x.shape, x)).flatten(1).sum(1) / numel
         dz2 = self.output_act[1](diff.mul_(2.0 / numel), out, diff)  # d loss / d pre-activation, in place
         torch.bmm(dz2.transpose(1, 2), h, out=grads[2])
         torch.sum(dz2, 1, out=grads[3])
@@ -558,6 +569,11 @@ def train_pack(configs: Sequence[Config], splits: Splits, device: str | torch.de
     keys = {pack_key(c) for c in configs}
     if None in keys or len(keys) != 1:
         raise ValueError("train_pack needs replications that differ only in lam and seed, with a packable model")
+    with float32_math(configs[0]):
+        return _train_pack(configs, splits, device)
+
+
+def _train_pack(configs: list[Config], splits: Splits, device: torch.device | str) -> list[PackedOutcome]:
     base = configs[0]
     if not isinstance(splits, Splits):
         raise TypeError("train_pack trains on in-memory Splits (harness.data.load_splits of a tensor data set)")
@@ -773,8 +789,8 @@ def _evaluate(engine, params: list[Tensor], x: Tensor, y: Tensor, reconstruction
             hi = min(size, lo + chunk)
             out = engine.forward([p[lo:hi] for p in params], xb)
             if reconstruction:
-                diff = out.sub_(target).flatten(1)
-                loss_sum[lo:hi] += torch.linalg.vecdot(diff, diff).double() / target.shape[1]
+                diff = out.sub_(target).flatten(1)  # in place: no megabyte temporaries (see forward)
+                loss_sum[lo:hi] += diff.mul_(diff).sum(1).double() / target.shape[1]  # vecdot's mul and sum
             else:
                 losses = F.cross_entropy(out.flatten(0, 1), yb.repeat(hi - lo), reduction="none")
                 loss_sum[lo:hi] += losses.view(hi - lo, -1).sum(1).double()

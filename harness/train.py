@@ -18,6 +18,8 @@ import re
 import subprocess
 import time
 import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -149,12 +151,32 @@ def batch_source(splits, config: Config, device: str):
     return LoaderBatches(splits, config.train.batch_size, eval_batch, device, data_seed)
 
 
+@contextmanager
+def float32_math(config: Config) -> Iterator[None]:
+    """Float32 matmuls and convolutions on CUDA in TF32 exactly when ``train.tf32`` says
+    so (PyTorch's defaults differ between the two), restored afterwards."""
+    backends = (torch.backends.cuda.matmul, torch.backends.cudnn.conv)
+    before = [b.fp32_precision for b in backends]
+    for b in backends:
+        b.fp32_precision = "tf32" if config.train.tf32 else "ieee"
+    try:
+        yield
+    finally:
+        for b, value in zip(backends, before):
+            b.fp32_precision = value
+
+
 def train(config: Config, splits, device: str) -> Outcome:
     """The training loop: one model, one optimizer, early stopping on the validation set.
 
     ``splits``: harness.data.Splits (tensors on the device) or, for image-folder data
     sets, harness.imagedata.ImageSplits (read by a DataLoader)."""
     check_config(config)
+    with float32_math(config):
+        return _train(config, splits, device)
+
+
+def _train(config: Config, splits, device: str) -> Outcome:
     batches = batch_source(splits, config, device)
     input_shape = batches.input_shape
     model = seeded_model(config, input_shape, batches.n_classes).to(device)

@@ -297,3 +297,27 @@ def test_a_pack_that_cannot_start_fails_every_member_with_the_traceback(tmp_path
     results = pack.run_pack(reps, device="cpu", data_dir=tmp_path)  # no MNIST there
     assert [r["status"] for r in results] == ["failed", "failed"]
     assert all("Traceback" in r["error"] and str(tmp_path) in r["error"] for r in results)
+
+
+def test_tf32_is_a_recorded_setting_that_a_cpu_computes_in_float32(digits):
+    """train.tf32 sets CUDA's float32 matmul and convolution modes for the training and
+    restores them; it changes the replication's id; a CPU trains the same numbers either
+    way (alone and packed)."""
+    from harness.train import float32_math
+
+    base = build_config({**DENSE, "train.max_epochs": 2})
+    tf32 = build_config({**DENSE, "train.max_epochs": 2, "train.tf32": True})
+    assert Replication("s", tf32).id != Replication("s", base).id
+    modes = lambda: (torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision)
+    before = modes()
+    with float32_math(tf32):
+        assert modes() == ("tf32", "tf32")
+    with float32_math(base):  # PyTorch's own default runs convolutions in TF32: off, explicitly
+        assert modes() == ("ieee", "ieee")
+    assert modes() == before
+    lone, lone32 = train(base, digits, "cpu"), train(tf32, digits, "cpu")
+    assert lone32.history == lone.history and lone32.metrics == lone.metrics
+    packed = pack.train_pack(configs({**DENSE, "train.max_epochs": 2, "train.tf32": True}, [0.0, 1e-2], [0, 1]), digits, "cpu")
+    reference = pack.train_pack(configs({**DENSE, "train.max_epochs": 2}, [0.0, 1e-2], [0, 1]), digits, "cpu")
+    assert [o.history for o in packed] == [o.history for o in reference]
+    assert modes() == before
