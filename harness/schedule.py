@@ -30,7 +30,7 @@ from concurrent.futures import FIRST_COMPLETED, BrokenExecutor, Future, wait
 from dataclasses import dataclass
 from typing import Callable
 
-from harness.study import Replication, Study
+from harness.study import Replication, Study, flatten
 from harness.workers import (
     PROGRESS_ENV,
     ScheduleError,
@@ -70,12 +70,33 @@ class RunOptions:
 
 
 def remaining(study: Study, store, rerun_failed: bool = False) -> tuple[list[Replication], int]:
-    """(replications still to train, size of the grid). Done and diverged replications
-    are finished; failed ones are left alone unless ``rerun_failed``."""
+    """(replications still to train, in rounds (in_rounds), size of the grid). Done and
+    diverged replications are finished; failed ones are left alone unless ``rerun_failed``."""
     reps = list({r.id: r for r in study.replications()}.values())  # a repeated grid point runs once
     statuses = ("done", "diverged") if rerun_failed else ("done", "diverged", "failed")
     recorded = store.ids(study.name, statuses)
-    return [r for r in reps if r.id not in recorded], len(reps)
+    return in_rounds(reps, recorded), len(reps)
+
+
+def in_rounds(reps: list[Replication], recorded: set[str]) -> list[Replication]:
+    """The replications of ``reps`` not in ``recorded``, in rounds: every cell of the grid
+    (a config but its seed) gets its next seed before any cell gets one more, grid order
+    within a round. A run cut short (--time-limit, Ctrl-C) then leaves a balanced design,
+    every cell with as many seeds as any other give or take one, which `harness analyze`
+    can compare; in grid order it would leave the last cells with none."""
+    def cell(rep: Replication) -> tuple:
+        return tuple((k, v) for k, v in flatten(rep.config).items() if k != "seed")
+
+    done: dict[tuple, int] = {}
+    for rep in reps:
+        if rep.id in recorded:
+            done[cell(rep)] = done.get(cell(rep), 0) + 1
+    level, queued = {}, {}
+    for rep in sorted((r for r in reps if r.id not in recorded), key=lambda r: r.config.seed):
+        key = cell(rep)
+        level[rep.id] = done.get(key, 0) + queued.get(key, 0)
+        queued[key] = queued.get(key, 0) + 1
+    return sorted((r for r in reps if r.id in level), key=lambda r: level[r.id])  # stable: grid order within a round
 
 
 def pack(reps: list[Replication], size: int, cap: Callable[[object], int] | None = None) -> list[list[Replication]]:

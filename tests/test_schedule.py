@@ -279,6 +279,27 @@ def test_pack_groups_replications_that_differ_only_in_lam_and_seed():
         pack(study.replications(), 0)
 
 
+def test_replications_train_in_rounds_of_seeds_for_a_balanced_design_at_any_stop():
+    """Every cell gets its next seed before any cell gets one more, counting what is
+    recorded; grid order within a round; the two stopping rules of a seed stay together."""
+    from harness.schedule import in_rounds
+
+    study = Study("r", settings={"latent": 8}, grid={"lam": [0.0, 1.0, 2.0], "seed": [0, 1, 2]})
+    reps = study.replications()
+    by = {(r.config.lam, r.config.seed): r for r in reps}
+    recorded = {by[0.0, 0].id, by[0.0, 1].id, by[1.0, 0].id}
+    order = [(r.config.lam, r.config.seed) for r in in_rounds(reps, recorded)]
+    assert order == [(2.0, 0), (1.0, 1), (2.0, 1), (0.0, 2), (1.0, 2), (2.0, 2)]
+    assert [(r.config.lam, r.config.seed) for r in in_rounds(reps, set())] == [
+        (lam, seed) for seed in (0, 1, 2) for lam in (0.0, 1.0, 2.0)]
+
+    monitors = study.with_overrides(["train.monitor=task,total"]).replications()
+    order = [(r.config.seed, r.config.lam, r.config.train.monitor) for r in in_rounds(monitors, set())]
+    assert order[:4] == [(0, 0.0, "task"), (0, 0.0, "total"), (0, 1.0, "task"), (0, 1.0, "total")]
+    packs = pack(in_rounds(monitors, set()), 2)  # packs of 2 models: 4 replications, both monitors
+    assert [len(g) for g in packs] == [4, 4, 4, 4, 2]
+
+
 def test_a_worker_gets_whole_packs(tmp_path, scratch):
     db = tmp_path / "h.db"
     assert sweep(grid_study(seeds=range(3)), db, scratch, RunOptions(pack_size=4, log="quiet")) == 0
