@@ -128,6 +128,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as err:
         print(f"harness {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `harness run --dry-run ... | head`: the reader stopped, not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit's flush is quiet
+        return 0
 
 
 def _db_arg(parser: argparse.ArgumentParser) -> None:
