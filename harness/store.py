@@ -20,8 +20,8 @@ import sqlite3
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import partial
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -478,7 +478,7 @@ ROWID_FREE = (metrics_table, history_table, profiles_table)
 
 
 def compact(url: str) -> tuple[int, int, list[str]]:
-    """Make the SQLite database at ``path`` one small, self-contained file, ready to commit
+    """Make the SQLite database at ``url`` one small, self-contained file, ready to commit
     or share: per-replication tables written by older versions as rowid tables are rebuilt
     WITHOUT ROWID, free pages are dropped (VACUUM), and the write-ahead log is folded in
     and switched off (journal_mode DELETE; the next run switches it on again). Refused while

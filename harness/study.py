@@ -54,8 +54,8 @@ class TrainConfig:
     # task=segmentation: the loss on the sigmoid of the U-Net's output. Table 3 names the
     # loss "MSE"; "bce" = binary cross-entropy, the usual alternative.
     seg_loss: str = "mse"
-    # TensorFloat-32 for float32 matmuls and convolutions on CUDA GPUs: about 8x the
-    # matmul rate of an H100/H200, with a 10-bit mantissa. Off by default, and then off
+    # TensorFloat-32 for float32 matmuls and convolutions on CUDA GPUs: tensor cores at
+    # several times the float32 rate, with a 10-bit mantissa. Off by default, and then off
     # explicitly: PyTorch's own default runs cuDNN convolutions in TF32, so a CNN trained
     # on a GPU would silently differ from one trained on a CPU. CPUs compute in float32
     # either way.
