@@ -481,8 +481,9 @@ def compact(url: str) -> tuple[int, int, list[str]]:
     """Make the SQLite database at ``url`` one small, self-contained file, ready to commit
     or share: per-replication tables written by older versions as rowid tables are rebuilt
     WITHOUT ROWID, free pages are dropped (VACUUM), and the write-ahead log is folded in
-    and switched off (journal_mode DELETE; the next run switches it on again). Refused while
-    a run holds live claims on it. ``url``: a sqlite:/// URL or a file's path. Returns
+    and switched off (journal_mode DELETE; the next run switches it on again). Claims left
+    by runs that died are dropped, so the file carries results only. Refused while a run
+    holds live claims on it. ``url``: a sqlite:/// URL or a file's path. Returns
     (bytes before, bytes after, the tables rebuilt)."""
     path = Path(url)
     if "://" in str(url):
@@ -502,6 +503,7 @@ def compact(url: str) -> tuple[int, int, list[str]]:
             raise StoreError(f"a run is training {', '.join(live)}; compact {path} after it stops")
         rebuilt = []
         with store._writing() as conn:
+            conn.execute(sa.delete(claims_table))  # none is live (checked above)
             for table in ROWID_FREE:
                 ddl = conn.exec_driver_sql("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?", (table.name,)).scalar()
                 if ddl is None or "WITHOUT ROWID" in ddl.upper():

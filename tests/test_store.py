@@ -220,6 +220,19 @@ def test_compact_upgrades_an_older_file_and_loses_nothing(tmp_path, study):
     assert compact(str(path))[2] == []  # already compact: nothing to rebuild
 
 
+def test_compact_drops_the_claims_of_dead_runs(store, study, tmp_path):
+    """A run killed mid-training leaves its claims; the compacted file carries none."""
+    from harness.store import Claimant, compact
+
+    store.record_study(study)
+    dead = Claimant(key="gone", host=Claimant.this_process().host, pid=2**22 + 1)
+    store.claim("st", [r.id for r in study.replications()[:2]], dead, lease_s=600)
+    assert len(store.claims("st")) == 2
+    store.engine.dispose()
+    compact(str(tmp_path / "sub" / "h.db"))
+    assert Store(str(tmp_path / "sub" / "h.db"), reader=True).claims("st") == []
+
+
 def test_compact_refuses_a_database_in_use_or_missing(store, study, tmp_path):
     from harness.cli import main
     from harness.store import Claimant, compact
