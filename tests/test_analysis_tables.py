@@ -250,6 +250,13 @@ def test_claims_are_checked_cell_by_cell():
     cells = tables.claim_cells(frame, ratio, ["latent", "lam"])
     assert sorted(set(cells["ratio"].round(6))) == [round(20 / 15, 6), round(44 / 9, 6)]
     assert tables.claim_sentence(ratio, cells).startswith("largest ratio 4.89, smallest 1.33: does not agree")
+    # A run cut short: latent 180's base level has two seeds more, slow ones. The ratio
+    # stays over the seeds both levels have (unpaired means would claim 50.4 / 9 = 5.6).
+    extra = [dict(id=f"x{seed}", status="done", lam=0.0, latent=180, seed=seed, stop_epoch=60.0, val_mse=0.003)
+             for seed in (3, 4)]
+    cells = tables.claim_cells(pd.concat([frame, pd.DataFrame(extra)]), ratio, ["latent", "lam"])
+    at_180 = cells[cells["latent"] == 180]
+    assert set(at_180["ratio"].round(6)) == {round(44 / 9, 6)} and set(at_180["n"]) == {3}
     assert tables.claim_sentence(mse_low, tables.claim_cells(frame, mse_low, ["latent", "lam"])) == "holds in 9 of 9 cells"
     assert tables.claim_sentence(mse_high, tables.claim_cells(frame, mse_high, ["latent", "lam"])) == "holds in 0 of 12 cells"
 

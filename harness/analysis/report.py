@@ -638,7 +638,7 @@ def _claims(r: _Report, spec: Claims, frame, profiles, factors):
         r.md(f"**Unknown published claims {spec.published!r}** (known: {', '.join(paper.CLAIMS)}).", "")
         return
     r.md(f"{published['title']}. Each cell's mean (ratio: mean stopping epoch at the base level "
-         "over the cell's) against the published range; \"≈ v\" is read as v rounded to its "
+         "over the cell's, on the seeds both have) against the published range; \"≈ v\" is read as v rounded to its "
          "printed digit. A claim holds in a cell when its mean lies in the range.", "")
     for i, claim in enumerate(published["claims"], 1):
         cells = tables.claim_cells(frame, claim, factors)

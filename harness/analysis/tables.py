@@ -629,7 +629,8 @@ def _range_text(low, high) -> str:
 def claim_cells(frame: pd.DataFrame, claim: dict, factors: list[str]) -> pd.DataFrame:
     """One row per cell a claim (paper.CLAIMS) speaks of, and per value of the study's other
     factors: n, the mean (or ratio) with its t-interval, the published range, and whether
-    the mean lies in it ("holds"; "no" otherwise; "?" with fewer than 2 replications)."""
+    the mean lies in it ("holds"; "no" otherwise; "?" with fewer than 2 replications). A
+    ratio is taken over the seeds both cells have (n: the pairs) where there is a seed."""
     where = dict(claim["where"])
     for col in where:
         if col not in frame.columns:
@@ -649,9 +650,16 @@ def claim_cells(frame: pd.DataFrame, claim: dict, factors: list[str]) -> pd.Data
             values = values[np.isfinite(values)]
             mean, lo, hi = stats.t_interval(values)
             if ratio_to is not None:  # mean at the base level over this cell's mean
-                base = select(done, {**at, ratio_to[0]: ratio_to[1]})[metric].to_numpy(dtype=float)
-                base = base[np.isfinite(base)]
-                mean = float(base.mean()) / mean if len(base) and mean else float("nan")
+                factor, level = ratio_to
+                if "seed" in done.columns:
+                    # Over the seeds both cells have: a run cut short has more seeds at
+                    # some levels, and unpaired means would show their spread as a ratio.
+                    rest = {c: v for c, v in at.items() if c != factor}
+                    base, values = seed_pairs(select(done, rest), metric, factor, level, at[factor])
+                else:
+                    base = select(done, {**at, factor: level})[metric].to_numpy(dtype=float)
+                    base = base[np.isfinite(base)]
+                mean = float(base.mean()) / float(values.mean()) if len(base) and len(values) and values.mean() else float("nan")
                 lo = hi = float("nan")
             if len(values) < 2 or not np.isfinite(mean):
                 verdict = UNTESTABLE
