@@ -549,19 +549,23 @@ class StudyStatus:
 
 def study_status(store, name: str) -> StudyStatus:
     """Status of a study in the store, by name or by study file (counted against the
-    file's grid; by name, against the grid of the study's last run)."""
+    file's grid; by name, against every grid its runs asked for)."""
     from pathlib import Path
 
     import pandas as pd
 
-    from harness.study import load_study
+    from harness.study import load_study, recorded_requests, requested_ids
 
+    definition = None
     if name.endswith(".py") or Path(name).is_file():
         study = load_study(name)
     else:
         definition = store.study_definition(name)
         study = Study(definition["name"], settings=definition["settings"], grid=definition["grid"], exclude=definition.get("exclude", []))
-    grid = {r.id for r in study.replications()}
+    if definition is None:
+        grid = {r.id for r in study.replications()}
+    else:
+        grid = set().union(*(requested_ids(study.name, r) for r in recorded_requests(definition)))
     frame = store.frame(study.name)
     frame = frame[frame["id"].isin(grid)] if len(frame) else frame
     counts = frame["status"].value_counts() if len(frame) else {}

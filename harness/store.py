@@ -240,12 +240,20 @@ class Store:
 
     # -- writing (driver only) -------------------------------------------------------
     def record_study(self, study) -> None:
-        """Save (or update) a study's resolved definition."""
-        self.record_study_dict(study.definition())
+        """Save a study's resolved definition, merged with what earlier runs of it asked
+        for (``study.merged_definition``)."""
+        from harness.study import merged_definition
 
-    def record_study_dict(self, definition: dict[str, Any]) -> None:
-        text = json.dumps(definition, sort_keys=True, default=_json_default)
+        self.record_study_dict(study.definition(), merge=merged_definition)
+
+    def record_study_dict(self, definition: dict[str, Any], merge=None) -> None:
+        """Save a study's definition; with ``merge``, ``merge(stored, definition)`` is saved
+        instead, read and written in one transaction (concurrent runs lose nothing)."""
         with self._writing() as conn:
+            if merge is not None:
+                old = conn.execute(sa.select(studies_table.c.definition).where(studies_table.c.name == definition["name"])).scalar()
+                definition = merge(json.loads(old) if old else None, definition)
+            text = json.dumps(definition, sort_keys=True, default=_json_default)
             updated = conn.execute(
                 sa.update(studies_table)
                 .where(studies_table.c.name == definition["name"])

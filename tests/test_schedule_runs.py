@@ -174,6 +174,13 @@ def test_status_counts_the_grid_and_the_time(tmp_path, capsys):
     assert main(["status", "--db", url]) == 0
     line = next(l for l in capsys.readouterr().out.splitlines() if l.startswith("quickstart"))
     assert line.split()[1:7] == ["1", "1", "0", "0", "0", "0"]
+    # a second narrowed run adds its point to what the study spans, by name
+    assert main(["run", "studies/quickstart.py", "--db", url, "-q", *TINY, "seed=1", "lam=0", "--time-limit", "0"]) == 0
+    capsys.readouterr()
+    assert main(["status", "quickstart", "--db", url]) == 0
+    line = next(l for l in capsys.readouterr().out.splitlines() if l.startswith("quickstart"))
+    assert line.split()[1:7] == ["2", "1", "0", "0", "1", "0"]
+    assert Store(url).study_definition("quickstart")["grid"]["seed"] == [0, 1]
     assert re.fullmatch(r"\d+:\d\d:\d\d", line.split()[7])
     # by file: the file's grid (latent 16, 32), where a live run is training one replication
     study = load_study("studies/quickstart.py")

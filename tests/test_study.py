@@ -135,3 +135,28 @@ def test_shipped_studies_have_the_papers_grids(path, size):
     if "autoencoder" in path:
         assert study.grid["lam"] == [0.0, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0]
         assert study.grid["latent"] == list(range(20, 261, 20))
+
+
+def test_a_database_keeps_every_grid_its_runs_asked_for():
+    """A run narrowed by overrides adds to the stored study instead of shrinking it; a
+    request another one contains is dropped; status counts the union."""
+    from harness.study import merged_definition, recorded_requests, requested_ids
+
+    base = Study("m", settings={"latent": 8}, grid={"lam": [0.0, 1.0], "seed": [0, 1]})
+    narrow = base.with_overrides(["lam=1", "train.monitor=task,total"])
+    other = base.with_overrides(["latent=16", "seed=5"])
+    stored = merged_definition(None, narrow.definition())
+    assert stored["grid"] == {"lam": [1.0], "seed": [0, 1], "train.monitor": ["task", "total"]}
+    stored = merged_definition(stored, other.definition())
+    assert stored["grid"] == {"lam": [1.0, 0.0], "seed": [0, 1, 5], "train.monitor": ["task", "total"], "latent": [8, 16]}
+    assert stored["settings"]["latent"] == 16  # the last run's settings and analyses
+    union = set().union(*(requested_ids("m", r) for r in recorded_requests(stored)))
+    assert union == {r.id for r in narrow.replications()} | {r.id for r in other.replications()} and len(union) == 4 + 2
+    # the full grid with the monitor axis contains the narrowed run: one request is left of it
+    full = base.with_overrides(["train.monitor=task,total"])
+    again = merged_definition(stored, full.definition())
+    assert len(recorded_requests(again)) == 2 and again["grid"]["lam"] == [0.0, 1.0]
+    assert merged_definition(again, full.definition())["requests"] == again["requests"]  # a rerun adds nothing
+    # a definition saved before requests were kept is read as one request
+    legacy = {k: v for k, v in narrow.definition().items()}
+    assert recorded_requests(legacy)[0]["grid"] == narrow.definition()["grid"]
