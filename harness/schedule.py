@@ -399,6 +399,7 @@ def run_study(
     # a cluster's workers find their data set by their own $HARNESS_DATA_DIR unless told
     worker_data_dir = (str(data_dir) if data_dir else None) if remote else str(data_dir_from_env(data_dir).resolve())
     data_dir = data_dir_from_env(data_dir)
+    slots = _slots(options, remote)  # a bad --workers or --devices fails before the database is touched
     for rep in study.replications():
         check_config(rep.config)
     store = Store(db)
@@ -417,7 +418,6 @@ def run_study(
     if not remote:
         check_data(todo, data_dir)
         store.record_host(platform.node(), machine())
-    slots = _slots(options, remote)
     cap = None
     if not options.pack_size and slots and all(slot.device == "cpu" for slot in slots):
         cap = cpu_pack_sizes(data_dir)

@@ -127,6 +127,14 @@ def test_bad_override_is_one_line_and_nonzero(tmp_path, capsys, override, messag
     assert message in err and err.count("\n") == 1 and "Traceback" not in err
 
 
+@pytest.mark.parametrize("option", [["--workers", "0"], ["--devices", "tpu:0"]])
+def test_bad_worker_options_fail_before_the_database_is_touched(tmp_path, capsys, option):
+    assert run("studies/quickstart.py", "--db", f"sqlite:///{tmp_path}/h.db", *option) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert not (tmp_path / "h.db").exists()
+
+
 def test_missing_data_names_the_path_and_records_nothing(tmp_path, capsys):
     db = tmp_path / "h.db"
     empty = tmp_path / "nodata"
