@@ -239,10 +239,13 @@ def test_study_object_round_trip(tmp_path):
     for k, lam in enumerate((0.0, 1e-3)):
         for seed in range(2):
             s.record(_result("q", f"q{k}{seed}", "done", {"lam": lam, "seed": seed},
-                             {"val_mse": 0.01 + 0.01 * k + 0.001 * seed}))
+                             {"val_mse": 0.01 + 0.001 * k + 0.004 * seed}))
     paths = analyze(s, ["q"], tmp_path / "out")
     text = (tmp_path / "out" / "q" / "report.md").read_text()
     assert "SignificanceTable(metric=val_mse; alpha=0.05)" in text
+    # one pair, not significant: its detectable difference is one number, not a range
+    assert re.search(r"For the blank pair, a true difference of [\d.e+-]+ \(val_mse units\) would have been found "
+                     r"with power 0.8; the largest observed \|difference\| is 0.001\.", text)
     assert any(p.name == "sig_val_mse_by_lam_signs.csv" for p in paths)
 
 

@@ -389,10 +389,13 @@ def _blank_cells(r, long, spec):
     text = f"{len(sig)} significant, {len(blank)} blank, {len(unt)} untestable pairs (uncorrected)."
     if len(blank):
         mde = blank["mde"].to_numpy(dtype=float)
-        text += (f" For the blank pairs, a true difference of {render.num(np.nanmin(mde), 3)}–"
-                 f"{render.num(np.nanmax(mde), 3)} ({spec.metric} units) would have been found with "
-                 f"power {spec.power:g}; the largest observed |difference| among them is "
-                 f"{render.num(np.nanmax(np.abs(blank['diff'].to_numpy(dtype=float))), 3)}.")
+        low, high = render.num(np.nanmin(mde), 3), render.num(np.nanmax(mde), 3)
+        largest = render.num(np.nanmax(np.abs(blank["diff"].to_numpy(dtype=float))), 3)
+        one = len(blank) == 1
+        text += (f" For the blank {'pair' if one else 'pairs'}, a true difference of "
+                 f"{low if low == high else f'{low}–{high}'} ({spec.metric} units) would have been "
+                 f"found with power {spec.power:g}; the largest observed |difference| "
+                 f"{'is' if one else 'among them is'} {largest}.")
     r.md(text, "")
 
 
