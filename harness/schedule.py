@@ -545,6 +545,7 @@ class StudyStatus:
     running: int  # of those, claimed by a live run
     train_s: float  # training time summed over the recorded replications
     elapsed_s: float  # from the first replication's start to the last one's end
+    left_s: float | None = None  # training time the remaining ones should take (None: no basis yet)
 
 
 def study_status(store, name: str) -> StudyStatus:
@@ -554,18 +555,16 @@ def study_status(store, name: str) -> StudyStatus:
 
     import pandas as pd
 
-    from harness.study import load_study, recorded_requests, requested_ids
+    from harness.study import load_study, recorded_requests, requested_replications
 
-    definition = None
     if name.endswith(".py") or Path(name).is_file():
         study = load_study(name)
+        reps = {r.id: r for r in study.replications()}
     else:
         definition = store.study_definition(name)
         study = Study(definition["name"], settings=definition["settings"], grid=definition["grid"], exclude=definition.get("exclude", []))
-    if definition is None:
-        grid = {r.id for r in study.replications()}
-    else:
-        grid = set().union(*(requested_ids(study.name, r) for r in recorded_requests(definition)))
+        reps = {r.id: r for request in recorded_requests(definition) for r in requested_replications(study.name, request)}
+    grid = set(reps)
     frame = store.frame(study.name)
     frame = frame[frame["id"].isin(grid)] if len(frame) else frame
     counts = frame["status"].value_counts() if len(frame) else {}
@@ -579,19 +578,67 @@ def study_status(store, name: str) -> StudyStatus:
     return StudyStatus(
         study.name, len(grid), int(counts.get("done", 0)), int(counts.get("diverged", 0)), int(counts.get("failed", 0)),
         len(grid - recorded), len(running), float(frame["wall_s"].sum()) if len(frame) else 0.0, elapsed,
+        training_time_left(frame, [reps[i] for i in sorted(grid - recorded)]),
     )
+
+
+def training_time_left(frame, todo: list[Replication]) -> float | None:
+    """The training time ``todo`` should take, in the unit of recorded wall time: each
+    replication at the mean of the finished ones in its cell (its config but the seed), else
+    of those that differ from it only in seed, λ and stopping rule (the entropy term and the
+    stopping epoch are what λ changes). None when some replication has neither yet."""
+    import json
+
+    from harness.store import config_row
+
+    if not todo:
+        return 0.0
+    finished = frame[frame["status"].isin(["done", "diverged"]) & frame["wall_s"].notna()] if len(frame) else frame
+    if not len(finished):
+        return None
+
+    def plain(value) -> str:  # one spelling for a value read back from the database and from a config
+        value = value.item() if hasattr(value, "item") else value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return repr(float(value))
+        return json.dumps(list(value) if isinstance(value, tuple) else value, default=str)
+
+    keys = [k for k in flatten(todo[0].config) if k in finished.columns and k != "seed"]
+    rows = [{k: plain(v) for k, v in row.items()} for row in finished[keys].to_dict("records")]
+    walls = finished["wall_s"].astype(float).tolist()
+    levels = []
+    for ignored in ((), ("lam", "train.monitor")):
+        used = [k for k in keys if k not in ignored]
+        cells: dict[tuple, list[float]] = {}
+        for row, wall in zip(rows, walls):
+            cells.setdefault(tuple(row[k] for k in used), []).append(wall)
+        levels.append((used, {cell: sum(w) / len(w) for cell, w in cells.items()}))
+    total = 0.0
+    for rep in todo:
+        config = {k: list(v) if isinstance(v, tuple) else v for k, v in flatten(rep.config).items()}
+        params = {k: plain(v) for k, v in config_row(config).items()}  # as the frame spells it
+        means = (mean.get(tuple(params.get(k) for k in used)) for used, mean in levels)
+        estimate = next((m for m in means if m is not None), None)
+        if estimate is None:
+            return None
+        total += estimate
+    return total
 
 
 def format_status(rows: list[StudyStatus]) -> str:
     lines = [
         f"{'study':<28} {'grid':>6} {'done':>6} {'diverged':>8} {'failed':>6} {'remaining':>9} {'running':>7} "
-        f"{'train time':>10} {'elapsed':>10}"
+        f"{'train time':>10} {'elapsed':>10} {'train left':>10}"
     ]
     for r in rows:
+        left = "?" if r.left_s is None else _duration(r.left_s)
         lines.append(
             f"{r.name:<28} {r.grid:>6} {r.done:>6} {r.diverged:>8} {r.failed:>6} {r.remaining:>9} {r.running:>7} "
-            f"{_duration(r.train_s):>10} {_duration(r.elapsed_s):>10}"
+            f"{_duration(r.train_s):>10} {_duration(r.elapsed_s):>10} {left:>10}"
         )
+    if any(r.remaining and r.left_s is not None for r in rows):
+        lines.append("train left: the remaining replications at the mean training time of recorded ones like them; "
+                     "divide by the workers for wall time")
     if any(r.failed for r in rows):
         lines.append("failed replications are trained again with: harness run <study file> --rerun-failed")
     return "\n".join(lines)

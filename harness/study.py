@@ -410,10 +410,13 @@ def recorded_requests(definition: dict[str, Any]) -> list[dict[str, Any]]:
     return list(definition.get("requests") or [_request(definition)])
 
 
+def requested_replications(name: str, request: dict[str, Any]) -> list[Replication]:
+    """The replications one recorded request (settings, grid, exclude) asks for."""
+    return Study(name, settings=request["settings"], grid=request["grid"], exclude=request["exclude"]).replications()
+
+
 def requested_ids(name: str, request: dict[str, Any]) -> set[str]:
-    """Ids of the replications one recorded request (settings, grid, exclude) asks for."""
-    study = Study(name, settings=request["settings"], grid=request["grid"], exclude=request["exclude"])
-    return {r.id for r in study.replications()}
+    return {r.id for r in requested_replications(name, request)}
 
 
 def merged_definition(old: dict[str, Any] | None, new: dict[str, Any]) -> dict[str, Any]:

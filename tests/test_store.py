@@ -130,6 +130,27 @@ def test_status_by_name_counts_against_the_stored_grid_without_excluded_points(s
     assert (status.grid, status.done, status.remaining) == (3, 1, 2)
 
 
+def test_status_estimates_the_training_time_left_from_recorded_cells(store):
+    """Each remaining replication counts the mean wall time of its recorded cell (config
+    but seed); a λ not recorded yet counts that of its config but seed and λ."""
+    from harness.schedule import format_status, study_status
+
+    study = Study("eta", settings={"latent": 4, "arch": (8, 16)}, grid={"lam": [0.0, 1.0, 2.0], "seed": [0, 1, 2]})
+    reps = {(r.config.lam, r.config.seed): r for r in study.replications()}
+    store.record_study(study)
+    for (lam, seed), wall in {(0.0, 0): 10.0, (0.0, 1): 20.0, (1.0, 0): 40.0}.items():
+        store.record({**make_result(reps[lam, seed], val_mse=0.1), "wall_s": wall})
+    status = study_status(store, "eta")
+    cell0, cell1, any_lam = 15.0, 40.0, (10.0 + 20.0 + 40.0) / 3
+    assert status.remaining == 6
+    assert status.left_s == pytest.approx(1 * cell0 + 2 * cell1 + 3 * any_lam)
+    assert format_status([status]).splitlines()[1].split()[-1] == "0:02:45"
+    # a width never trained has nothing to go by
+    wider = Study("eta", settings={"latent": 9, "arch": (8, 16)}, grid={"lam": [0.0], "seed": [0]})
+    store.record_study(wider)
+    assert study_status(store, "eta").left_s is None
+
+
 def test_machine_descriptions_are_kept_per_host(store, study, tmp_path):
     """A result's machine description is saved under its host; a later one replaces it;
     the table appears in a database made before it existed."""
