@@ -437,7 +437,7 @@ def merged_definition(old: dict[str, Any] | None, new: dict[str, Any]) -> dict[s
                 if value not in levels.setdefault(key, []):
                     levels[key].append(value)
     grid = {k: vs for k, vs in levels.items() if len(vs) > 1 or any(k in r["grid"] for r in kept)}
-    order = [*new["grid"], *(k for k in grid if k not in new["grid"])]  # the last run's axes first
+    order = [*(k for k in new["grid"] if k in grid), *(k for k in grid if k not in new["grid"])]  # the last run's axes first
     return {**new, "grid": {k: grid[k] for k in order}, "requests": kept}
 
 

@@ -157,6 +157,10 @@ def test_a_database_keeps_every_grid_its_runs_asked_for():
     again = merged_definition(stored, full.definition())
     assert len(recorded_requests(again)) == 2 and again["grid"]["lam"] == [0.0, 1.0]
     assert merged_definition(again, full.definition())["requests"] == again["requests"]  # a rerun adds nothing
+    # a one-value axis inside a request where that key is a setting adds nothing
+    one = Study("m", settings={"latent": 8, "lam": 1.0}, grid={"seed": [0, 1]})
+    inside = merged_definition(one.definition(), Study("m", settings={"latent": 8}, grid={"lam": [1.0], "seed": [0]}).definition())
+    assert inside["grid"] == {"seed": [0, 1]} and len(inside["requests"]) == 1
     # a definition saved before requests were kept is read as one request
     legacy = {k: v for k, v in narrow.definition().items()}
     assert recorded_requests(legacy)[0]["grid"] == narrow.definition()["grid"]
