@@ -78,24 +78,23 @@ def remaining(study: Study, store, rerun_failed: bool = False) -> tuple[list[Rep
     return in_rounds(reps, recorded), len(reps)
 
 
+def grid_cell(rep: Replication, ignored: tuple[str, ...] = ("seed",)) -> tuple:
+    """The replication's config but the ``ignored`` keys (by default its cell: all but the seed)."""
+    return tuple((k, v) for k, v in flatten(rep.config).items() if k not in ignored)
+
+
 def in_rounds(reps: list[Replication], recorded: set[str]) -> list[Replication]:
     """The replications of ``reps`` not in ``recorded``, in rounds: every cell of the grid
     (a config but its seed) gets its next seed before any cell gets one more, grid order
     within a round. A run cut short (--time-limit, Ctrl-C) then leaves a balanced design,
     every cell with as many seeds as any other give or take one, which `harness analyze`
     can compare; in grid order it would leave the last cells with none."""
-    def cell(rep: Replication) -> tuple:
-        return tuple((k, v) for k, v in flatten(rep.config).items() if k != "seed")
-
-    done: dict[tuple, int] = {}
-    for rep in reps:
-        if rep.id in recorded:
-            done[cell(rep)] = done.get(cell(rep), 0) + 1
-    level, queued = {}, {}
+    seeds = Counter(grid_cell(r) for r in reps if r.id in recorded)  # per cell: recorded, then queued
+    level = {}
     for rep in sorted((r for r in reps if r.id not in recorded), key=lambda r: r.config.seed):
-        key = cell(rep)
-        level[rep.id] = done.get(key, 0) + queued.get(key, 0)
-        queued[key] = queued.get(key, 0) + 1
+        key = grid_cell(rep)
+        level[rep.id] = seeds[key]
+        seeds[key] += 1
     return sorted((r for r in reps if r.id in level), key=lambda r: level[r.id])  # stable: grid order within a round
 
 
@@ -559,66 +558,45 @@ def study_status(store, name: str) -> StudyStatus:
 
     if name.endswith(".py") or Path(name).is_file():
         study = load_study(name)
-        reps = {r.id: r for r in study.replications()}
+        name, reps = study.name, {r.id: r for r in study.replications()}
     else:
         definition = store.study_definition(name)
-        study = Study(definition["name"], settings=definition["settings"], grid=definition["grid"], exclude=definition.get("exclude", []))
-        reps = {r.id: r for request in recorded_requests(definition) for r in requested_replications(study.name, request)}
+        reps = {r.id: r for request in recorded_requests(definition) for r in requested_replications(name, request)}
     grid = set(reps)
-    frame = store.frame(study.name)
+    frame = store.frame(name)
     frame = frame[frame["id"].isin(grid)] if len(frame) else frame
     counts = frame["status"].value_counts() if len(frame) else {}
     recorded = set(frame["id"]) if len(frame) else set()
-    running = {c["id"] for c in store.claims(study.name) if c["live"]} & (grid - recorded)
+    running = {c["id"] for c in store.claims(name) if c["live"]} & (grid - recorded)
     elapsed = 0.0
     if len(frame) and frame["started_at"].notna().any():
         start = pd.to_datetime(frame["started_at"], utc=True).min()
         end = pd.to_datetime(frame["finished_at"], utc=True).max()
         elapsed = max(0.0, (end - start).total_seconds())
     return StudyStatus(
-        study.name, len(grid), int(counts.get("done", 0)), int(counts.get("diverged", 0)), int(counts.get("failed", 0)),
+        name, len(grid), int(counts.get("done", 0)), int(counts.get("diverged", 0)), int(counts.get("failed", 0)),
         len(grid - recorded), len(running), float(frame["wall_s"].sum()) if len(frame) else 0.0, elapsed,
-        training_time_left(frame, [reps[i] for i in sorted(grid - recorded)]),
+        training_time_left(reps, frame, grid - recorded),
     )
 
 
-def training_time_left(frame, todo: list[Replication]) -> float | None:
-    """The training time ``todo`` should take, in the unit of recorded wall time: each
-    replication at the mean of the finished ones in its cell (its config but the seed), else
-    of those that differ from it only in seed, λ and stopping rule (the entropy term and the
-    stopping epoch are what λ changes). None when some replication has neither yet."""
-    import json
-
-    from harness.store import config_row
-
-    if not todo:
-        return 0.0
+def training_time_left(reps: dict[str, Replication], frame, todo: set[str]) -> float | None:
+    """The training time the replications ``todo`` (ids in ``reps``) should take, in the unit
+    of recorded wall time (``frame``: the recorded ones, all in ``reps``): each at the mean of
+    the finished ones in its cell (its config but the seed), else of those that differ from
+    it only in seed, λ and stopping rule (the entropy term and the stopping epoch are what λ
+    changes). None when some replication has neither yet."""
     finished = frame[frame["status"].isin(["done", "diverged"]) & frame["wall_s"].notna()] if len(frame) else frame
-    if not len(finished):
-        return None
-
-    def plain(value) -> str:  # one spelling for a value read back from the database and from a config
-        value = value.item() if hasattr(value, "item") else value
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return repr(float(value))
-        return json.dumps(list(value) if isinstance(value, tuple) else value, default=str)
-
-    keys = [k for k in flatten(todo[0].config) if k in finished.columns and k != "seed"]
-    rows = [{k: plain(v) for k, v in row.items()} for row in finished[keys].to_dict("records")]
-    walls = finished["wall_s"].astype(float).tolist()
+    walls = dict(zip(finished["id"], finished["wall_s"].astype(float))) if len(finished) else {}
     levels = []
-    for ignored in ((), ("lam", "train.monitor")):
-        used = [k for k in keys if k not in ignored]
+    for ignored in (("seed",), ("seed", "lam", "train.monitor")):
         cells: dict[tuple, list[float]] = {}
-        for row, wall in zip(rows, walls):
-            cells.setdefault(tuple(row[k] for k in used), []).append(wall)
-        levels.append((used, {cell: sum(w) / len(w) for cell, w in cells.items()}))
+        for rid, wall in walls.items():
+            cells.setdefault(grid_cell(reps[rid], ignored), []).append(wall)
+        levels.append((ignored, {cell: sum(w) / len(w) for cell, w in cells.items()}))
     total = 0.0
-    for rep in todo:
-        config = {k: list(v) if isinstance(v, tuple) else v for k, v in flatten(rep.config).items()}
-        params = {k: plain(v) for k, v in config_row(config).items()}  # as the frame spells it
-        means = (mean.get(tuple(params.get(k) for k in used)) for used, mean in levels)
-        estimate = next((m for m in means if m is not None), None)
+    for rid in todo:
+        estimate = next((m for ignored, mean in levels if (m := mean.get(grid_cell(reps[rid], ignored))) is not None), None)
         if estimate is None:
             return None
         total += estimate

@@ -423,7 +423,7 @@ class Store:
         )
         if reps.empty:
             return reps.drop(columns=["pk", "config"])
-        configs = pd.DataFrame([config_row(json.loads(c)) for c in reps["config"]], index=reps.index)
+        configs = pd.DataFrame([_config_row(json.loads(c)) for c in reps["config"]], index=reps.index)
         metrics = pd.read_sql(
             sa.select(metrics_table.c.rep_pk, metrics_table.c.name, metrics_table.c.value)
             .join(replications_table)
@@ -542,7 +542,7 @@ def _own_claims(claimant: Claimant):
     return sa.delete(claims_table).where(claims_table.c.owner == claimant.key)
 
 
-def config_row(config: dict[str, Any]) -> dict[str, Any]:
+def _config_row(config: dict[str, Any]) -> dict[str, Any]:
     """Config as frame columns: arch (a list) becomes "32-64" so it can be grouped on."""
     row = dict(config)
     if isinstance(row.get("arch"), list):

@@ -428,6 +428,7 @@ def merged_definition(old: dict[str, Any] | None, new: dict[str, Any]) -> dict[s
     requests = recorded_requests(old) if old else []
     requests.append(_request(new))
     ids = [requested_ids(new["name"], r) for r in requests]
+    # drop a request that another asks for all of (of two equal ones, the earlier goes)
     kept = [r for i, r in enumerate(requests)
             if not any(j != i and ids[i] <= ids[j] and (ids[i] != ids[j] or j > i) for j in range(len(requests)))]
     levels: dict[str, list] = {}

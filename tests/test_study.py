@@ -162,5 +162,5 @@ def test_a_database_keeps_every_grid_its_runs_asked_for():
     inside = merged_definition(one.definition(), Study("m", settings={"latent": 8}, grid={"lam": [1.0], "seed": [0]}).definition())
     assert inside["grid"] == {"seed": [0, 1]} and len(inside["requests"]) == 1
     # a definition saved before requests were kept is read as one request
-    legacy = {k: v for k, v in narrow.definition().items()}
-    assert recorded_requests(legacy)[0]["grid"] == narrow.definition()["grid"]
+    assert recorded_requests(narrow.definition()) == [
+        {"settings": narrow.definition()["settings"], "grid": narrow.definition()["grid"], "exclude": []}]
