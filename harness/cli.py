@@ -214,8 +214,8 @@ def cmd_analyze(args) -> int:
 def cmd_compact(args) -> int:
     from harness.store import compact
 
-    before, after, rebuilt = compact(args.db)
-    layout = f"; rebuilt {', '.join(rebuilt)} without rowids" if rebuilt else ""
+    before, after, upgraded = compact(args.db)
+    layout = "".join(f"; {line}" for line in upgraded)
     print(f"{args.db}: {before / 2**20:.1f} MiB -> {after / 2**20:.1f} MiB{layout}")
     return 0
 

@@ -78,10 +78,27 @@ metrics_table = sa.Table(
     sqlite_with_rowid=False,
 )
 
-history_table = sa.Table(
-    "history",
+# One row per replication and epoch, a column per quantity the training loop records
+# (train.py). Named rather than keyed by a name column: a (rep_pk, epoch, name, value) row
+# spent more on its name than on its value, and the history was most of a study's file.
+EPOCH_COLUMNS = ["train_loss", "val_loss", "entropy_loss", "train_acc", "val_acc", "val_iou"]
+epochs_table = sa.Table(
+    "epochs",
     metadata,
     sa.Column("rep_pk", sa.Integer, sa.ForeignKey("replications.pk", ondelete="CASCADE"), primary_key=True),
+    sa.Column("epoch", sa.Integer, primary_key=True),
+    *(sa.Column(name, sa.Float) for name in EPOCH_COLUMNS),
+    sqlite_with_rowid=False,
+)
+
+# The per-epoch history as versions before the epochs table wrote it: a row per quantity.
+# Never created; read where an older file (or an older version's run) has it, and moved
+# into epochs by harness compact.
+legacy_metadata = sa.MetaData()
+legacy_history_table = sa.Table(
+    "history",
+    legacy_metadata,
+    sa.Column("rep_pk", sa.Integer, sa.ForeignKey(replications_table.c.pk, ondelete="CASCADE"), primary_key=True),
     sa.Column("epoch", sa.Integer, primary_key=True),
     sa.Column("name", sa.String(64), primary_key=True),
     sa.Column("value", sa.Float),
@@ -124,7 +141,6 @@ hosts_table = sa.Table(
     sa.Column("updated_at", sa.String(40), nullable=False),
 )
 
-HISTORY_COLUMNS = ["train_loss", "val_loss", "entropy_loss", "train_acc", "val_acc"]
 
 
 class StoreError(UserError):
@@ -290,24 +306,19 @@ class Store:
                 replications_table.c.study == row["study"], replications_table.c.id == row["id"]
             )
             old_pks = [r[0] for r in conn.execute(old)]
-            for table in (metrics_table, history_table, profiles_table):
+            for table in (metrics_table, epochs_table, profiles_table, *_legacy_tables(conn)):
                 conn.execute(sa.delete(table).where(table.c.rep_pk.in_(old_pks)))
             conn.execute(sa.delete(replications_table).where(replications_table.c.pk.in_(old_pks)))
             pk = conn.execute(sa.insert(replications_table).values(**row)).inserted_primary_key[0]
             metrics = [
                 {"rep_pk": pk, "name": k, "value": _float(v)} for k, v in result.get("metrics", {}).items()
             ]
-            history = [
-                {"rep_pk": pk, "epoch": int(h["epoch"]), "name": k, "value": _float(v)}
-                for h in result.get("history", [])
-                for k, v in h.items()
-                if k != "epoch" and v is not None
-            ]
+            history = [_epoch_row(pk, h) for h in result.get("history", [])]
             profiles = [
                 {"rep_pk": pk, **{k: p[k] for k in ("stage", "layer", "filter", "name", "kind")}, "value": _float(p["value"])}
                 for p in result.get("profiles", [])
             ]
-            for table, rows in ((metrics_table, metrics), (history_table, history), (profiles_table, profiles)):
+            for table, rows in ((metrics_table, metrics), (epochs_table, history), (profiles_table, profiles)):
                 if rows:
                     conn.execute(sa.insert(table), rows)
             if result.get("machine") and row["host"]:
@@ -438,19 +449,22 @@ class Store:
 
     def history(self, study: str) -> pd.DataFrame:
         """One row per (replication, epoch) with the per-epoch losses and accuracies."""
-        long = pd.read_sql(
-            sa.select(replications_table.c.id, history_table.c.epoch, history_table.c.name, history_table.c.value)
+        columns = ["id", "epoch", *EPOCH_COLUMNS]
+        query = (
+            sa.select(replications_table.c.id, *(epochs_table.c[c] for c in columns[1:]))
             .join(replications_table)
-            .where(replications_table.c.study == study),
-            self.engine,
+            .where(replications_table.c.study == study)
         )
-        if long.empty:
-            return pd.DataFrame(columns=["id", "epoch", *HISTORY_COLUMNS])
-        wide = long.pivot_table(index=["id", "epoch"], columns="name", values="value", aggfunc="first").reset_index()
+        with self.engine.connect() as conn:
+            frames = [pd.read_sql(query, conn)]
+            if _legacy_tables(conn):  # an older file's rows, not yet moved by harness compact
+                frames.append(_legacy_history(conn, study))
+        frames = [f for f in frames if not f.empty]
+        if not frames:
+            return pd.DataFrame(columns=columns)
+        wide = pd.concat(frames, ignore_index=True)[columns]
         wide.columns.name = None
-        for col in HISTORY_COLUMNS:
-            if col not in wide:
-                wide[col] = float("nan")
+        wide[EPOCH_COLUMNS] = wide[EPOCH_COLUMNS].astype(float)
         return wide.sort_values(["id", "epoch"]).reset_index(drop=True)
 
     def profiles(self, study: str) -> pd.DataFrame:
@@ -482,7 +496,7 @@ class Store:
             return {status: n for status, n in conn.execute(query)}
 
 
-ROWID_FREE = (metrics_table, history_table, profiles_table)
+ROWID_FREE = (metrics_table, epochs_table, profiles_table)
 
 
 def compact(url: str) -> tuple[int, int, list[str]]:
@@ -491,8 +505,9 @@ def compact(url: str) -> tuple[int, int, list[str]]:
     WITHOUT ROWID, free pages are dropped (VACUUM), and the write-ahead log is folded in
     and switched off (journal_mode DELETE; the next run switches it on again). Claims left
     by runs that died are dropped, so the file carries results only. Refused while a run
-    holds live claims on it. ``url``: a sqlite:/// URL or a file's path. Returns
-    (bytes before, bytes after, the tables rebuilt)."""
+    holds live claims on it. An older file's history (a row per quantity) moves into the
+    epochs table. ``url``: a sqlite:/// URL or a file's path. Returns (bytes before, bytes
+    after, what was upgraded, a line each)."""
     path = Path(url)
     if "://" in str(url):
         parsed = sa.engine.make_url(url)
@@ -521,7 +536,10 @@ def compact(url: str) -> tuple[int, int, list[str]]:
                 table.create(conn)
                 conn.exec_driver_sql(f"INSERT INTO {table.name} ({columns}) SELECT {columns} FROM {table.name}_rowid")
                 conn.exec_driver_sql(f"DROP TABLE {table.name}_rowid")
-                rebuilt.append(table.name)
+                rebuilt.append(f"{table.name} rebuilt without rowids")
+            if _legacy_tables(conn):
+                _move_legacy_history(conn)
+                rebuilt.append("history moved to one row per epoch")
         store.engine.dispose()  # VACUUM and the journal switch want the only connection
         raw = sqlite3.connect(path, isolation_level=None)
         try:
@@ -536,6 +554,46 @@ def compact(url: str) -> tuple[int, int, list[str]]:
     finally:
         store.engine.dispose()
     return before, path.stat().st_size, rebuilt
+
+
+def _epoch_row(rep_pk: int, epoch: dict[str, Any]) -> dict[str, Any]:
+    unknown = set(epoch) - {"epoch", *EPOCH_COLUMNS}
+    if unknown:  # a quantity the training loop records needs its column here
+        raise ValueError(f"no history column for {', '.join(sorted(unknown))}")
+    return {"rep_pk": rep_pk, "epoch": int(epoch["epoch"]), **{c: _float(epoch.get(c)) for c in EPOCH_COLUMNS}}
+
+
+def _legacy_tables(conn: sa.Connection) -> list[sa.Table]:
+    """The older layout's history table, where this file has one."""
+    return [legacy_history_table] if sa.inspect(conn).has_table(legacy_history_table.name) else []
+
+
+def _legacy_history(conn: sa.Connection, study: str) -> pd.DataFrame:
+    """A study's rows of the older history table, one row per (replication, epoch)."""
+    h = legacy_history_table
+    long = pd.read_sql(
+        sa.select(replications_table.c.id, h.c.epoch, h.c.name, h.c.value)
+        .join(replications_table, h.c.rep_pk == replications_table.c.pk)
+        .where(replications_table.c.study == study),
+        conn,
+    )
+    if long.empty:
+        return long
+    wide = long.pivot(index=["id", "epoch"], columns="name", values="value")
+    return wide.reindex(columns=EPOCH_COLUMNS).reset_index()
+
+
+def _move_legacy_history(conn: sa.Connection) -> None:
+    """Move the older history table's rows into epochs, a row per (replication, epoch), and
+    drop it. Epochs a newer run already wrote for the same replication are kept."""
+    h = legacy_history_table
+    pivoted = [sa.func.max(sa.case((h.c.name == c, h.c.value))).label(c) for c in EPOCH_COLUMNS]
+    rows = sa.select(h.c.rep_pk, h.c.epoch, *pivoted).group_by(h.c.rep_pk, h.c.epoch)
+    fresh = sa.select(epochs_table.c.rep_pk).where(epochs_table.c.rep_pk == h.c.rep_pk)
+    conn.execute(
+        sa.insert(epochs_table).from_select(["rep_pk", "epoch", *EPOCH_COLUMNS], rows.where(~fresh.exists()))
+    )
+    h.drop(conn)
 
 
 def _own_claims(claimant: Claimant):

@@ -39,7 +39,7 @@ def test_quickstart_subset_records_every_replication_and_rerun_trains_nothing(tm
     assert {json.loads(r[2])["lam"] for r in recorded} == {0.0, 1e-3}
     metrics = dict(rows(db, f"SELECT name, value FROM metrics WHERE rep_pk = 1"))
     assert 0 < metrics["val_mse"] < 0.2 and metrics["stop_epoch"] == 3 and metrics["hit_max_epochs"] == 1
-    assert rows(db, "SELECT count(*) FROM history WHERE name = 'val_loss'")[0][0] == 6  # 2 reps x 3 epochs
+    assert rows(db, "SELECT count(*) FROM epochs WHERE val_loss IS NOT NULL")[0][0] == 6  # 2 reps x 3 epochs
 
     capsys.readouterr()
     assert run("studies/quickstart.py", "--db", f"sqlite:///{db}", "-q", *QUICK) == 0

@@ -385,7 +385,7 @@ def test_coco_unet_end_to_end(tmp_path, monkeypatch):
     metrics = dict(rows(db, "SELECT name, value FROM metrics WHERE rep_pk = 2"))
     assert 0 <= metrics["val_acc"] <= 1 and 0 <= metrics["val_iou"] <= 1 and 0 <= metrics["val_iou_fg"] <= 1
     assert metrics["stop_epoch"] == 1 and metrics["log_c11_mean"] < 0
-    assert rows(db, "SELECT count(*) FROM history WHERE name = 'val_iou'")[0][0] == 2
+    assert rows(db, "SELECT count(*) FROM epochs WHERE val_iou IS NOT NULL")[0][0] == 2
     assert main(["analyze", "--db", f"sqlite:///{db}", "--out", str(tmp_path / "out")]) == 0
     report = (tmp_path / "out" / "coco_unet" / "report.md").read_text()
     assert "Table 3: U-Net on COCO" in report

@@ -138,7 +138,7 @@ def test_every_replication_recorded_once_and_a_rerun_trains_nothing(tmp_path, sc
     assert len(frame) == 6 and set(frame["status"]) == {"done"} and frame["id"].is_unique
     assert sorted(frame["score"]) == sorted(10 * s + lam for s in range(3) for lam in (0.0, 0.5))
     assert set(attempts(scratch).values()) == {1}  # nothing trained twice
-    assert rows(db, "SELECT count(*) FROM history")[0][0] == 6 * 2
+    assert rows(db, "SELECT count(*) FROM epochs")[0][0] == 6
     assert rows(db, "SELECT count(*) FROM claims")[0][0] == 0
     assert sweep(grid_study(), db, scratch, options) == 0
     assert len(attempts(scratch)) == 6 and set(attempts(scratch).values()) == {1}

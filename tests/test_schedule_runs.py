@@ -62,9 +62,9 @@ def check_complete(db: Path, grid: int) -> None:
     assert len(reps) == grid and len({r[0] for r in reps}) == grid and {r[1] for r in reps} == {"done"}
     assert rows(db, "SELECT count(*) FROM replications r WHERE (SELECT count(*) FROM metrics m WHERE m.rep_pk = r.pk) = 0")[0][0] == 0
     stops = rows(db, "SELECT r.pk, m.value FROM replications r JOIN metrics m ON m.rep_pk = r.pk WHERE m.name = 'stop_epoch'")
-    epochs = dict(rows(db, "SELECT rep_pk, count(*) FROM history WHERE name = 'val_loss' GROUP BY rep_pk"))
+    epochs = dict(rows(db, "SELECT rep_pk, count(*) FROM epochs WHERE val_loss IS NOT NULL GROUP BY rep_pk"))
     assert all(epochs[pk] == stop for pk, stop in stops) and len(stops) == grid  # a full history per replication
-    for table in ("metrics", "history", "profiles"):
+    for table in ("metrics", "epochs", "profiles"):
         assert rows(db, f"SELECT count(*) FROM {table} WHERE rep_pk NOT IN (SELECT pk FROM replications)")[0][0] == 0
     assert rows(db, "SELECT count(*) FROM claims") == [(0,)]
 

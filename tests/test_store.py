@@ -196,16 +196,45 @@ def _table_sql(path) -> dict[str, str]:
 def test_per_replication_tables_keep_their_key_once(store, study, tmp_path):
     store.record_study(study)
     tables = _table_sql(tmp_path / "sub" / "h.db")
-    for name in ("metrics", "history", "profiles"):
+    for name in ("metrics", "epochs", "profiles"):
         assert tables[name].rstrip().endswith("WITHOUT ROWID"), tables[name]
+    assert "history" not in tables  # the older per-quantity layout is never created
     with sqlite3.connect(tmp_path / "sub" / "h.db") as conn:
         indexes = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")]
-    assert not [i for i in indexes if any(t in i for t in ("metrics", "history", "profiles"))]
+    assert not [i for i in indexes if any(t in i for t in ("metrics", "epochs", "profiles"))]
+
+
+def _as_older_versions_wrote_it(path) -> None:
+    """Move the epochs rows into the older history table, a row per non-missing quantity."""
+    from harness.store import EPOCH_COLUMNS
+
+    with closing(sqlite3.connect(path)) as conn, conn:
+        for c in EPOCH_COLUMNS:
+            conn.execute(f"INSERT INTO history SELECT rep_pk, epoch, '{c}', {c} FROM epochs WHERE {c} IS NOT NULL")
+        conn.execute("DELETE FROM epochs")
+
+
+def test_history_is_one_row_per_epoch_with_a_column_per_quantity(store, study, tmp_path):
+    store.record_study(study)
+    rep = study.replications()[0]
+    result = make_result(rep)
+    result["history"][1].update(val_acc=0.75, val_iou=float("nan"))
+    store.record(result)
+    with closing(sqlite3.connect(tmp_path / "sub" / "h.db")) as conn:
+        rows = conn.execute("SELECT epoch, train_loss, val_loss, entropy_loss, train_acc, val_acc, val_iou FROM epochs").fetchall()
+    assert rows == [(1, 0.5, 0.6, 3.0, None, None, None), (2, 0.4, 0.5, 2.0, None, 0.75, None)]
+    history = store.history("st")
+    assert history["val_acc"].tolist()[1] == 0.75 and math.isnan(history["val_iou"][1])
+    result["history"][0]["lr"] = 0.1
+    with pytest.raises(ValueError, match="no history column for lr"):
+        store.record(result)
+    assert store.history("st").equals(history)  # the refused write changed nothing
 
 
 def test_compact_upgrades_an_older_file_and_loses_nothing(tmp_path, study):
-    """An older database: its rowid tables are rebuilt, every row reads back the same, the
-    file is one file (no WAL beside it), and a later run records into it as before."""
+    """An older database: its rowid tables are rebuilt and its per-quantity history moves
+    to a row per epoch; every row reads back the same before and after, the file shrinks
+    to one file (no WAL beside it), and a later run records into it as before."""
     from harness.store import compact
 
     path = tmp_path / "old.db"
@@ -217,28 +246,37 @@ def test_compact_upgrades_an_older_file_and_loses_nothing(tmp_path, study):
     reps = study.replications()
     for i, rep in enumerate(reps[:3]):
         store.record(make_result(rep, val_mse=0.01 * i, stop_epoch=2.0))
+    _as_older_versions_wrote_it(path)
+    store.record(make_result(reps[3], val_mse=0.5))  # a newer run beside the older rows
+    store.record(make_result(reps[1], val_mse=0.2))  # a retry replaces the older rows
     frame, history, profiles = store.frame("st"), store.history("st"), store.profiles("st")
     store.engine.dispose()
-    assert "WITHOUT ROWID" not in _table_sql(path)["history"]
+    assert history["val_loss"].tolist() == [0.6, 0.5] * 4 and history["train_acc"].isna().all()
+    with closing(sqlite3.connect(path)) as conn:
+        assert conn.execute("SELECT count(*) FROM history").fetchone()[0] == 12  # 2 reps x 2 epochs x 3
+        assert conn.execute("SELECT count(*) FROM epochs").fetchone()[0] == 4
 
-    before, after, rebuilt = compact(str(path))
-    assert rebuilt == ["metrics", "history", "profiles"]
+    before, after, upgraded = compact(str(path))
+    assert upgraded == ["metrics rebuilt without rowids", "profiles rebuilt without rowids", "history moved to one row per epoch"]
     assert after <= before
-    assert all(_table_sql(path)[t].rstrip().endswith("WITHOUT ROWID") for t in rebuilt)
+    tables = _table_sql(path)
+    assert "history" not in tables
+    assert all(tables[t].rstrip().endswith("WITHOUT ROWID") for t in ("metrics", "epochs", "profiles"))
     assert not (tmp_path / "old.db-wal").exists()
     with closing(sqlite3.connect(path)) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
+        assert conn.execute("SELECT count(*) FROM epochs").fetchone()[0] == 8
 
     again = Store(f"sqlite:///{path}")
     assert again.frame("st").equals(frame)
-    assert again.history("st").equals(history) and len(history) == 6
-    assert again.profiles("st").equals(profiles) and len(profiles) == 6
-    again.record(make_result(reps[3], val_mse=0.5))
-    assert len(again.frame("st")) == 4 and again.history("st").shape[0] == 8
+    assert again.history("st").equals(history) and len(history) == 8
+    assert again.profiles("st").equals(profiles) and len(profiles) == 8
+    again.record(make_result(reps[0], val_mse=0.7))  # a retried replication replaces its epochs
+    assert again.history("st").shape[0] == 8
     again.engine.dispose()
-    assert compact(str(path))[2] == []  # already compact: nothing to rebuild
+    assert compact(str(path))[2] == []  # already compact: nothing to upgrade
 
 
 def test_compact_drops_the_claims_of_dead_runs(store, study, tmp_path):
