@@ -12,7 +12,7 @@ loss, or the total loss with the entropy term as Keras' add_loss would) is
 (the last is the run behind results/mnist_autoencoder/: the monitor as a protocol axis)
 """
 
-from harness.analysis.spec import CIPlot, Claims, ProfilePlot, ProtocolEffect, SignificanceTable
+from harness.analysis.spec import CIPlot, Claims, CurvePlot, ProfilePlot, ProtocolEffect, SignificanceTable
 from harness.study import Study
 
 LAMBDAS = [0.0, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0]
@@ -37,6 +37,8 @@ study = Study(
         SignificanceTable("stop_epoch", at={"latent": 180}, published="fig4b"),
         CIPlot("val_mse"),
         CIPlot("stop_epoch"),
+        # the monitors' histories are the same epoch by epoch (one model): one set of curves
+        CurvePlot("val_loss", at={"train.monitor": "task"}, logy=True),
         ProfilePlot(at={"latent": 80}, split_by="lam"),
         Claims("e1"),  # the headline numbers: stopping epochs, the speed-up, val MSE levels
         # with train.monitor=task,total_float32 as an axis: the protocol's effect beside λ's

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from harness.analysis.report import AnalysisError, analyze
-from harness.analysis.spec import (CIPlot, Claims, ProfilePlot, ProtocolEffect, SignificanceTable,
+from harness.analysis.spec import (CIPlot, Claims, CurvePlot, ProfilePlot, ProtocolEffect, SignificanceTable,
                                    SummaryTable, Table1, spec_to_dict)
 from harness.store import Store
 
@@ -289,3 +289,52 @@ def test_a_grid_still_being_run_reports_what_is_there(tmp_path):
     report = (tmp_path / "out" / "partial" / "report.md").read_text()
     assert "Only lam = 0 has replications at all replications: nothing to compare yet." in report
     assert "Skipped" not in report and "| 0 | 2 | 0.0035 |" in report
+
+
+def test_training_curves_average_the_replications_still_training(tmp_path):
+    """CurvePlot through the store: per λ and epoch, n of the done replications that
+    trained that epoch and their mean with a t-interval (computed here with scipy); a
+    failed replication's epochs are left out; the line ends where fewer than half train."""
+    import numpy as np
+    from scipy import stats as st
+
+    from harness.analysis import plots, tables
+
+    store = Store(f"sqlite:///{tmp_path}/h.db")
+    store.record_study_dict({
+        "name": "curves", "settings": {}, "grid": {"lam": [0.0, 1.0], "seed": [0, 1, 2, 3]},
+        "analyses": [spec_to_dict(CurvePlot("val_loss")), spec_to_dict(CurvePlot("val_acc"))], "source": ""})
+    stops = {0: 3, 1: 4, 2: 6, 3: 5}
+
+    def loss(k, seed, epoch):
+        return 1 / epoch + 0.01 * seed + 0.1 * k
+
+    for k, lam in enumerate((0.0, 1.0)):
+        for seed, stop in stops.items():
+            status = "failed" if seed == 3 else "done"
+            result = _result("curves", f"c{k}{seed}", status, {"lam": lam, "seed": seed},
+                             {"stop_epoch": float(stop)})
+            result["history"] = [{"epoch": e, "train_loss": 0.0, "val_loss": loss(k, seed, e), "val_acc": None}
+                                 for e in range(1, stop + 1)]
+            store.record(result)
+    analyze(store, ["curves"], tmp_path / "out")
+    out = tmp_path / "out" / "curves"
+    assert (out / "curve_val_loss_by_lam.png").is_file() and not (out / "curve_val_loss_by_lam.tex").exists()
+    curves = pd.read_csv(out / "curve_val_loss_by_lam.csv")
+    assert curves.groupby("lam")["epoch"].max().tolist() == [6, 6]  # seed 3 (failed, 5 epochs) left out
+    assert (curves["of"] == 3).all()
+    for k in (0, 1):
+        for epoch in range(1, 7):
+            row = curves[(curves["lam"] == float(k)) & (curves["epoch"] == epoch)].iloc[0]
+            values = np.array([loss(k, seed, epoch) for seed in (0, 1, 2) if stops[seed] >= epoch])
+            assert row["n"] == len(values) and row["mean"] == pytest.approx(values.mean(), rel=1e-6)
+            if len(values) > 1:
+                lo, hi = st.t.interval(0.95, len(values) - 1, loc=values.mean(), scale=st.sem(values))
+                assert (row["lo"], row["hi"]) == (pytest.approx(lo, rel=1e-6), pytest.approx(hi, rel=1e-6))
+            else:
+                assert np.isnan(row["lo"]) and np.isnan(row["hi"])
+    report = (out / "report.md").read_text()
+    assert "![val_loss per epoch" in report and "Skipped:** no per-epoch 'val_acc' recorded" in report
+
+    ax = plots.curve_plot(tables.curve_table(store.frame("curves"), store.history("curves"), "val_loss", "lam"), "lam")
+    assert [list(line.get_xdata()) for line in ax.lines] == [[1, 2, 3, 4]] * 2  # n >= 1.5 of 3 train

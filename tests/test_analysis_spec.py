@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from harness.analysis.spec import (AnalysisError, CIPlot, ProfilePlot, ProtocolEffect,
+from harness.analysis.spec import (AnalysisError, CIPlot, CurvePlot, ProfilePlot, ProtocolEffect,
                                    SignificanceTable, SummaryTable, Table1, describe,
                                    spec_from_dict, spec_to_dict)
 from harness.errors import UserError
@@ -15,6 +15,7 @@ SPECS = [
     SignificanceTable("val_mse", at={"latent": 80}, published="fig3b"),
     SignificanceTable("stop_epoch", test="welch", correction="bonferroni", alpha=0.05),
     CIPlot("val_mse", logx=True),
+    CurvePlot("val_loss", at={"train.monitor": "task"}, logy=True),
     Table1(),
     Table1(split_by=None, published=None, at={"train.monitor": "task"}),
     ProfilePlot(at={"lam": 0.0}, split_by="arch", kind="conv"),
@@ -43,6 +44,7 @@ def test_at_is_a_mapping_in_json_and_hashable_in_python():
     (lambda: SignificanceTable("val_mse", correction="hlm"), "did you mean 'holm'"),
     (lambda: SignificanceTable("val_mse", alpha=1.5), "alpha"),
     (lambda: CIPlot("val_mse", confidence=95), "confidence"),
+    (lambda: CurvePlot(min_share=0), "min_share"),
     (lambda: SignificanceTable("val_mse", at={"latent": [80]}), "at['latent']"),
 ])
 def test_bad_values_fail_at_once(make, message):

@@ -39,6 +39,16 @@ def test_every_recorded_replication_keeps_its_id(committed):
     assert {rid for _, rid, _ in rows} <= grid  # every recorded replication is a point of the study's grid
 
 
+def test_the_committed_database_is_compacted(committed):
+    """Committed as `harness compact` leaves a file: one file in today's layout, results only."""
+    with closing(sqlite3.connect(f"file:{committed}?mode=ro", uri=True)) as conn:
+        tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+        assert conn.execute("SELECT count(*) FROM claims").fetchone()[0] == 0
+        assert conn.execute("PRAGMA freelist_count").fetchone()[0] == 0
+    assert "epochs" in tables and "history" not in tables  # compact moved the older history
+
+
 def test_analyze_regenerates_the_committed_tables(committed, tmp_path):
     analyze(Store(str(committed), reader=True), ["mnist_autoencoder"], tmp_path)
     fresh = tmp_path / "mnist_autoencoder"

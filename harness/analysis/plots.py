@@ -10,7 +10,7 @@ from matplotlib import cm
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from harness.analysis.tables import level_label, sorted_levels
+from harness.analysis.tables import level_label, matches, sorted_levels
 
 
 def _axis(ax, size=(6.4, 4.4)):
@@ -53,6 +53,36 @@ def ci_plot(ci: pd.DataFrame, x: str, hue: str, *, ax=None, ylabel: str | None =
     ax.set_xlabel(x)
     ax.set_ylabel(ylabel or "mean")
     ax.set_title(f"{ylabel or 'mean'} by {x}: mean ± {confidence:.0%} t-interval")
+    ax.grid(alpha=0.3)
+    if levels:
+        ax.legend(fontsize=7, ncol=2)
+    return ax
+
+
+def curve_plot(curves: pd.DataFrame, hue: str, *, ax=None, ylabel: str | None = None,
+               logy: bool = False, confidence: float = 0.95, min_share: float = 0.5):
+    """Per-epoch means with a t-interval band, one line per ``hue`` level, drawn over the
+    epochs where at least ``min_share`` of the level's replications still train.
+
+    ``curves`` is ``tables.curve_table`` output (columns hue, epoch, n, of, mean, lo, hi)."""
+    ax = _axis(ax)
+    levels = sorted_levels(curves[hue]) if len(curves) else []
+    colors = cm.viridis(np.linspace(0, 0.9, max(len(levels), 1)))
+    for level, color in zip(levels, colors):
+        d = curves[matches(curves[hue], level) & (curves["n"] >= min_share * curves["of"])].sort_values("epoch")
+        if not len(d):
+            continue
+        epochs = d["epoch"].to_numpy(dtype=float)
+        ax.plot(epochs, d["mean"].to_numpy(dtype=float), color=color, lw=1.2,
+                label=f"{hue} = {level_label(level)}")
+        ax.fill_between(epochs, d["lo"].to_numpy(dtype=float), d["hi"].to_numpy(dtype=float),
+                        color=color, alpha=0.15, lw=0)
+    if logy:
+        ax.set_yscale("log")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(ylabel or "mean")
+    ax.set_title(f"{ylabel or 'mean'} per epoch: mean ± {confidence:.0%} t-interval\n"
+                 f"while at least {min_share:.0%} of the replications train", fontsize=10)
     ax.grid(alpha=0.3)
     if levels:
         ax.legend(fontsize=7, ncol=2)

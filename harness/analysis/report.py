@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import re
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from harness.analysis import paper, plots, render, stats, tables
-from harness.analysis.spec import (AnalysisError, CIPlot, Claims, ProfilePlot, ProtocolEffect,
+from harness.analysis.spec import (AnalysisError, CIPlot, Claims, CurvePlot, ProfilePlot, ProtocolEffect,
                                    SignificanceTable, SummaryTable, Table1, Table2, describe,
                                    spec_from_dict)
 
@@ -51,9 +52,19 @@ def analyze(store, studies: list[str] | None, out_dir: Path) -> list[Path]:
         _specs(definitions[name])
     paths = []
     for name in names:
+        # the per-epoch history is most of a study's data: read only for the curves that use it
+        wants_history = any(isinstance(spec, CurvePlot) for spec in _specs(definitions[name]))
         paths += study_report(definitions[name], frames[name], store.profiles(name), Path(out_dir) / name,
-                              hosts=store.hosts())
+                              hosts=store.hosts(), history=store.history(name) if wants_history else None)
     return paths
+
+
+@dataclass(frozen=True)
+class _Recorded:
+    """What a study recorded besides its replication frame, for the sections that use it."""
+
+    profiles: pd.DataFrame | None = None  # Store.profiles: entropy change per layer and filter
+    history: pd.DataFrame | None = None   # Store.history: one row per replication and epoch
 
 
 def _specs(definition: dict) -> list:
@@ -74,15 +85,19 @@ def _factors(definition: dict, frame: pd.DataFrame) -> tuple[list[str], list[str
 
 
 def study_report(definition: dict, frame: pd.DataFrame, profiles: pd.DataFrame | None,
-                 out_dir: Path, hosts: dict | None = None) -> list[Path]:
+                 out_dir: Path, hosts: dict | None = None, history: pd.DataFrame | None = None) -> list[Path]:
     """Write one study's report from plain data (definition dict, replication frame,
-    profile frame, {host: machine description}) into ``out_dir``; returns the written paths."""
+    profile frame, {host: machine description}, per-epoch history frame) into ``out_dir``;
+    returns the written paths."""
     specs = _specs(definition)
     r = _Report(Path(out_dir), definition.get("name", Path(out_dir).name))
     # sorted so that sums, and hence every number, do not depend on recording order
     frame = frame.sort_values("id", kind="stable").reset_index(drop=True)
     if profiles is not None and len(profiles):
         profiles = profiles.sort_values(["id", "stage", "layer", "filter"], kind="stable")
+    if history is not None and len(history):
+        history = history.sort_values(["id", "epoch"], kind="stable")
+    recorded = _Recorded(profiles, history)
     factors, stray = _factors(definition, frame)
     _header(r, definition, frame, factors)
     _where_and_how_long(r, frame, hosts or {})
@@ -94,7 +109,7 @@ def study_report(definition: dict, frame: pd.DataFrame, profiles: pd.DataFrame |
         try:
             for metric in _metrics(spec):
                 tables.check_metric(frame, metric)
-            _SECTIONS[type(spec)](r, spec, frame, profiles, factors)
+            _SECTIONS[type(spec)](r, spec, frame, recorded, factors)
         except KeyError as e:  # a metric or column the results do not have
             r.md(f"**Skipped:** {e.args[0]}.", "")
     if not specs:
@@ -105,8 +120,11 @@ def study_report(definition: dict, frame: pd.DataFrame, profiles: pd.DataFrame |
 
 
 def _metrics(spec) -> list[str]:
+    """The frame columns a spec needs (a curve's metric is a history column, checked there)."""
     if isinstance(spec, Table1):
         return [spec.metric_train, spec.metric_val]
+    if isinstance(spec, CurvePlot):
+        return []
     return [spec.metric] if hasattr(spec, "metric") else []
 
 
@@ -143,12 +161,17 @@ class _Report:
         return path
 
     def table(self, df: pd.DataFrame, base: str, caption: str, *, index: bool = False,
-              show: pd.DataFrame | None = None, inline: bool = True, digits: int = 4) -> str:
-        """Write ``base``.csv / .tex; put ``show`` (default ``df``) into the Markdown."""
+              show: pd.DataFrame | None = None, inline: bool = True, digits: int = 4,
+              tex: bool = True) -> str:
+        """Write ``base``.csv and (``tex``) .tex; put ``show`` (default ``df``) into the
+        Markdown. A table too long for a paper (a row per epoch) is written as CSV only."""
         name = self._name(base, (".csv", ".tex"))
         self._write(f"{name}.csv", render.csv(df, index=index))
-        self._write(f"{name}.tex", render.latex(df, index=index, caption=caption, digits=digits))
-        self.md(f"*{caption}* ([csv]({name}.csv), [tex]({name}.tex))", "")
+        if tex:
+            self._write(f"{name}.tex", render.latex(df, index=index, caption=caption, digits=digits))
+            self.md(f"*{caption}* ([csv]({name}.csv), [tex]({name}.tex))", "")
+        else:
+            self.md(f"*{caption}* ([csv]({name}.csv))", "")
         if inline:
             self.md(render.markdown(show if show is not None else df, index=index, digits=digits), "")
         return name
@@ -333,7 +356,7 @@ def _methods(r: _Report):
 
 # ---------------------------------------------------------------- declared analyses
 
-def _significance(r: _Report, spec: SignificanceTable, frame, profiles, factors):
+def _significance(r: _Report, spec: SignificanceTable, frame, recorded, factors):
     pub = paper.SIGN_TABLES.get(spec.published) if spec.published else None
     if spec.published and pub is None:
         r.md(f"**Unknown published table {spec.published!r}** (known: {', '.join(paper.SIGN_TABLES)}).", "")
@@ -432,7 +455,7 @@ def _vs_published(r, spec, labels, raw, adj, pub, base):
             "Cell by cell (✓ agree; ours≠paper, · blank; ? untestable)", index=True)
 
 
-def _ci_plot(r: _Report, spec: CIPlot, frame, profiles, factors):
+def _ci_plot(r: _Report, spec: CIPlot, frame, recorded, factors):
     for labels, sub in tables.slices(frame, spec.at, factors, exclude=(spec.x, spec.hue)):
         where = _at_label(labels)
         base = _stem("ci", spec.metric, "by", spec.x, spec.hue, labels=labels)
@@ -450,7 +473,24 @@ def _ci_plot(r: _Report, spec: CIPlot, frame, profiles, factors):
                 inline=len(ci) <= 30)
 
 
-def _table1(r: _Report, spec: Table1, frame, profiles, factors):
+def _curves(r: _Report, spec: CurvePlot, frame, recorded, factors):
+    if recorded.history is None or not len(recorded.history):
+        raise KeyError("no per-epoch history recorded")
+    for labels, sub in tables.slices(frame, spec.at, factors, exclude=(spec.hue,)):
+        where = _at_label(labels)
+        base = _stem("curve", spec.metric, "by", spec.hue, labels=labels)
+        r.md(f"### {spec.metric} per epoch by {spec.hue}{_at(labels)}", "")
+        curves = tables.curve_table(sub, recorded.history, spec.metric, spec.hue, spec.confidence)
+        ax = plots.curve_plot(curves, spec.hue, ylabel=spec.metric, logy=spec.logy,
+                              confidence=spec.confidence, min_share=spec.min_share)
+        r.figure(ax, base, f"{spec.metric} per epoch: mean ± {spec.confidence:.0%} t-interval over the "
+                           f"replications still training, drawn while at least {spec.min_share:.0%} "
+                           f"of them train, {where}")
+        r.table(curves, base, f"Every epoch: n of the level's replications still training, mean and "
+                              f"{spec.confidence:.0%} t-interval", inline=False, tex=False)
+
+
+def _table1(r: _Report, spec: Table1, frame, recorded, factors):
     pub = paper.TABLE1S.get(spec.published) if spec.published else None
     split = [spec.split_by] if spec.split_by and spec.split_by in frame.columns else []
     exclude = (spec.factor, spec.by)
@@ -499,7 +539,7 @@ def _table1_show(t1: pd.DataFrame, spec: Table1) -> pd.DataFrame:
     return show
 
 
-def _table2(r: _Report, spec: Table2, frame, profiles, factors):
+def _table2(r: _Report, spec: Table2, frame, recorded, factors):
     pub = paper.TABLE2.get(spec.published) if spec.published else None
     rows = [k for k in spec.rows if k in frame.columns]
     for labels, sub in tables.slices(frame, spec.at, factors, exclude=(spec.factor, *rows)):
@@ -532,14 +572,15 @@ def _table2(r: _Report, spec: Table2, frame, profiles, factors):
             r.md(f"**Published vs replicated.** {sentence}.", "")
             r.table(cmp, base + f"_vs_{spec.published}", "Published values beside ours, cell by cell",
                     inline=len(cmp) <= 60)
-        layers = tables.guided_modules(sub, profiles)
+        layers = tables.guided_modules(sub, recorded.profiles)
         if len(layers):
             r.table(layers, base + "_layers",
                     "Layers each placement guides (index: conv layers in forward order)",
                     inline=len(layers) <= 80)
 
 
-def _profile(r: _Report, spec: ProfilePlot, frame, profiles, factors):
+def _profile(r: _Report, spec: ProfilePlot, frame, recorded, factors):
+    profiles = recorded.profiles
     if profiles is None or not len(profiles):
         r.md("No entropy profiles recorded for this study.", "")
         return
@@ -561,7 +602,7 @@ def _profile(r: _Report, spec: ProfilePlot, frame, profiles, factors):
         r.table(tables.profile_summary(prof), base, "Box-plot statistics per stage and layer")
 
 
-def _summary(r: _Report, spec: SummaryTable, frame, profiles, factors):
+def _summary(r: _Report, spec: SummaryTable, frame, recorded, factors):
     pub = paper.SUMMARY_TABLES.get(spec.published) if spec.published else None
     for labels, sub in tables.slices(frame, spec.at, factors, exclude=(spec.factor,)):
         where = _at_label(labels)
@@ -578,7 +619,7 @@ def _summary(r: _Report, spec: SummaryTable, frame, profiles, factors):
             r.table(cmp, base + f"_vs_{spec.published}", "Published values beside our means")
 
 
-def _protocol(r: _Report, spec: ProtocolEffect, frame, profiles, factors):
+def _protocol(r: _Report, spec: ProtocolEffect, frame, recorded, factors):
     for labels, sub in tables.slices(frame, spec.at, factors, exclude=(spec.factor, spec.protocol)):
         where = _at_label(labels)
         base = _stem("protocol", spec.protocol, spec.metric, labels=labels)
@@ -635,7 +676,7 @@ def _protocol_paired(r, spec, sub, base, where):
             f"at each {spec.factor}, paired by seed ({spec.correction} across the table), {where}")
 
 
-def _claims(r: _Report, spec: Claims, frame, profiles, factors):
+def _claims(r: _Report, spec: Claims, frame, recorded, factors):
     published = paper.CLAIMS.get(spec.published)
     if published is None:
         r.md(f"**Unknown published claims {spec.published!r}** (known: {', '.join(paper.CLAIMS)}).", "")
@@ -653,5 +694,5 @@ def _claims(r: _Report, spec: Claims, frame, profiles, factors):
     r.md("")
 
 
-_SECTIONS = {SignificanceTable: _significance, CIPlot: _ci_plot, Table1: _table1, Table2: _table2,
+_SECTIONS = {SignificanceTable: _significance, CIPlot: _ci_plot, CurvePlot: _curves, Table1: _table1, Table2: _table2,
              ProfilePlot: _profile, SummaryTable: _summary, ProtocolEffect: _protocol, Claims: _claims}

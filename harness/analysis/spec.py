@@ -101,6 +101,28 @@ class CIPlot:
 
 
 @dataclass(frozen=True)
+class CurvePlot:
+    """Training curves: per epoch, the mean of a per-epoch quantity (``metric``: val_loss,
+    train_loss, entropy_loss, train_acc, val_acc or val_iou) over the done replications of
+    each ``hue`` level, with a t-interval band. A replication counts at the epochs it
+    trained; a level's line ends where fewer than ``min_share`` of its replications are
+    still training, so that its tail is not the mean of the slowest few (the CSV has every
+    epoch, with n)."""
+
+    metric: str = "val_loss"
+    hue: str = "lam"
+    at: Mapping[str, Any] | None = None
+    confidence: float = 0.95
+    min_share: float = 0.5
+    logy: bool = False
+
+    def __post_init__(self):
+        _check_common(self)
+        if not 0 < self.min_share <= 1:
+            raise ValueError(f"min_share must be in (0, 1], got {self.min_share!r}")
+
+
+@dataclass(frozen=True)
 class Table1:
     """Table 1: base at factor = 0, Δ at the best level > 0, one-tailed t-tests with stars.
 
@@ -204,7 +226,7 @@ class Claims:
 
 
 SPECS = {cls.__name__: cls for cls in
-         (SignificanceTable, CIPlot, Table1, Table2, ProfilePlot, SummaryTable, ProtocolEffect, Claims)}
+         (SignificanceTable, CIPlot, CurvePlot, Table1, Table2, ProfilePlot, SummaryTable, ProtocolEffect, Claims)}
 
 
 def spec_to_dict(spec) -> dict:

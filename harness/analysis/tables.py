@@ -235,6 +235,27 @@ def ci_table(frame: pd.DataFrame, metric: str, x: str, hue: str,
     return pd.DataFrame(rows, columns=[hue, x, "n", "mean", "sd", "lo", "hi"])
 
 
+def curve_table(frame: pd.DataFrame, history: pd.DataFrame, metric: str, hue: str,
+                confidence: float = 0.95) -> pd.DataFrame:
+    """Per ``hue`` level and epoch, the mean and t-interval of the per-epoch ``metric`` over
+    the done replications of ``frame`` that trained that epoch: n of them, out of the
+    level's ``of`` (``history``: Store.history rows, id and epoch)."""
+    if metric not in history.columns or not np.isfinite(history[metric].to_numpy(dtype=float)).any():
+        raise KeyError(f"no per-epoch {metric!r} recorded")
+    done = frame.loc[frame["status"] == DONE, ["id", hue]]
+    per_epoch = history[["id", "epoch", metric]].astype({"id": str}).merge(done.astype({"id": str}), on="id")
+    rows = []
+    for level in sorted_levels(done[hue]):
+        at_level = per_epoch[matches(per_epoch[hue], level)]
+        of = int(matches(done[hue], level).sum())
+        for epoch, values in at_level.groupby("epoch", sort=True)[metric]:
+            values = values.to_numpy(dtype=float)
+            mean, lo, hi = stats.t_interval(values[np.isfinite(values)], confidence)
+            rows.append({hue: level, "epoch": int(epoch), "n": len(values), "of": of,
+                         "mean": mean, "lo": lo, "hi": hi})
+    return pd.DataFrame(rows, columns=[hue, "epoch", "n", "of", "mean", "lo", "hi"])
+
+
 def summary_table(frame: pd.DataFrame, metrics, factor: str,
                   confidence: float = 0.95) -> pd.DataFrame:
     """Per level of ``factor``: n and mean / t-interval of each metric (wide)."""
