@@ -142,7 +142,6 @@ hosts_table = sa.Table(
 )
 
 
-
 class StoreError(UserError):
     """The database cannot be opened or used: printed as one line."""
 
@@ -524,7 +523,7 @@ def compact(url: str) -> tuple[int, int, list[str]]:
         live = sorted({f"{c['study']} (pid {c['pid']} on {c['host']})" for c in claims if claim_is_live(c["host"], c["pid"], c["expires_at"])})
         if live:
             raise StoreError(f"a run is training {', '.join(live)}; compact {path} after it stops")
-        rebuilt = []
+        upgraded = []
         with store._writing() as conn:
             conn.execute(sa.delete(claims_table))  # none is live (checked above)
             for table in ROWID_FREE:
@@ -536,10 +535,10 @@ def compact(url: str) -> tuple[int, int, list[str]]:
                 table.create(conn)
                 conn.exec_driver_sql(f"INSERT INTO {table.name} ({columns}) SELECT {columns} FROM {table.name}_rowid")
                 conn.exec_driver_sql(f"DROP TABLE {table.name}_rowid")
-                rebuilt.append(f"{table.name} rebuilt without rowids")
+                upgraded.append(f"{table.name} rebuilt without rowids")
             if _legacy_tables(conn):
                 _move_legacy_history(conn)
-                rebuilt.append("history moved to one row per epoch")
+                upgraded.append("history moved to one row per epoch")
         store.engine.dispose()  # VACUUM and the journal switch want the only connection
         raw = sqlite3.connect(path, isolation_level=None)
         try:
@@ -553,7 +552,7 @@ def compact(url: str) -> tuple[int, int, list[str]]:
         raise StoreError(f"cannot compact {path}: {err} (close what else has it open)") from None
     finally:
         store.engine.dispose()
-    return before, path.stat().st_size, rebuilt
+    return before, path.stat().st_size, upgraded
 
 
 def _epoch_row(rep_pk: int, epoch: dict[str, Any]) -> dict[str, Any]:
