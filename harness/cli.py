@@ -93,6 +93,16 @@ def main(argv: list[str] | None = None) -> int:
     _db_arg(analyze)
     analyze.add_argument("--out", default="results", help="output folder (default: results/)")
 
+    export = sub.add_parser(
+        "export", help="one study's results as CSV for your own analysis: a row per replication, or per epoch")
+    export.add_argument("study", help="a study name in the database")
+    _db_arg(export)
+    export.add_argument("--out", default="-", help="the CSV file to write (default: - , standard output)")
+    export.add_argument(
+        "--epochs", action="store_true",
+        help="a row per replication and epoch (its config, then the per-epoch losses) instead of a row per "
+        "replication (its config, final metrics and provenance)")
+
     compact = sub.add_parser(
         "compact",
         help="make a SQLite results database one small self-contained file, to commit or share (no run may be using it)",
@@ -122,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     from harness.errors import UserError
 
     try:
-        return {"run": cmd_run, "status": cmd_status, "analyze": cmd_analyze, "compact": cmd_compact, "profile": profile_cmd.run, "bench": bench_cmd.run}[
+        return {"run": cmd_run, "status": cmd_status, "analyze": cmd_analyze, "compact": cmd_compact, "export": cmd_export, "profile": profile_cmd.run, "bench": bench_cmd.run}[
             args.command
         ](args)
     except UserError as err:
@@ -208,6 +218,26 @@ def cmd_analyze(args) -> int:
     paths = analyze(Store(args.db, reader=True), args.study or None, Path(args.out))
     for path in paths:
         print(path)
+    return 0
+
+
+def cmd_export(args) -> int:
+    from harness.errors import UserError
+    from harness.store import Store, StoreError
+
+    store = Store(args.db, reader=True)
+    store.study_definition(args.study)  # an unknown name is a one-line error listing the known ones
+    table = store.frame(args.study)
+    if not len(table):
+        raise StoreError(f"study {args.study!r} has nothing recorded in {args.db}")
+    if args.epochs:
+        table = store.configs(args.study).merge(store.history(args.study), on="id")
+    try:
+        table.to_csv(sys.stdout if args.out == "-" else args.out, index=False)
+    except OSError as err:
+        raise UserError(f"cannot write {args.out}: {err.strerror or err}") from None
+    if args.out != "-":
+        print(f"{args.out}: {len(table)} rows", file=sys.stderr)
     return 0
 
 

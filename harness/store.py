@@ -446,6 +446,17 @@ class Store:
         provenance = reps.drop(columns=["pk", "id", "study", "status", "config"])
         return pd.concat([front, configs, wide.set_index(reps.index), provenance], axis=1)
 
+    def configs(self, study: str) -> pd.DataFrame:
+        """One row per replication: id, status and every config key (Store.frame's left part)."""
+        reps = pd.read_sql(
+            sa.select(replications_table.c.id, replications_table.c.status, replications_table.c.config)
+            .where(replications_table.c.study == study)
+            .order_by(replications_table.c.pk),
+            self.engine,
+        )
+        configs = pd.DataFrame([_config_row(json.loads(c)) for c in reps["config"]], index=reps.index)
+        return pd.concat([reps[["id", "status"]], configs], axis=1)
+
     def history(self, study: str) -> pd.DataFrame:
         """One row per (replication, epoch) with the per-epoch losses and accuracies."""
         columns = ["id", "epoch", *EPOCH_COLUMNS]

@@ -155,6 +155,36 @@ def test_status_counts_against_the_grid(tmp_path, capsys):
     assert line.split()[1:6] == ["2", "2", "0", "0", "0"]
 
 
+def test_export_writes_the_recorded_results_as_csv(tmp_path, capsys):
+    import io
+
+    import pandas as pd
+
+    db = tmp_path / "h.db"
+    assert run("studies/quickstart.py", "--db", f"sqlite:///{db}", "-q", *QUICK) == 0
+    out = tmp_path / "reps.csv"
+    assert main(["export", "quickstart", "--db", str(db), "--out", str(out)]) == 0
+    reps = pd.read_csv(out)
+    val_mse = dict(rows(db, "SELECT r.id, m.value FROM replications r JOIN metrics m ON m.rep_pk = r.pk "
+                            "WHERE m.name = 'val_mse'"))
+    assert dict(zip(reps["id"], reps["val_mse"])) == pytest.approx(val_mse)
+    assert sorted(reps["lam"]) == [0.0, 1e-3] and set(reps["status"]) == {"done"} and "wall_s" in reps
+
+    capsys.readouterr()
+    assert main(["export", "quickstart", "--db", str(db), "--epochs"]) == 0  # to standard output
+    epochs = pd.read_csv(io.StringIO(capsys.readouterr().out))
+    val_loss = {(i, e): v for i, e, v in rows(db, "SELECT r.id, h.epoch, h.val_loss FROM replications r "
+                                                      "JOIN epochs h ON h.rep_pk = r.pk")}
+    assert len(epochs) == 6 and {(i, e): v for i, e, v in zip(epochs["id"], epochs["epoch"], epochs["val_loss"])} == pytest.approx(val_loss)
+    assert set(epochs["lam"]) == {0.0, 1e-3} and "val_mse" not in epochs  # config per epoch, no final metrics
+
+    for argv, message in ((["export", "quickstrat"], "no study named 'quickstrat'"),
+                          (["export", "quickstart", "--out", str(tmp_path / "no" / "x.csv")], "cannot write")):
+        assert main([*argv, "--db", str(db)]) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1
+
+
 def test_help_is_fast_and_imports_nothing_heavy():
     out = subprocess.run([sys.executable, "-m", "harness.cli", "--help"], capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 0 and "run" in out.stdout and "analyze" in out.stdout
