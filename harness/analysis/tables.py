@@ -250,7 +250,8 @@ def curve_table(frame: pd.DataFrame, history: pd.DataFrame, metric: str, hue: st
         of = int(matches(done[hue], level).sum())
         for epoch, values in at_level.groupby("epoch", sort=True)[metric]:
             values = values.to_numpy(dtype=float)
-            mean, lo, hi = stats.t_interval(values[np.isfinite(values)], confidence)
+            values = values[np.isfinite(values)]
+            mean, lo, hi = stats.t_interval(values, confidence)
             rows.append({hue: level, "epoch": int(epoch), "n": len(values), "of": of,
                          "mean": mean, "lo": lo, "hi": hi})
     return pd.DataFrame(rows, columns=[hue, "epoch", "n", "of", "mean", "lo", "hi"])
