@@ -1,6 +1,7 @@
 """Round trips through the real SQLite store."""
 
 import math
+import re
 import sqlite3
 from contextlib import closing
 
@@ -231,7 +232,7 @@ def test_history_is_one_row_per_epoch_with_a_column_per_quantity(store, study, t
     assert store.history("st").equals(history)  # the refused write changed nothing
 
 
-def test_compact_upgrades_an_older_file_and_loses_nothing(tmp_path, study):
+def test_compact_upgrades_an_older_file_and_loses_nothing(tmp_path, study, capsys):
     """An older database: its rowid tables are rebuilt and its per-quantity history moves
     to a row per epoch; every row reads back the same before and after, the file shrinks
     to one file (no WAL beside it), and a later run records into it as before."""
@@ -277,6 +278,11 @@ def test_compact_upgrades_an_older_file_and_loses_nothing(tmp_path, study):
     assert again.history("st").shape[0] == 8
     again.engine.dispose()
     assert compact(str(path))[2] == []  # already compact: nothing to upgrade
+    from harness.cli import main
+
+    capsys.readouterr()
+    assert main(["compact", "--db", str(path)]) == 0
+    assert re.fullmatch(r".*old\.db: \d+\.\d MiB -> \d+\.\d MiB\n", capsys.readouterr().out)
 
 
 def test_compact_drops_the_claims_of_dead_runs(store, study, tmp_path):
