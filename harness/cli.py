@@ -232,12 +232,14 @@ def cmd_export(args) -> int:
         raise StoreError(f"study {args.study!r} has nothing recorded in {args.db}")
     if args.epochs:
         table = store.configs(args.study).merge(store.history(args.study), on="id")
+    if args.out == "-":
+        table.to_csv(sys.stdout, index=False)  # a closed pipe (`| head`) ends quietly in main
+        return 0
     try:
-        table.to_csv(sys.stdout if args.out == "-" else args.out, index=False)
+        table.to_csv(args.out, index=False)
     except OSError as err:
         raise UserError(f"cannot write {args.out}: {err.strerror or err}") from None
-    if args.out != "-":
-        print(f"{args.out}: {len(table)} rows", file=sys.stderr)
+    print(f"{args.out}: {len(table)} rows", file=sys.stderr)
     return 0
 
 

@@ -202,6 +202,15 @@ def test_a_listing_piped_into_head_ends_quietly(tmp_path):
     assert proc.wait() == 0 and b"910 replications in the grid" in first
     assert "Traceback" not in stderr and "BrokenPipe" not in stderr, stderr
 
+    # `harness export … --epochs | head` on the committed E1 database (tens of thousands of rows)
+    cmd = [sys.executable, "-m", "harness.cli", "export", "mnist_autoencoder", "--epochs",
+           "--db", str(ROOT / "results" / "mnist_autoencoder" / "harness.db")]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
+    first = proc.stdout.readline()
+    proc.stdout.close()
+    stderr = proc.stderr.read().decode()
+    assert proc.wait() == 0 and first.startswith(b"id,status,") and stderr == "", stderr
+
 
 @pytest.mark.parametrize(
     "study, overrides, metric",
