@@ -270,7 +270,10 @@ def test_guidance_sentence_reads_the_gradient_and_the_targeted_weights():
                           "logdet_mean": [-38.0, -37.5, -38.2, 7.0, 8.0, 7.5, -38.1, -37.6, -37.9]})
     sentence = tables.guidance_sentence(frame)
     assert "at most 2e-08 of the task gradient in norm (grad_ratio, mean at lam = 0.0001)" in sentence
-    assert "moves from -37.9 at lam = 0 to 7.5 at 0.0001: the guidance changed the weights it targets" in sentence
+    assert ("moves from -37.9 at lam = 0 to 7.5 at 0.0001 (Welch t-test, α = 0.01; not at 1): "
+            "the guidance changed the weights it targets") in sentence
+    one_more = pd.concat([frame, pd.DataFrame([{"status": "done", "lam": 10.0, "grad_ratio": 1e-9, "logdet_mean": 9.0}])])
+    assert "(Welch t-test, α = 0.01; not at 1; untestable at 10 (n < 2))" in tables.guidance_sentence(one_more)
     frame.loc[3:5, "logdet_mean"] = [-38.0, -37.6, -38.1]
     assert "at no lam > 0 differs from lam = 0 (-37.9) at α = 0.01" in tables.guidance_sentence(frame)
     assert tables.guidance_sentence(frame.drop(columns=["grad_ratio", "logdet_mean"])) is None

@@ -372,8 +372,13 @@ def _target_parts(done: pd.DataFrame, factor: str) -> list[str]:
     if not moved:
         return [f"the final {name} at no {factor} > 0 differs from {factor} = 0 ({float(np.mean(base)):.3g}) at α = 0.01"]
     shown = ", ".join(f"{mean:.3g} at {level_label(level)}" for level, mean in moved)
-    return [f"the final {name} moves from {float(np.mean(base)):.3g} at {factor} = 0 to {shown}: "
-            "the guidance changed the weights it targets"]
+    others = [(level, v) for level, v in grp.items() if float(level) > 0 and level not in dict(moved)]
+    tested = [level_label(level) for level, v in others if len(v) > 1]
+    untestable = [level_label(level) for level, v in others if len(v) < 2]
+    notes = (f"; not at {', '.join(tested)}" if tested else "") + (
+        f"; untestable at {', '.join(untestable)} (n < 2)" if untestable else "")
+    return [f"the final {name} moves from {float(np.mean(base)):.3g} at {factor} = 0 to {shown} "
+            f"(Welch t-test, α = 0.01{notes}): the guidance changed the weights it targets"]
 
 
 def status_counts(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
