@@ -433,7 +433,7 @@ class Store:
         )
         if reps.empty:
             return reps.drop(columns=["pk", "config"])
-        configs = pd.DataFrame([_config_row(json.loads(c)) for c in reps["config"]], index=reps.index)
+        configs = _config_frame(reps)
         metrics = pd.read_sql(
             sa.select(metrics_table.c.rep_pk, metrics_table.c.name, metrics_table.c.value)
             .join(replications_table)
@@ -454,8 +454,7 @@ class Store:
             .order_by(replications_table.c.pk),
             self.engine,
         )
-        configs = pd.DataFrame([_config_row(json.loads(c)) for c in reps["config"]], index=reps.index)
-        return pd.concat([reps[["id", "status"]], configs], axis=1)
+        return pd.concat([reps[["id", "status"]], _config_frame(reps)], axis=1)
 
     def history(self, study: str) -> pd.DataFrame:
         """One row per (replication, epoch) with the per-epoch losses and accuracies."""
@@ -608,6 +607,11 @@ def _move_legacy_history(conn: sa.Connection) -> None:
 
 def _own_claims(claimant: Claimant):
     return sa.delete(claims_table).where(claims_table.c.owner == claimant.key)
+
+
+def _config_frame(reps: pd.DataFrame) -> pd.DataFrame:
+    """The replications' JSON configs as columns, on the same index."""
+    return pd.DataFrame([_config_row(json.loads(c)) for c in reps["config"]], index=reps.index)
 
 
 def _config_row(config: dict[str, Any]) -> dict[str, Any]:
