@@ -227,11 +227,12 @@ def cmd_export(args) -> int:
 
     store = Store(args.db, reader=True)
     store.study_definition(args.study)  # an unknown name is a one-line error listing the known ones
-    table = store.frame(args.study)
-    if not len(table):
+    if not store.counts(args.study):
         raise StoreError(f"study {args.study!r} has nothing recorded in {args.db}")
-    if args.epochs:
+    if args.epochs:  # configs, not the whole frame: final metrics do not go on every epoch's row
         table = store.configs(args.study).merge(store.history(args.study), on="id")
+    else:
+        table = store.frame(args.study)
     if args.out == "-":
         table.to_csv(sys.stdout, index=False)  # a closed pipe (`| head`) ends quietly in main
         return 0

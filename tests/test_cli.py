@@ -178,7 +178,11 @@ def test_export_writes_the_recorded_results_as_csv(tmp_path, capsys):
     assert len(epochs) == 6 and {(i, e): v for i, e, v in zip(epochs["id"], epochs["epoch"], epochs["val_loss"])} == pytest.approx(val_loss)
     assert set(epochs["lam"]) == {0.0, 1e-3} and "val_mse" not in epochs  # config per epoch, no final metrics
 
+    from harness.store import Store
+
+    Store(str(db)).record_study_dict({"name": "empty", "settings": {}, "grid": {}, "analyses": [], "source": ""})
     for argv, message in ((["export", "quickstrat"], "no study named 'quickstrat'"),
+                          (["export", "empty", "--epochs"], "study 'empty' has nothing recorded"),
                           (["export", "quickstart", "--out", str(tmp_path / "no" / "x.csv")], "cannot write")):
         assert main([*argv, "--db", str(db)]) == 2
         err = capsys.readouterr().err

@@ -48,12 +48,11 @@ def analyze(store, studies: list[str] | None, out_dir: Path) -> list[Path]:
         raise AnalysisError(f"study {empty[0]!r} has nothing recorded; run `harness run {empty[0]}` first")
     names = [n for n in names if n not in empty]
     definitions = {name: store.study_definition(name) for name in names}
-    for name in names:  # a bad analysis spec fails before anything is written
-        _specs(definitions[name])
+    specs = {name: _specs(definitions[name]) for name in names}  # a bad spec fails before anything is written
     paths = []
     for name in names:
         # the per-epoch history is most of a study's data: read only for the curves that use it
-        wants_history = any(isinstance(spec, CurvePlot) for spec in _specs(definitions[name]))
+        wants_history = any(isinstance(spec, CurvePlot) for spec in specs[name])
         paths += study_report(definitions[name], frames[name], store.profiles(name), Path(out_dir) / name,
                               hosts=store.hosts(), history=store.history(name) if wants_history else None)
     return paths
