@@ -12,7 +12,7 @@ alone: its initial weights come from ``torch.manual_seed(derive_seed(seed, "init
 ``build_model``; its data order from its own generator seeded ``derive_seed(seed,
 "data")``, with the same ``randperm`` calls; Adam (or SGD) acts element-wise, so one
 optimizer over the stacked tensors is P independent optimizers in the same step; its λ,
-its entropy term (a batched float64 ``slogdet``), its grad-ratio diagnostic, its early
+its entropy term (float64 log|det|, ``harness.entropy.logabsdet``), its grad-ratio diagnostic, its early
 stopping and its final metrics are its own. A member that stops is frozen (its best or
 last weights are kept and its result is final) and the pack is compacted to the members
 still training. The histories equal the lone runs' to float rounding: batched kernels
@@ -51,7 +51,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from harness.data import IMAGE_DATASETS, Splits, splits_for
-from harness.entropy import entropy_loss, entropy_stats, guided_layers
+from harness.entropy import entropy_loss, entropy_stats, guided_layers, logabsdet
 from harness.models import DenseAutoencoder
 from harness.study import Config, Replication, derive_seed, flatten
 from harness.workers import PROGRESS_ENV
@@ -388,49 +388,6 @@ class _VmapEngine:
         return task.detach(), out.detach(), grads
 
 
-def _logabsdet(a: Tensor) -> Tensor:
-    """log|det A| of a batch of square matrices (P, k, k) -> (P,), differentiable (A^{-T}).
-
-    torch.linalg.slogdet, except where its batched CPU path is wrong: it calls LAPACK getrf
-    from several threads at once for matrices over 14 wide (pytorch/pytorch#181570), and
-    with this build's MKL that gives garbage pivots and wrong determinants from about
-    150 x 150 on (checked up to 140 here; tests/test_pack.py). Wider matrices are
-    factorised one at a time (MKL threads inside each) by _WideLogAbsDet."""
-    if a.device.type == "cpu" and a.shape[-1] > _WideLogAbsDet.SAFE and torch.get_num_threads() > 1:
-        return _WideLogAbsDet.apply(a)
-    return torch.linalg.slogdet(a).logabsdet
-
-
-class _WideLogAbsDet(torch.autograd.Function):
-    """log|det A| and its gradient A^{-T} from one LU per matrix, for wide matrices on CPU."""
-
-    SAFE = 100  # widest matrix batched slogdet is trusted with on a multi-threaded CPU
-
-    @staticmethod
-    def forward(ctx, a: Tensor) -> Tensor:
-        factors = [torch.linalg.lu_factor_ex(m) for m in a]
-        lu, piv = torch.stack([f.LU for f in factors]), torch.stack([f.pivots for f in factors])
-        ctx.save_for_backward(lu, piv)
-        return lu.diagonal(dim1=-2, dim2=-1).abs().log().sum(-1)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> Tensor:
-        lu, piv = ctx.saved_tensors
-        return grad[:, None, None] * _inverse_transpose(lu, piv)
-
-
-def _inverse_transpose(lu: Tensor, piv: Tensor) -> Tensor:
-    """A^{-T} from A's LU factors (A = P L U): P L^{-T} U^{-T}, by two batched triangular
-    solves. Several times faster on CPU than lu_solve's getrs for a batch of small
-    matrices, and safe to run on every thread (BLAS trsm, not getrf)."""
-    eye = torch.eye(lu.shape[-1], dtype=lu.dtype, device=lu.device).expand_as(lu)
-    u_inv_t = torch.linalg.solve_triangular(lu.mT, eye, upper=False)  # U^T is lower
-    z = torch.linalg.solve_triangular(lu.mT, u_inv_t, upper=True, unitriangular=True)  # L^T: unit upper
-    perm, _, _ = torch.lu_unpack(lu, piv, unpack_data=False, unpack_pivots=True)
-    rows = perm.argmax(-1, keepdim=True).expand_as(z)  # (P z)[i] = z[σ(i)]: a gather, not a matmul
-    return z.gather(-2, rows)
-
-
 class _Entropy:
     """The guidance term of every member, batched: harness.entropy.entropy_loss of each
     member's guided layers (same precision, forms, c11, reduce; computed in
@@ -461,7 +418,7 @@ class _Entropy:
         for piece, kind in zip(pieces, self.kinds):
             x = piece.to(self.dtype)
             if kind == "dense":
-                logdet = _logabsdet(x)
+                logdet = logabsdet(x)
                 term = -lam * logdet if ent.form == "log" else lam / (logdet.exp() + ent.eps)
             else:
                 c, lam3 = x.abs(), lam[:, None, None]

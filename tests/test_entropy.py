@@ -7,6 +7,7 @@ with torch.linalg.
 
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -20,6 +21,7 @@ from harness.entropy import (
     entropy_profile,
     entropy_stats,
     guided_layers,
+    logabsdet,
 )
 
 D = torch.float64
@@ -175,6 +177,59 @@ def test_singular_block_gives_minus_inf():
     assert dense_entropy_change(W).item() == -math.inf
     zero = torch.zeros(2, 1, 3, 3)
     assert torch.all(conv_entropy_change(zero, (5, 5)) == -math.inf)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_logabsdet_value_and_gradient_against_numpy(dtype):
+    """Narrow (slogdet) and wide (LAPACK getrf/getri) matrices, one or a batch: the value is
+    numpy's slogdet, the gradient numpy's inverse transposed, with torch on several threads
+    (batched MKL getrf from several threads gets wide matrices wrong, pytorch#181570)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        g = torch.Generator().manual_seed(2)
+        for shape in [(6, 20, 20), (31, 31), (6, 32, 32), (3, 2, 101, 101), (4, 160, 160)]:
+            a = torch.randn(*shape, generator=g, dtype=torch.float64).to(dtype).requires_grad_()
+            value = logabsdet(a)
+            value.sum().backward()
+            ref = a.detach().double().numpy()
+            expected = np.linalg.slogdet(ref)[1]
+            expected_grad = np.swapaxes(np.linalg.inv(ref), -1, -2)
+            rtol = 1e-10 if dtype == torch.float64 else 1e-4
+            assert value.shape == shape[:-2] and value.dtype == dtype
+            np.testing.assert_allclose(value.detach().double().numpy(), expected, rtol=rtol)
+            assert a.grad.dtype == dtype
+            np.testing.assert_allclose(a.grad.double().numpy(), expected_grad, rtol=rtol * 100,
+                                       atol=rtol * np.abs(expected_grad).max())
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_logabsdet_wide_singular_and_gradcheck():
+    singular = torch.eye(40, dtype=D).repeat(2, 1, 1)
+    singular[0, 3] = singular[0, 5]
+    singular.requires_grad_()
+    value = logabsdet(singular)
+    assert value[0].item() == -math.inf and value[1].item() == 0.0
+    value[1].backward()  # the singular member's gradient is NaN, its neighbour's is its own
+    assert torch.isnan(singular.grad[0]).all() and torch.equal(singular.grad[1], torch.eye(40, dtype=D))
+    g = torch.Generator().manual_seed(3)
+    w = (torch.randn(40, 40, generator=g, dtype=D) + 3 * torch.eye(40, dtype=D)).requires_grad_()
+    assert torch.autograd.gradcheck(logabsdet, (w,))
+
+
+def test_logabsdet_keeps_blas_on_torch_threads():
+    """Workers get one core each: scipy's OpenBLAS must not start a thread per core beside them."""
+    from threadpoolctl import threadpool_info
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        logabsdet(torch.eye(64, dtype=D))
+        pools = [p for p in threadpool_info() if p["internal_api"] == "openblas"]
+        assert pools and all(p["num_threads"] == 1 for p in pools)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_bad_arguments():
