@@ -103,6 +103,22 @@ def main(argv: list[str] | None = None) -> int:
         help="a row per replication and epoch (its config, then the per-epoch losses) instead of a row per "
         "replication (its config, final metrics and provenance)")
 
+    plan = sub.add_parser(
+        "plan", help="how many seeds a comparison needs, from the spread of the replications recorded so far")
+    plan.add_argument("study", help="a study name in the database")
+    plan.add_argument("metric", help="a metric of its results, e.g. val_mse or stop_epoch")
+    plan.add_argument("at", nargs="*", metavar="key=value",
+                      help="restrict to these settings, e.g. latent=180 (default: one table row per slice)")
+    _db_arg(plan)
+    plan.add_argument("--by", default="lam", help="the factor whose levels are compared with its lowest (default: lam)")
+    size = plan.add_mutually_exclusive_group()
+    size.add_argument("--effect", type=float, help="the difference to detect, in metric units")
+    size.add_argument("--rel-effect", type=float,
+                      help="the difference to detect as a fraction of the lowest level's mean, e.g. 0.1")
+    plan.add_argument("--alpha", type=float, default=0.01, help="two-sided significance level (default 0.01, the paper's)")
+    plan.add_argument("--power", type=float, default=0.8, help="probability of detecting it (default 0.8)")
+    plan.add_argument("--out", help="also write the table as CSV to this file")
+
     compact = sub.add_parser(
         "compact",
         help="make a SQLite results database one small self-contained file, to commit or share (no run may be using it)",
@@ -118,12 +134,16 @@ def main(argv: list[str] | None = None) -> int:
     profile_cmd.add_arguments(sub.add_parser(
         "profile", help="per-layer, per-filter entropy change of a model, trained vs random (Fig. 1): PNG and CSV"))
 
-    # Overrides may stand before or after options (harness run s.py --db X lam=0): argparse
+    # Overrides (and plan's key=value) may stand before or after options (harness run s.py --db X lam=0): argparse
     # leaves those after an option unparsed, so they are collected here.
     args, extra = parser.parse_known_args(argv)
-    if args.command in ("run", "bench"):
-        args.overrides += [e for e in extra if "=" in e and not e.startswith("-")]
-        extra = [e for e in extra if not ("=" in e and not e.startswith("-"))]
+    if args.command in ("run", "bench", "plan"):
+        pairs = [e for e in extra if "=" in e and not e.startswith("-")]
+        if args.command == "plan":
+            args.at += pairs
+        else:
+            args.overrides += pairs
+        extra = [e for e in extra if e not in pairs]
     if extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command is None:
@@ -132,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     from harness.errors import UserError
 
     try:
-        return {"run": cmd_run, "status": cmd_status, "analyze": cmd_analyze, "compact": cmd_compact, "export": cmd_export, "profile": profile_cmd.run, "bench": bench_cmd.run}[
+        return {"run": cmd_run, "status": cmd_status, "analyze": cmd_analyze, "compact": cmd_compact, "export": cmd_export, "plan": cmd_plan, "profile": profile_cmd.run, "bench": bench_cmd.run}[
             args.command
         ](args)
     except UserError as err:
@@ -241,6 +261,59 @@ def cmd_export(args) -> int:
     except OSError as err:
         raise UserError(f"cannot write {args.out}: {err.strerror or err}") from None
     print(f"{args.out}: {len(table)} rows", file=sys.stderr)
+    return 0
+
+
+def cmd_plan(args) -> int:
+    from harness.analysis import render, tables
+    from harness.analysis.report import study_factors
+    from harness.errors import UserError
+    from harness.store import Store, StoreError
+
+    if not (0 < args.alpha < 1 and 0 < args.power < 1):
+        raise UserError("--alpha and --power must be between 0 and 1")
+    store = Store(args.db, reader=True)
+    definition = store.study_definition(args.study)  # an unknown name: one line listing the known ones
+    frame = store.frame(args.study)
+    if not len(frame):
+        raise StoreError(f"study {args.study!r} has nothing recorded in {args.db}")
+    at = {}
+    for pair in args.at:
+        key, sep, value = pair.partition("=")
+        if not sep or key not in frame.columns:
+            raise UserError(f"{pair!r}: expected key=value with a key of the study's results "
+                            f"(e.g. {', '.join(study_factors(definition, frame)[0][:3])})")
+        at[key] = value
+    if args.by not in frame.columns:
+        raise UserError(f"--by {args.by}: no such setting in the study's results")
+    factors, _ = study_factors(definition, frame)
+    try:
+        table = tables.seed_plan(frame, args.metric, args.by, factors, at=at, effect=args.effect,
+                                 rel_effect=args.rel_effect, alpha=args.alpha, power=args.power)
+    except KeyError as err:
+        raise UserError(str(err.args[0])) from None
+    if not len(table):
+        raise UserError(f"nothing to compare: fewer than 2 levels of {args.by} recorded"
+                        f"{' at ' + ' '.join(args.at) if args.at else ''}")
+    goal = ("" if args.effect is None and args.rel_effect is None else
+            f"; seeds: per level, to find a difference of {args.effect:g} {args.metric}" if args.effect is not None else
+            f"; seeds: per level, to find a difference of {args.rel_effect:g} × the {args.by} = "
+            f"{tables.level_label(table['vs'].iloc[0])} mean")
+    print(f"{args.metric} by {args.by}, each level against its lowest: two-sided t-tests, α = {args.alpha:g}, "
+          f"power {args.power:g}. mde: the smallest difference found with the seeds recorded now{goal}. "
+          "Unpaired (the paper's test) and paired by seed (_paired).")
+    print(render.markdown(table, digits=3))
+    if (table["sd_diff"] == 0).any():
+        print("sd_diff 0: every pair identical, the level changed nothing on these seeds; its paired mde of 0 "
+              "and 2 seeds hold only while that stays so.")
+    few = int(min(table["n"].min(), table["n_vs"].min()))
+    if few < 5:
+        print(f"The sd comes from as few as {few} seeds a level: a rough estimate, and the seed counts with it.")
+    if args.out:
+        try:
+            table.to_csv(args.out, index=False)
+        except OSError as err:
+            raise UserError(f"cannot write {args.out}: {err.strerror or err}") from None
     return 0
 
 

@@ -83,6 +83,24 @@ def test_power_and_mde_match_statsmodels():
         assert stats.power(d, n1, n2, alpha, ours_alt) == pytest.approx(0.8, abs=1e-6)
 
 
+def test_paired_power_and_seeds_needed_match_statsmodels():
+    """seeds_needed is the smallest integer at or above statsmodels' real-valued solution."""
+    from statsmodels.stats.power import TTestIndPower, TTestPower
+
+    for effect, alpha, target in [(0.3, 0.01, 0.8), (1.0, 0.05, 0.9), (2.5, 0.01, 0.8), (0.05, 0.05, 0.8)]:
+        unpaired = TTestIndPower().solve_power(effect_size=effect, alpha=alpha, power=target)
+        paired = TTestPower().solve_power(effect_size=effect, alpha=alpha, power=target)
+        assert stats.seeds_needed(effect, alpha, target) == max(2, math.ceil(unpaired - 1e-6))
+        assert stats.seeds_needed(-effect, alpha, target, paired=True) == max(2, math.ceil(paired - 1e-6))
+    for n, alpha in [(10, 0.01), (4, 0.05)]:
+        d = stats.min_detectable_paired(n, alpha, 0.8)
+        assert d == pytest.approx(TTestPower().solve_power(nobs=n, alpha=alpha, power=0.8), rel=1e-4)
+        assert stats.paired_power(d, n, alpha) == pytest.approx(0.8, abs=1e-6)
+    assert stats.seeds_needed(0.0, 0.01) == math.inf and stats.seeds_needed(1e-4, 0.01) == math.inf
+    assert stats.seeds_needed(math.inf, 0.01) == 2 and math.isnan(stats.seeds_needed(math.nan, 0.01))
+    assert math.isnan(stats.min_detectable_paired(1, 0.01))
+
+
 def test_mde_small_n_is_large_but_finite():
     # statsmodels' solve_power stops at 10.0 here; the noncentral t gives about 13.1
     d = stats.min_detectable_effect(2, 2, 0.01)

@@ -313,3 +313,34 @@ def test_paired_by_seed_pairs_replications_with_the_same_seed():
     sentence = tables.paired_sentence(paired.reset_index(), "val_mse", "lam", 0.01)
     assert sentence.startswith("1 of 2 lam levels differ from lam = 0")
     assert "9 of 18 pairs are identical" in sentence
+
+
+def test_seed_plan_reads_the_spread_and_sizes_the_comparison():
+    """Per slice, each λ against the lowest: pooled sd and mde with the seeds at hand, the
+    seeds for a given difference, unpaired and paired; checked against statsmodels."""
+    from statsmodels.stats.power import TTestIndPower, TTestPower
+
+    frame = ae_frame(reps=4)
+    plan = tables.seed_plan(frame, "val_mse", "lam", ["lam", "latent"], effect=2e-4)
+    assert len(plan) == 2 * (len(LAMS) - 1) and set(plan["latent"]) == {"20", "80"}
+    row = plan[(plan["latent"] == "80") & (plan["lam"] == 1e-3)].iloc[0]
+    x = frame[(frame.latent == 80) & (frame.lam == 1e-3)].sort_values("seed")["val_mse"].to_numpy()
+    y = frame[(frame.latent == 80) & (frame.lam == 0.0)].sort_values("seed")["val_mse"].to_numpy()
+    sd = np.sqrt((x.var(ddof=1) + y.var(ddof=1)) / 2)
+    assert row["n"] == row["n_vs"] == row["n_pairs"] == 4 and row["vs"] == 0.0
+    assert row["diff"] == pytest.approx(x.mean() - y.mean()) and row["sd"] == pytest.approx(sd)
+    # statsmodels' solver is loose at n = 4 (its own power at its answer is 0.77): check by its power
+    assert TTestIndPower().power(row["mde"] / sd, nobs1=4, alpha=0.01) == pytest.approx(0.8, abs=1e-6)
+    need = TTestIndPower().solve_power(effect_size=2e-4 / sd, alpha=0.01, power=0.8)
+    assert row["seeds"] == max(2, np.ceil(need))
+    sd_diff = np.std(x - y, ddof=1)
+    assert row["sd_diff"] == pytest.approx(sd_diff)
+    assert TTestPower().power(row["mde_paired"] / sd_diff, nobs=4, alpha=0.01) == pytest.approx(0.8, abs=1e-6)
+    assert row["seeds_paired"] == max(2, np.ceil(TTestPower().solve_power(effect_size=2e-4 / sd_diff, alpha=0.01, power=0.8)))
+    # a relative effect is a fraction of the lowest level's mean, per slice; at restricts
+    rel = tables.seed_plan(frame, "val_mse", "lam", ["lam", "latent"], at={"latent": 80}, rel_effect=0.1)
+    assert set(rel["latent"]) == {"80"} and rel["effect"].iloc[0] == pytest.approx(0.1 * y.mean())
+    # without an effect: only what the recorded seeds can find
+    assert "seeds" not in tables.seed_plan(frame, "val_mse", "lam", ["lam", "latent"])
+    with pytest.raises(KeyError, match="no metric"):
+        tables.seed_plan(frame, "val_acc", "lam", ["lam", "latent"])

@@ -189,6 +189,41 @@ def test_export_writes_the_recorded_results_as_csv(tmp_path, capsys):
         assert message in err and len(err.strip().splitlines()) == 1
 
 
+def test_plan_sizes_a_comparison_from_a_real_pilot(tmp_path, capsys):
+    """A pilot of 3 seeds at 2 λ: `harness plan` reads their spread from the database and
+    says how many seeds find a given difference; checked with numpy and statsmodels on the
+    values read back by plain sqlite3."""
+    import numpy as np
+    import pandas as pd
+    from statsmodels.stats.power import TTestIndPower
+
+    db = tmp_path / "h.db"
+    assert run("studies/quickstart.py", "--db", f"sqlite:///{db}", "-q", "latent=8", "seed=0:3", "train.max_epochs=3") == 0
+    recorded = rows(db, "SELECT r.config, m.value FROM replications r JOIN metrics m ON m.rep_pk = r.pk "
+                        "WHERE m.name = 'val_mse'")
+    by_lam = {lam: np.array([v for c, v in sorted(recorded) if json.loads(c)["lam"] == lam]) for lam in (0.0, 1e-3)}
+    sd = np.sqrt((by_lam[0.0].var(ddof=1) + by_lam[1e-3].var(ddof=1)) / 2)
+    effect = 2 * sd
+    out = tmp_path / "plan.csv"
+    capsys.readouterr()
+    assert main(["plan", "quickstart", "val_mse", "--db", str(db), "latent=8", "--effect", str(effect),
+                 "--alpha", "0.05", "--out", str(out)]) == 0  # key=value after an option, as in harness run
+    printed = capsys.readouterr().out
+    assert "\n| latent | lam | vs | n |" in printed and "\n| 8 | 0.001 | 0 | 3 |" in printed
+    assert "as few as 3 seeds" in printed
+    plan = pd.read_csv(out)
+    assert len(plan) == 1 and plan["n"][0] == 3 and plan["sd"][0] == pytest.approx(sd)
+    assert plan["seeds"][0] == np.ceil(TTestIndPower().solve_power(effect_size=2.0, alpha=0.05, power=0.8))
+    for argv, message in ((["plan", "quickstart", "val_acc"], "no metric 'val_acc'"),
+                          (["plan", "quickstart", "val_mse", "width=8"], "'width=8': expected key=value"),
+                          (["plan", "quickstart", "val_mse", "--by", "depth"], "--by depth: no such setting"),
+                          (["plan", "quickstart", "val_mse", "lam=0"], "nothing to compare"),
+                          (["plan", "quickstart", "val_mse", "--power", "1.5"], "between 0 and 1")):
+        assert main([*argv, "--db", str(db)]) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1
+
+
 def test_help_is_fast_and_imports_nothing_heavy():
     out = subprocess.run([sys.executable, "-m", "harness.cli", "--help"], capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 0 and "run" in out.stdout and "analyze" in out.stdout

@@ -73,7 +73,7 @@ def _specs(definition: dict) -> list:
         raise AnalysisError(f"study {definition.get('name')!r}: {e}") from None
 
 
-def _factors(definition: dict, frame: pd.DataFrame) -> tuple[list[str], list[str]]:
+def study_factors(definition: dict, frame: pd.DataFrame) -> tuple[list[str], list[str]]:
     """Config keys that vary among the recorded replications (seed excluded): the grid's
     axes first, then settings that runs with different overrides left varying."""
     grid = list(definition.get("grid", {}) or {})
@@ -97,7 +97,7 @@ def study_report(definition: dict, frame: pd.DataFrame, profiles: pd.DataFrame |
     if history is not None and len(history):
         history = history.sort_values(["id", "epoch"], kind="stable")
     recorded = _Recorded(profiles, history)
-    factors, stray = _factors(definition, frame)
+    factors, stray = study_factors(definition, frame)
     _header(r, definition, frame, factors)
     _where_and_how_long(r, frame, hosts or {})
     if stray:

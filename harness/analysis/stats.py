@@ -123,14 +123,50 @@ def power(effect: float, n1: int, n2: int, alpha: float, alternative: str = "two
     """Power of the pooled two-sample t-test to detect a standardized effect (in sd units),
     from the noncentral t distribution (same as statsmodels' TTestIndPower.power, but with
     the lower tail written as an upper tail: scipy's nct.cdf returns NaN far in the tail)."""
-    df = n1 + n2 - 2
-    nc = effect * np.sqrt(n1 * n2 / (n1 + n2))
+    return _t_power(n1 + n2 - 2, effect * np.sqrt(n1 * n2 / (n1 + n2)), alpha, alternative)
+
+
+def paired_power(effect: float, n: int, alpha: float, alternative: str = "two-sided") -> float:
+    """Power of the paired t-test on n pairs to detect a mean difference of ``effect`` sd of
+    the differences (statsmodels' TTestPower.power, the one-sample test)."""
+    return _t_power(n - 1, effect * np.sqrt(n), alpha, alternative)
+
+
+def _t_power(df: float, nc: float, alpha: float, alternative: str) -> float:
     if alternative == "two-sided":
         crit = stats.t.ppf(1 - alpha / 2, df)
         tails = [stats.nct.sf(crit, df, nc), stats.nct.sf(crit, df, -nc)]
     else:
         tails = [stats.nct.sf(stats.t.ppf(1 - alpha, df), df, nc)]
     return float(sum(np.nan_to_num(t, nan=0.0) for t in tails))
+
+
+def seeds_needed(effect: float, alpha: float, target: float = 0.8, *, paired: bool = False,
+                 alternative: str = "two-sided", limit: int = 100_000) -> float:
+    """Fewest seeds per level (at least 2) at which the t-test detects a standardized effect
+    (|difference| / sd) with probability ``target``: two groups of n each (pooled two-sample
+    test) or, ``paired``, n pairs (sd of the differences). inf when the effect is 0 or more
+    than ``limit`` seeds would be needed, 2 when it is infinite (an sd of 0); NaN when it is
+    unknown (an sd from fewer than 2 values)."""
+    effect = abs(effect)
+    if np.isnan(effect):
+        return float("nan")
+    if np.isinf(effect):  # no spread at all: two values a level tell the means apart
+        return 2.0
+
+    def enough(n: int) -> bool:
+        got = paired_power(effect, n, alpha, alternative) if paired else power(effect, n, n, alpha, alternative)
+        return got >= target
+
+    if effect == 0 or not enough(limit):
+        return float("inf")
+    low, high = 1, 2  # enough(high), never enough(low): the fewest is in (low, high]
+    while not enough(high):
+        low, high = high, min(2 * high, limit)
+    while high - low > 1:
+        mid = (low + high) // 2
+        low, high = (low, mid) if enough(mid) else (mid, high)
+    return float(high)
 
 
 @functools.lru_cache(maxsize=4096)  # a table asks for the same (n1, n2) many times
@@ -142,11 +178,22 @@ def min_detectable_effect(n1: int, n2: int, alpha: float, target: float = 0.8,
     a close approximation when the group sizes are equal."""
     if min(n1, n2) < 2:
         return float("nan")
+    return _solve_effect(lambda d: power(d, n1, n2, alpha, alternative), target)
+
+
+@functools.lru_cache(maxsize=4096)
+def min_detectable_paired(n: int, alpha: float, target: float = 0.8, alternative: str = "two-sided") -> float:
+    """min_detectable_effect of the paired t-test on n pairs, in sd of the differences."""
+    if n < 2:
+        return float("nan")
+    return _solve_effect(lambda d: paired_power(d, n, alpha, alternative), target)
+
+
+def _solve_effect(power_of, target: float) -> float:
     hi = 1e3
-    if power(hi, n1, n2, alpha, alternative) < target:
+    if power_of(hi) < target:
         return float("inf")
-    return float(optimize.brentq(lambda d: power(d, n1, n2, alpha, alternative) - target,
-                                 1e-9, hi, xtol=1e-10))
+    return float(optimize.brentq(lambda d: power_of(d) - target, 1e-9, hi, xtol=1e-10))
 
 
 def adjust(pvalues, method: str = "holm") -> np.ndarray:

@@ -559,6 +559,58 @@ def paired_by_seed(frame: pd.DataFrame, metric: str, factor: str, *, baseline=No
     return out
 
 
+def seed_plan(frame: pd.DataFrame, metric: str, factor: str, factors: list[str], *, at=None,
+              effect: float | None = None, rel_effect: float | None = None, alpha: float = 0.01,
+              power: float = 0.8) -> pd.DataFrame:
+    """How many seeds a comparison needs, from the spread the recorded replications show:
+    per slice (the other varying factors) every level of ``factor`` against its lowest.
+    ``mde``: the smallest difference (metric units) found with probability ``power`` at
+    ``alpha`` (two-sided) with the seeds recorded now; ``seeds``: the seeds per level that
+    find a difference of ``effect`` (metric units) or of ``rel_effect`` × |the lowest
+    level's mean|. Both for the unpaired two-sample t-test (the paper's) and the paired
+    one (the same seed at both levels: sd of the differences). The sd is an estimate from
+    the seeds at hand, as rough as they are few."""
+    if effect is not None and rel_effect is not None:
+        raise ValueError("give an effect in metric units or a relative one, not both")
+    check_metric(frame, metric)
+    rows = []
+    for labels, sub in slices(frame, at, factors, exclude=(factor,)):
+        grp = groups(sub, metric, factor)
+        levels = list(grp)
+        if len(levels) < 2:
+            continue
+        base = levels[0]
+        y = grp[base]
+        target = effect
+        if rel_effect is not None:
+            target = rel_effect * abs(y.mean()) if len(y) else np.nan
+        for level in levels[1:]:
+            x = grp[level]
+            sd = stats.pooled_sd(x, y)
+            xp, yp = seed_pairs(sub, metric, factor, level, base) if "seed" in sub.columns else ([], [])
+            sd_diff = float(np.std(np.subtract(xp, yp), ddof=1)) if len(xp) > 1 else np.nan
+            row = {**{k: level_label(v) for k, v in labels.items()}, factor: level, "vs": base,
+                   "n": len(x), "n_vs": len(y), "diff": x.mean() - y.mean() if len(x) and len(y) else np.nan,
+                   "sd": sd, "mde": stats.min_detectable_effect(len(x), len(y), alpha, power) * sd,
+                   "n_pairs": len(xp), "sd_diff": sd_diff,
+                   "mde_paired": stats.min_detectable_paired(len(xp), alpha, power) * sd_diff}
+            if target is not None:
+                row["effect"] = target
+                row["seeds"] = stats.seeds_needed(_ratio(target, sd), alpha, power)
+                row["seeds_paired"] = stats.seeds_needed(_ratio(target, sd_diff), alpha, power, paired=True)
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _ratio(effect: float, sd: float) -> float:
+    """effect / sd, with an sd of 0 giving inf (any nonzero effect is certain) and 0 / 0 = 0."""
+    if not np.isfinite(sd) or not np.isfinite(effect):
+        return np.nan
+    if sd == 0:
+        return np.inf if effect else 0.0
+    return effect / sd
+
+
 def add_signs(table: pd.DataFrame, diff: str, n_a: str, n_b: str, *, alpha: float, correction: str) -> None:
     """Fill ``p_adj`` (``correction`` across the table's rows), and the cells ``sign`` and
     ``sign_adj`` of each row's test (``p``) from its ``diff`` and group sizes, in place."""
