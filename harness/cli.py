@@ -265,6 +265,8 @@ def cmd_export(args) -> int:
 
 
 def cmd_plan(args) -> int:
+    import pandas as pd
+
     from harness.analysis import render, tables
     from harness.analysis.report import study_factors
     from harness.errors import UserError
@@ -284,6 +286,11 @@ def cmd_plan(args) -> int:
             raise UserError(f"{pair!r}: expected key=value with a key of the study's results "
                             f"(e.g. {', '.join(study_factors(definition, frame)[0][:3])})")
         at[key] = value
+        if pd.api.types.is_numeric_dtype(frame[key]):  # lam=1e-3 is the level 0.001
+            try:
+                at[key] = float(value)
+            except ValueError:
+                raise UserError(f"{pair!r}: {key} is a number in the study's results") from None
     if args.by not in frame.columns:
         raise UserError(f"--by {args.by}: no such setting in the study's results")
     factors, _ = study_factors(definition, frame)

@@ -206,7 +206,7 @@ def test_plan_sizes_a_comparison_from_a_real_pilot(tmp_path, capsys):
     effect = 2 * sd
     out = tmp_path / "plan.csv"
     capsys.readouterr()
-    assert main(["plan", "quickstart", "val_mse", "--db", str(db), "latent=8", "--effect", str(effect),
+    assert main(["plan", "quickstart", "val_mse", "--db", str(db), "latent=8.0", "--effect", str(effect),
                  "--alpha", "0.05", "--out", str(out)]) == 0  # key=value after an option, as in harness run
     printed = capsys.readouterr().out
     assert "\n| latent | lam | vs | n |" in printed and "\n| 8 | 0.001 | 0 | 3 |" in printed
@@ -218,6 +218,7 @@ def test_plan_sizes_a_comparison_from_a_real_pilot(tmp_path, capsys):
                           (["plan", "quickstart", "val_mse", "width=8"], "'width=8': expected key=value"),
                           (["plan", "quickstart", "val_mse", "--by", "depth"], "--by depth: no such setting"),
                           (["plan", "quickstart", "val_mse", "lam=0"], "nothing to compare"),
+                          (["plan", "quickstart", "val_mse", "lam=none"], "lam is a number"),
                           (["plan", "quickstart", "val_mse", "--power", "1.5"], "between 0 and 1")):
         assert main([*argv, "--db", str(db)]) == 2
         err = capsys.readouterr().err
