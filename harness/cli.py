@@ -8,6 +8,7 @@ exit non-zero, never as a traceback.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import re
 import sys
@@ -272,8 +273,11 @@ def cmd_plan(args) -> int:
     from harness.errors import UserError
     from harness.store import Store, StoreError
 
-    if not (0 < args.alpha < 1 and 0 < args.power < 1):
-        raise UserError("--alpha and --power must be between 0 and 1")
+    if not (0 < args.alpha < args.power < 1):
+        raise UserError("--alpha and --power must be between 0 and 1, --power above --alpha")
+    for name, value in (("--effect", args.effect), ("--rel-effect", args.rel_effect)):
+        if value is not None and not (math.isfinite(value) and value != 0):
+            raise UserError(f"{name} must be a finite nonzero difference, not {value:g}")
     store = Store(args.db, reader=True)
     definition = store.study_definition(args.study)  # an unknown name: one line listing the known ones
     frame = store.frame(args.study)
@@ -286,13 +290,20 @@ def cmd_plan(args) -> int:
             raise UserError(f"{pair!r}: expected key=value with a key of the study's results "
                             f"(e.g. {', '.join(study_factors(definition, frame)[0][:3])})")
         at[key] = value
-        if pd.api.types.is_numeric_dtype(frame[key]):  # lam=1e-3 is the level 0.001
+        if pd.api.types.is_bool_dtype(frame[key]):
+            if value.lower() not in ("true", "false"):
+                raise UserError(f"{pair!r}: {key} is true or false in the study's results")
+            at[key] = str(value.lower() == "true")
+        elif pd.api.types.is_numeric_dtype(frame[key]):  # lam=1e-3 is the level 0.001
             try:
                 at[key] = float(value)
             except ValueError:
                 raise UserError(f"{pair!r}: {key} is a number in the study's results") from None
     if args.by not in frame.columns:
         raise UserError(f"--by {args.by}: no such setting in the study's results")
+    if args.metric in frame.columns and not pd.api.types.is_numeric_dtype(frame[args.metric]):
+        raise UserError(f"{args.metric} is a setting, not a metric: name a number the replications recorded, "
+                        "e.g. val_mse or stop_epoch")
     factors, _ = study_factors(definition, frame)
     try:
         table = tables.seed_plan(frame, args.metric, args.by, factors, at=at, effect=args.effect,
@@ -304,15 +315,14 @@ def cmd_plan(args) -> int:
                         f"{' at ' + ' '.join(args.at) if args.at else ''}")
     goal = ("" if args.effect is None and args.rel_effect is None else
             f"; seeds: per level, to find a difference of {args.effect:g} {args.metric}" if args.effect is not None else
-            f"; seeds: per level, to find a difference of {args.rel_effect:g} × the {args.by} = "
-            f"{tables.level_label(table['vs'].iloc[0])} mean")
+            f"; seeds: per level, to find a difference of {args.rel_effect:g} × the lowest {args.by}'s mean")
     print(f"{args.metric} by {args.by}, each level against its lowest: two-sided t-tests, α = {args.alpha:g}, "
           f"power {args.power:g}. mde: the smallest difference found with the seeds recorded now{goal}. "
           "Unpaired (the paper's test) and paired by seed (_paired).")
     print(render.markdown(table, digits=3))
-    if (table["sd_diff"] == 0).any():
-        print("sd_diff 0: every pair identical, the level changed nothing on these seeds; its paired mde of 0 "
-              "and 2 seeds hold only while that stays so.")
+    if (table["sd"] == 0).any() or (table["sd_diff"] == 0).any():
+        print("An sd of 0 (every value, or every pair's difference, the same on these seeds) gives an mde of 0 "
+              "and 2 seeds: they hold only while that stays so.")
     few = int(min(table["n"].min(), table["n_vs"].min()))
     if few < 5:
         print(f"The sd comes from as few as {few} seeds a level: a rough estimate, and the seed counts with it.")

@@ -79,7 +79,10 @@ def logabsdet(a: Tensor) -> Tensor:
     260 (README, "How fast"). Per-matrix calls also keep clear of batched getrf from several threads,
     which gives wrong determinants of wide matrices with this torch build's MKL
     (pytorch/pytorch#181570). Elsewhere (GPU, narrow): torch.linalg.slogdet."""
-    if a.device.type == "cpu" and a.dtype in (torch.float32, torch.float64) and a.shape[-1] >= LAPACK_MIN_WIDTH:
+    if a.ndim < 2 or a.shape[-1] != a.shape[-2]:
+        raise ValueError(f"logabsdet takes square matrices (..., k, k), got shape {tuple(a.shape)}")
+    if (a.device.type == "cpu" and a.dtype in (torch.float32, torch.float64) and a.shape[-1] >= LAPACK_MIN_WIDTH
+            and a.numel()):
         return _LapackLogAbsDet.apply(a)
     return torch.linalg.slogdet(a).logabsdet
 
@@ -99,14 +102,14 @@ class _LapackLogAbsDet(torch.autograd.Function):
                 lu, piv, _ = getrf(m.T)  # A^T (a Fortran-order view, no copy): getri then gives A^{-T}
                 factors.append((lu, piv))
                 values[i] = np.log(np.abs(np.diagonal(lu))).sum()
-        ctx.factors, ctx.getri, ctx.lwork, ctx.shape = factors, getri, int(getri_lwork(k)[0].real), a.shape
+        ctx.factors, ctx.getri, ctx.lwork, ctx.shape, ctx.dtype = factors, getri, int(getri_lwork(k)[0].real), a.shape, mats.dtype
         return torch.from_numpy(values).reshape(a.shape[:-2])
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad: Tensor) -> Tensor:
         k = ctx.shape[-1]
-        inv_t = np.empty((len(ctx.factors), k, k), dtype=ctx.factors[0][0].dtype)
+        inv_t = np.empty((len(ctx.factors), k, k), dtype=ctx.dtype)
         for i, (lu, piv) in enumerate(ctx.factors):
             x, info = ctx.getri(lu, piv, lwork=ctx.lwork)
             inv_t[i] = x if info == 0 else np.nan  # singular: no gradient

@@ -99,6 +99,7 @@ def test_paired_power_and_seeds_needed_match_statsmodels():
     assert stats.seeds_needed(0.0, 0.01) == math.inf and stats.seeds_needed(1e-4, 0.01) == math.inf
     assert stats.seeds_needed(math.inf, 0.01) == 2 and math.isnan(stats.seeds_needed(math.nan, 0.01))
     assert math.isnan(stats.min_detectable_paired(1, 0.01))
+    assert stats.min_detectable_paired(5, 0.05, target=0.05) == 0.0  # power α needs no effect: no root to find
 
 
 def test_mde_small_n_is_large_but_finite():

@@ -219,7 +219,11 @@ def test_plan_sizes_a_comparison_from_a_real_pilot(tmp_path, capsys):
                           (["plan", "quickstart", "val_mse", "--by", "depth"], "--by depth: no such setting"),
                           (["plan", "quickstart", "val_mse", "lam=0"], "nothing to compare"),
                           (["plan", "quickstart", "val_mse", "lam=none"], "lam is a number"),
-                          (["plan", "quickstart", "val_mse", "--power", "1.5"], "between 0 and 1")):
+                          (["plan", "quickstart", "val_mse", "--power", "1.5"], "between 0 and 1"),
+                          (["plan", "quickstart", "val_mse", "--power", "0.005"], "--power above --alpha"),
+                          (["plan", "quickstart", "val_mse", "--effect", "0"], "finite nonzero"),
+                          (["plan", "quickstart", "val_mse", "--rel-effect", "inf"], "finite nonzero"),
+                          (["plan", "quickstart", "dataset"], "a setting, not a metric")):
         assert main([*argv, "--db", str(db)]) == 2
         err = capsys.readouterr().err
         assert message in err and len(err.strip().splitlines()) == 1

@@ -190,6 +190,8 @@ def min_detectable_paired(n: int, alpha: float, target: float = 0.8, alternative
 
 
 def _solve_effect(power_of, target: float) -> float:
+    if power_of(1e-9) >= target:  # a target at or below α: met with no effect at all
+        return 0.0
     hi = 1e3
     if power_of(hi) < target:
         return float("inf")
