@@ -283,12 +283,13 @@ def cmd_plan(args) -> int:
     frame = store.frame(args.study)
     if not len(frame):
         raise StoreError(f"study {args.study!r} has nothing recorded in {args.db}")
+    factors, _ = study_factors(definition, frame)
     at = {}
     for pair in args.at:
         key, sep, value = pair.partition("=")
         if not sep or key not in frame.columns:
             raise UserError(f"{pair!r}: expected key=value with a key of the study's results "
-                            f"(e.g. {', '.join(study_factors(definition, frame)[0][:3])})")
+                            f"(e.g. {', '.join(factors[:3])})")
         at[key] = value
         if pd.api.types.is_bool_dtype(frame[key]):
             if value.lower() not in ("true", "false"):
@@ -304,7 +305,6 @@ def cmd_plan(args) -> int:
     if args.metric in frame.columns and not pd.api.types.is_numeric_dtype(frame[args.metric]):
         raise UserError(f"{args.metric} is a setting, not a metric: name a number the replications recorded, "
                         "e.g. val_mse or stop_epoch")
-    factors, _ = study_factors(definition, frame)
     try:
         table = tables.seed_plan(frame, args.metric, args.by, factors, at=at, effect=args.effect,
                                  rel_effect=args.rel_effect, alpha=args.alpha, power=args.power)

@@ -94,7 +94,7 @@ class _LapackLogAbsDet(torch.autograd.Function):
 
         k = a.shape[-1]
         mats = a.detach().reshape(-1, k, k).numpy()
-        getrf, getri, getri_lwork = lapack.get_lapack_funcs(("getrf", "getri", "getri_lwork"), (mats,))
+        getrf, getri = lapack.get_lapack_funcs(("getrf", "getri"), (mats,))
         _single_threaded_openblas()
         factors, values = [], np.empty(len(mats), dtype=mats.dtype)
         with np.errstate(divide="ignore"):  # a zero pivot: log 0 = -inf, the singular matrix's value
@@ -102,16 +102,21 @@ class _LapackLogAbsDet(torch.autograd.Function):
                 lu, piv, _ = getrf(m.T)  # A^T (a Fortran-order view, no copy): getri then gives A^{-T}
                 factors.append((lu, piv))
                 values[i] = np.log(np.abs(np.diagonal(lu))).sum()
-        ctx.factors, ctx.getri, ctx.lwork, ctx.shape, ctx.dtype = factors, getri, int(getri_lwork(k)[0].real), a.shape, mats.dtype
+        ctx.factors, ctx.getri, ctx.shape, ctx.dtype = factors, getri, a.shape, mats.dtype
         return torch.from_numpy(values).reshape(a.shape[:-2])
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad: Tensor) -> Tensor:
+        from scipy.linalg import lapack
+
         k = ctx.shape[-1]
         inv_t = np.empty((len(ctx.factors), k, k), dtype=ctx.dtype)
+        # the workspace query belongs here: a value-only call (no_grad, the logged term) needs none
+        (getri_lwork,) = lapack.get_lapack_funcs(("getri_lwork",), (inv_t,))
+        lwork = int(getri_lwork(k)[0].real)
         for i, (lu, piv) in enumerate(ctx.factors):
-            x, info = ctx.getri(lu, piv, lwork=ctx.lwork)
+            x, info = ctx.getri(lu, piv, lwork=lwork)
             inv_t[i] = x if info == 0 else np.nan  # singular: no gradient
         return grad[..., None, None] * torch.from_numpy(inv_t).reshape(ctx.shape)
 
