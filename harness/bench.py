@@ -19,7 +19,11 @@ the same process, twice:
 It prints replications per hour for each, their ratio, the packed path's achieved model
 FLOP rate (counted by ``torch.utils.flop_counter`` on one replication's training step and
 evaluation) as a fraction of the machine's matmul peak (a large float32 matmul measured in
-the same run), and the pack size the harness would choose on this device. Throughput
+the same run), and the pack size the harness would choose on this device. It also prints the matmul
+ceiling (``harness.ceiling``): the rate the packed step's own matmuls reach when timed
+alone, the most any step built from them could reach; the gap between the peak and the
+ceiling is the problem's shape (small matmuls), the gap below the ceiling the harness's
+own overhead. Throughput
 is measured, never asserted: timings on a shared machine are noisy, so compare the
 figures of one run with each other.
 """
@@ -151,6 +155,10 @@ class BenchResult:
     workers: int = 1  # worker processes of the spread run (1: none)
     chosen_pack_size: int | None = None  # what choose_pack_size picks (pack_size: what ran)
     spread_s: float = math.nan
+    # FLOP/s of the packed step's own matmuls timed alone (harness.ceiling): in one process,
+    # and in the spread's worker processes at once
+    ceiling_flops: float = math.nan
+    spread_ceiling_flops: float = math.nan
 
     @property
     def plain_reps_per_hour(self) -> float:
@@ -200,6 +208,15 @@ class BenchResult:
                 f"{spread_flops / g:.1f} GFLOP/s ({spread_flops / self.peak_flops:.0%} of peak)",
                 f"speed-up spread / plain: {self.spread_reps_per_hour / self.plain_reps_per_hour:.1f}x",
             ]
+        if math.isfinite(self.ceiling_flops):
+            line = (f"matmul ceiling (a packed step's own matmuls timed alone, back to back): "
+                    f"{self.ceiling_flops / g:.1f} GFLOP/s in one process ({self.ceiling_flops / self.peak_flops:.0%} "
+                    f"of peak; packed reaches {self.packed_flops / self.ceiling_flops:.0%} of it)")
+            if self.workers > 1 and math.isfinite(self.spread_ceiling_flops):
+                line += (f", {self.spread_ceiling_flops / g:.1f} GFLOP/s in the {self.workers} processes at once "
+                         f"({self.spread_ceiling_flops / self.peak_flops:.0%} of peak; spread reaches "
+                         f"{self.flops_per_rep * self.members / self.spread_s / self.spread_ceiling_flops:.0%} of it)")
+            lines.append(line)
         lines += [
             f"pack size the harness chooses on this device: {self.chosen_pack_size or self.pack_size} "
             "(harness.pack.choose_pack_size)",
@@ -216,6 +233,7 @@ def bench(configs: list, splits, device: str, plain_reps: int | None = None, rep
     estimate of what the code costs, and alternating exposes both paths to the same load."""
     import torch
 
+    from harness.ceiling import record_step_matmuls, replay_rate
     from harness.pack import choose_pack_size, train_in_packs
 
     plain_reps = min(plain_reps or len(configs), len(configs))
@@ -229,6 +247,7 @@ def bench(configs: list, splits, device: str, plain_reps: int | None = None, rep
 
     pool = _SpreadPool(workers, splits, device, size) if workers > 1 else None
     peak, plain_s, packed_s, spread_s = 0.0, math.inf, math.inf, math.inf
+    spread_ceiling = math.nan
     try:
         if pool is not None:
             pool.train(configs[: 2 * workers], warm_up=True)
@@ -238,6 +257,12 @@ def bench(configs: list, splits, device: str, plain_reps: int | None = None, rep
             packed_s = min(packed_s, _timed(functools.partial(train_in_packs, size=size), configs, splits, device))
             if pool is not None:
                 spread_s = min(spread_s, pool.train(configs))
+        # what the step's matmuls reach alone, in each layout's first pack
+        flops, seconds = replay_rate(record_step_matmuls(configs[: _first_pack(len(configs), size)], splits, device))
+        ceiling = flops / seconds
+        if pool is not None:
+            per_worker = -(-len(configs) // workers)
+            spread_ceiling = pool.replay(record_step_matmuls(configs[: _first_pack(per_worker, size)], splits, device))
     finally:
         if pool is not None:
             pool.close()
@@ -253,6 +278,7 @@ def bench(configs: list, splits, device: str, plain_reps: int | None = None, rep
         threads=torch.get_num_threads(), peak_flops=peak, plain_reps=plain_reps, plain_s=plain_s,
         packed_s=packed_s, flops_per_rep=per_rep, repeats=repeats,
         pack_size=size, chosen_pack_size=chosen, workers=workers, spread_s=spread_s,
+        ceiling_flops=ceiling, spread_ceiling_flops=spread_ceiling,
     )
 
 
@@ -289,6 +315,15 @@ class _SpreadPool:
         self.parallel(jobs)
         return time.perf_counter() - start
 
+    def replay(self, calls: list) -> float:
+        """FLOP/s of every worker replaying ``calls`` at once (harness.ceiling.replay_rate), summed."""
+        from joblib import delayed
+
+        from harness.ceiling import replay_rate
+
+        timings = self.parallel([delayed(replay_rate)(calls, self.threads) for _ in range(self.workers)])
+        return sum(flops / seconds for flops, seconds in timings)
+
     def close(self) -> None:
         self.parallel.__exit__(None, None, None)
 
@@ -300,6 +335,11 @@ def _train_group(configs: list, splits, device, size: int, threads: int) -> None
 
     torch.set_num_threads(threads)
     train_in_packs(configs, splits, device, size=size)
+
+
+def _first_pack(n: int, size: int) -> int:
+    """Members of the first pack train_in_packs makes of ``n`` trajectories at most ``size`` a pack."""
+    return n // -(-n // size)
 
 
 def _timed(fn, configs, splits, device) -> float:

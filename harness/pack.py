@@ -36,6 +36,7 @@ trains one at a time there; on a GPU packs are as large as its memory allows.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import sys
@@ -68,6 +69,9 @@ MAX_PACK_GPU = 1024
 EVAL_BATCH = 1024  # shared examples per evaluation step, as train.EVAL_BATCH
 EVAL_FLOATS_CPU = 1 << 21  # activations of one evaluation step on CPU, in floats (8 MiB: cache-sized)
 EVAL_FLOATS_GPU = 1 << 28
+# Entered around every training step of a pack; harness.ceiling sets it to record one
+# step's matmuls. Does nothing otherwise.
+step_context: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
 _VARYING = ("lam", "seed")  # what members of one pack may differ in
 # What decides only when a replication stops and which weights it reports, not how it
 # trains: replications that differ only in these follow one training trajectory, which a
@@ -593,22 +597,23 @@ def _train_pack(configs: list[Config], splits: Splits, device: torch.device | st
         ratios = torch.zeros(size, dtype=torch.float64, device=device)
         leds = torch.zeros(size, dtype=torch.float64, device=device)
         for start in range(0, n, batch):
-            idx = orders[:, start : start + batch]
-            x, y = engine.batch(xs, ys, idx)
-            task, out, grads = engine.task_and_grads(pack.params, x, y)
-            total = task
-            if len(guided_on):
-                term, term_grads = entropy.term_and_grads(pack.params, guided_on, lam_on)
-                total = task.index_add(0, guided_on, term)
-                if start == 0:  # once per epoch: how strong is the guidance against the task?
-                    ratios, leds = _grad_ratios(grads, term_grads, entropy.pieces(grads, guided_on), pack.guided,
-                                                guided_on, size)
-                entropy.add_into(grads, term_grads, guided_on)
-            for p, g in zip(pack.params, grads):
-                p.grad = g
-            pack.optimizer.step()
-            for p in pack.params:
-                p.grad = None
+            with step_context():  # nothing, unless harness.ceiling is recording a step
+                idx = orders[:, start : start + batch]
+                x, y = engine.batch(xs, ys, idx)
+                task, out, grads = engine.task_and_grads(pack.params, x, y)
+                total = task
+                if len(guided_on):
+                    term, term_grads = entropy.term_and_grads(pack.params, guided_on, lam_on)
+                    total = task.index_add(0, guided_on, term)
+                    if start == 0:  # once per epoch: how strong is the guidance against the task?
+                        ratios, leds = _grad_ratios(grads, term_grads, entropy.pieces(grads, guided_on), pack.guided,
+                                                    guided_on, size)
+                    entropy.add_into(grads, term_grads, guided_on)
+                for p, g in zip(pack.params, grads):
+                    p.grad = g
+                pack.optimizer.step()
+                for p in pack.params:
+                    p.grad = None
             with torch.no_grad():
                 newly = ~torch.isfinite(total) & ~bad
                 bad_task = torch.where(newly, task, bad_task)
