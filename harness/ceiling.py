@@ -134,7 +134,7 @@ def _flops(op, args, kwargs) -> int:
     """FLOPs of one call, as torch's FlopCounterMode counts them; but a convolution's
     backward as its forward once per gradient it computes (output_mask): the counter
     takes the weight gradient of a grouped convolution (what vmap makes of a pack's
-    convolutions) for an ungrouped one, ``groups`` times too many."""
+    convolutions) for an ungrouped one, ``groups`` times too many (pytorch/pytorch#183405)."""
     if op.overloadpacket is torch.ops.aten.convolution_backward:
         grad_out, x, weight, _, stride, padding, dilation, transposed, output_padding, groups, mask = args
         forward = torch.ops.aten.convolution.default

@@ -287,10 +287,18 @@ class Sweep:
         limit = options.time_limit_s
         self.deadline = None if limit is None else time.monotonic() + limit
         self.timed_out = False  # the time limit stopped it with work left
+        self.stop_asked = False  # Ctrl-C once: start nothing new, let what is training finish
+        self.stopped = False  # a stop request left work unstarted
 
     def run(self, groups: list[list[Replication]]) -> None:
         self.pending.extend(groups)
+        announced = False
         while self.pending or self.again or self.alone or self.inflight:
+            if self.stop_asked and not announced:  # said here, not in the signal handler
+                announced = True
+                training = sum(len(reps) for reps, _ in self.inflight.values())
+                self.progress.line(f"stopping: the {training} replication(s) training finish and are recorded, "
+                                   "nothing new starts; Ctrl-C again to stop them now")
             self._submit_more()
             if not self.inflight:
                 break  # what is left was claimed or recorded by another run
@@ -298,6 +306,9 @@ class Sweep:
             self._collect(done)
 
     def _submit_more(self) -> None:
+        if self.stop_asked:
+            self.stopped = bool(self.pending or self.again or self.alone)
+            return  # as at the time limit
         if self.deadline is not None and time.monotonic() >= self.deadline:
             self.timed_out = bool(self.pending or self.again or self.alone)
             return  # what is training finishes; the rest stays unclaimed for the next run
@@ -454,6 +465,7 @@ def _sweep(study, store, groups, backend: str, slots, options: RunOptions, worke
     heartbeat = Heartbeat(store, claimant, options.lease_s)
     interrupted = False
     previous = _sigterm_as_interrupt()
+    previous_sigint = _sigint_stops(sweep)
     try:
         sweep.run(groups)
     except KeyboardInterrupt:
@@ -467,6 +479,8 @@ def _sweep(study, store, groups, backend: str, slots, options: RunOptions, worke
             executor.close()
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+        if previous_sigint is not None:
+            signal.signal(signal.SIGINT, previous_sigint)
         if directory:
             shutil.rmtree(directory, ignore_errors=True)
     return _summary(progress, sweep, store.url, total, interrupted)
@@ -512,9 +526,29 @@ def _summary(progress: Progress, sweep: Sweep, db: str, todo: int, interrupted: 
     if sweep.timed_out:
         print(f"time limit reached: {todo - progress.finished} of {todo} replications not started; "
               "run the same command again to train them")
+    if sweep.stopped:
+        print(f"stopped on Ctrl-C: {todo - progress.finished} of {todo} replications not started; "
+              "run the same command again to train them", file=sys.stderr)
     if sweep.skipped:
         print(f"{sweep.skipped} replication(s) skipped: another run recorded them or is training them (harness status)")
-    return 1 if c["failed"] else 0
+    if c["failed"]:
+        return 1
+    return 130 if sweep.stopped else 0
+
+
+def _sigint_stops(sweep: Sweep):
+    """Ctrl-C once: the sweep starts nothing new and waits for what is training (a pack
+    can train for an hour; stopping it would throw that away); twice: KeyboardInterrupt,
+    which stops the workers at once. Returns the old handler."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def stop(signum, frame):
+        if sweep.stop_asked:
+            raise KeyboardInterrupt
+        sweep.stop_asked = True
+
+    return signal.signal(signal.SIGINT, stop)
 
 
 def _sigterm_as_interrupt():

@@ -123,22 +123,47 @@ def test_two_runs_at_once_share_the_grid_without_duplicates_or_locks(tmp_path):
     check_complete(db, 4)
 
 
-def test_ctrl_c_stops_cleanly_says_how_to_resume_and_the_rerun_finishes(tmp_path):
+def test_ctrl_c_lets_what_is_training_finish_starts_nothing_new_and_the_rerun_finishes(tmp_path):
     db = tmp_path / "h.db"
-    cmd = harness(db, "seed=0:2", "--workers", "2", "--log", "plain")
+    cmd = harness(db, "seed=0:3", "--workers", "2", "--log", "plain")  # 6 replications, 2 at a time
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         wait_for_rows(db, proc)
         os.killpg(proc.pid, signal.SIGINT)  # what a terminal sends on Ctrl-C: the driver and its workers
+        out, err = proc.communicate(timeout=120)
+    finally:
+        kill_group(proc)
+    assert proc.returncode == 130, err
+    assert "stopping: the" in err and "Ctrl-C again to stop them now" in err and "Traceback" not in err
+    n = recorded(db)
+    assert 0 < n < 6 and f"trained {n}:" in out, (out, err)  # what was training when it was asked to stop: recorded
+    assert f"stopped on Ctrl-C: {6 - n} of 6 replications not started" in err
+    assert rows(db, "SELECT count(*) FROM replications WHERE status != 'done'") == [(0,)]  # nothing cut short
+    assert rows(db, "SELECT count(*) FROM claims") == [(0,)]
+    rerun = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"trained {6 - n}:" in rerun.stdout
+    check_complete(db, 6)
+
+
+def test_ctrl_c_twice_stops_what_is_training_at_once(tmp_path):
+    db = tmp_path / "h.db"
+    # replications long enough to be caught training: 100 epochs each, no early stopping
+    cmd = harness(db, "seed=0:3", "--workers", "2", "--log", "plain", "train.max_epochs=100", "train.patience=200")
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        wait_for_rows(db, proc)  # the workers are up and the next replications training
+        os.killpg(proc.pid, signal.SIGINT)
+        time.sleep(1.5)  # the driver says it is stopping (it looks once a second)
+        os.killpg(proc.pid, signal.SIGINT)
         out, err = proc.communicate(timeout=60)
     finally:
         kill_group(proc)
     assert proc.returncode == 130, err
-    assert "interrupted:" in err and "run the same command again" in err and "Traceback" not in err
+    assert "stopping: the" in err and "interrupted:" in err and "run the same command again" in err
+    assert "Traceback" not in err
+    assert recorded(db) < 6  # what was training was stopped, not waited for
     assert rows(db, "SELECT count(*) FROM claims") == [(0,)]
-    rerun = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert rerun.returncode == 0, rerun.stderr
-    check_complete(db, 4)
 
 
 METRICS = "SELECT r.id, m.name, m.value FROM replications r JOIN metrics m ON m.rep_pk = r.pk ORDER BY r.id, m.name"
