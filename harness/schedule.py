@@ -288,26 +288,23 @@ class Sweep:
         self.deadline = None if limit is None else time.monotonic() + limit
         self.timed_out = False  # the time limit stopped it with work left
         self.stop_asked = False  # Ctrl-C once: start nothing new, let what is training finish
-        self.stopped = False  # a stop request left work unstarted
 
     def run(self, groups: list[list[Replication]]) -> None:
         self.pending.extend(groups)
-        announced = False
         while self.pending or self.again or self.alone or self.inflight:
-            if self.stop_asked and not announced:  # said here, not in the signal handler
-                announced = True
-                training = sum(len(reps) for reps, _ in self.inflight.values())
-                self.progress.line(f"stopping: the {training} replication(s) training finish and are recorded, "
-                                   "nothing new starts; Ctrl-C again to stop them now")
             self._submit_more()
             if not self.inflight:
                 break  # what is left was claimed or recorded by another run
             done, _ = wait(self.inflight, timeout=1.0, return_when=FIRST_COMPLETED)
             self._collect(done)
 
+    @property
+    def stopped(self) -> bool:
+        """A stop request (Ctrl-C once) left work unstarted."""
+        return self.stop_asked and bool(self.pending or self.again or self.alone)
+
     def _submit_more(self) -> None:
         if self.stop_asked:
-            self.stopped = bool(self.pending or self.again or self.alone)
             return  # as at the time limit
         if self.deadline is not None and time.monotonic() >= self.deadline:
             self.timed_out = bool(self.pending or self.again or self.alone)
@@ -318,9 +315,11 @@ class Sweep:
             if not self.inflight:
                 self._submit(self.alone.popleft(), alone=True)
             return
-        while len(self.inflight) < self.executor.capacity and (self.again or self.pending):
+        while len(self.inflight) < self.executor.capacity and (self.again or self.pending) and not self.stop_asked:
             group = self.again.popleft() if self.again else self._claim(self.pending.popleft())
-            if group:
+            if group and self.stop_asked:  # asked while claiming it: it stays for the next run
+                self.again.appendleft(group)
+            elif group:
                 self._submit(group)
 
     def _claim(self, group: list[Replication]) -> list[Replication]:
@@ -547,8 +546,22 @@ def _sigint_stops(sweep: Sweep):
         if sweep.stop_asked:
             raise KeyboardInterrupt
         sweep.stop_asked = True
+        training = sweep.progress.running  # counted before a task is handed over: the in-process one too
+        # said at once (the in-process backend trains in this thread: its loop may not come
+        # round for an hour), by a raw write: a signal handler must not re-enter a
+        # buffered stream the interrupted code may be writing to
+        _write_stderr(f"\nstopping: the {training} replication(s) training finish and are recorded, "
+                      "nothing new starts; Ctrl-C again to stop them now\n")
 
     return signal.signal(signal.SIGINT, stop)
+
+
+def _write_stderr(text: str) -> None:
+    try:
+        fd = sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):  # replaced by an object without a descriptor
+        fd = 2
+    os.write(fd, text.encode())
 
 
 def _sigterm_as_interrupt():
