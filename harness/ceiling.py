@@ -11,7 +11,8 @@ passes, Python) and how much is the shape of the problem.
 record_step_matmuls trains one step of a pack (harness.pack.train_pack, the same code as a
 run) and records every matmul and convolution it calls, with the shapes, strides and
 dtypes of their tensors; replay_rate calls them again on fresh tensors of that layout and
-times them. FLOPs are torch.utils.flop_counter's, as the bench's model FLOPs.
+times them. FLOPs are torch.utils.flop_counter's, as the bench's model FLOPs (but for a
+grouped convolution's backward, which it overcounts: _flops).
 """
 
 from __future__ import annotations
@@ -115,14 +116,15 @@ def replay_rate(calls: list[Call], threads: int | None = None, seconds: float = 
         ready = [c.materialize() for c in calls]
         with torch.no_grad():
             flops = float(sum(_flops(op, args, kwargs) for op, args, kwargs in ready))
+        sync = _synchronizer(calls)
         best, passes, start = math.inf, 0, time.perf_counter()
         with torch.no_grad():
             while passes < 3 or time.perf_counter() - start < seconds:
-                _sync(calls)
+                sync()
                 tick = time.perf_counter()
                 for op, args, kwargs in ready:
                     op(*args, **kwargs)
-                _sync(calls)
+                sync()
                 best = min(best, time.perf_counter() - tick)
                 passes += 1
         return flops, best
@@ -145,7 +147,7 @@ def _flops(op, args, kwargs) -> int:
     return counter.get_total_flops()
 
 
-def _sync(calls: list[Call]) -> None:
+def _synchronizer(calls: list[Call]):
+    """What waits for the calls' device: CUDA runs them asynchronously."""
     specs = (a for c in calls for a in tree_leaves((c.args, c.kwargs)) if isinstance(a, _TensorSpec))
-    if any(spec.device.startswith("cuda") for spec in specs):
-        torch.cuda.synchronize()
+    return torch.cuda.synchronize if any(spec.device.startswith("cuda") for spec in specs) else (lambda: None)
