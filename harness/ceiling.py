@@ -150,4 +150,5 @@ def _flops(op, args, kwargs) -> int:
 def _synchronizer(calls: list[Call]):
     """What waits for the calls' device: CUDA runs them asynchronously."""
     specs = (a for c in calls for a in tree_leaves((c.args, c.kwargs)) if isinstance(a, _TensorSpec))
-    return torch.cuda.synchronize if any(spec.device.startswith("cuda") for spec in specs) else (lambda: None)
+    cuda = {spec.device for spec in specs if spec.device.startswith("cuda")}
+    return lambda: [torch.cuda.synchronize(device) for device in cuda]
