@@ -184,6 +184,10 @@ class BenchResult:
     def packed_flops(self) -> float:
         return self.flops_per_rep * self.members / self.packed_s
 
+    @property
+    def spread_flops(self) -> float:
+        return self.flops_per_rep * self.members / self.spread_s
+
     def report(self, study: str, cell: str) -> str:
         g = 1e9
         lines = [
@@ -200,7 +204,7 @@ class BenchResult:
             f"speed-up packed / plain: {self.speedup:.1f}x",
         ]
         if self.workers > 1:
-            spread_flops = self.flops_per_rep * self.members / self.spread_s
+            spread_flops = self.spread_flops
             lines += [
                 f"spread (harness run --workers {self.workers}: {self.workers} processes x "
                 f"{max(1, self.threads // self.workers)} thread(s), packs of up to {self.pack_size}): "
@@ -215,7 +219,7 @@ class BenchResult:
             if self.workers > 1 and math.isfinite(self.spread_ceiling_flops):
                 line += (f", {self.spread_ceiling_flops / g:.1f} GFLOP/s in the {self.workers} processes at once "
                          f"({self.spread_ceiling_flops / self.peak_flops:.0%} of peak; spread reaches "
-                         f"{self.flops_per_rep * self.members / self.spread_s / self.spread_ceiling_flops:.0%} of it)")
+                         f"{self.spread_flops / self.spread_ceiling_flops:.0%} of it)")
             lines.append(line)
         lines += [
             f"pack size the harness chooses on this device: {self.chosen_pack_size or self.pack_size} "
@@ -258,11 +262,15 @@ def bench(configs: list, splits, device: str, plain_reps: int | None = None, rep
             if pool is not None:
                 spread_s = min(spread_s, pool.train(configs))
         # what the step's matmuls reach alone, in each layout's first pack
-        flops, seconds = replay_rate(record_step_matmuls(configs[: _first_pack(len(configs), size)], splits, device))
+        one_process = _first_pack(len(configs), size)
+        calls = record_step_matmuls(configs[:one_process], splits, device)
+        flops, seconds = replay_rate(calls)
         ceiling = flops / seconds
         if pool is not None:
-            per_worker = -(-len(configs) // workers)
-            spread_ceiling = pool.replay(record_step_matmuls(configs[: _first_pack(per_worker, size)], splits, device))
+            per_worker = _first_pack(-(-len(configs) // workers), size)
+            if per_worker != one_process:  # a worker's first pack is smaller: its own matmuls
+                calls = record_step_matmuls(configs[:per_worker], splits, device)
+            spread_ceiling = pool.replay(calls)
     finally:
         if pool is not None:
             pool.close()

@@ -21,6 +21,8 @@ gradient.
 
 from __future__ import annotations
 
+import functools
+
 import numbers
 import operator
 from collections.abc import Sequence
@@ -108,17 +110,23 @@ class _LapackLogAbsDet(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, grad: Tensor) -> Tensor:
-        from scipy.linalg import lapack
-
         k = ctx.shape[-1]
         inv_t = np.empty((len(ctx.factors), k, k), dtype=ctx.dtype)
-        # the workspace query belongs here: a value-only call (no_grad, the logged term) needs none
-        (getri_lwork,) = lapack.get_lapack_funcs(("getri_lwork",), (inv_t,))
-        lwork = int(getri_lwork(k)[0].real)
+        lwork = _getri_lwork(k, inv_t.dtype.char)
         for i, (lu, piv) in enumerate(ctx.factors):
             x, info = ctx.getri(lu, piv, lwork=lwork)
             inv_t[i] = x if info == 0 else np.nan  # singular: no gradient
         return grad[..., None, None] * torch.from_numpy(inv_t).reshape(ctx.shape)
+
+
+@functools.lru_cache(maxsize=None)
+def _getri_lwork(k: int, dtype_char: str) -> int:
+    """getri's workspace for k x k matrices of this dtype, asked of LAPACK once (backward
+    runs every step; a value-only call, the logged term, needs none)."""
+    from scipy.linalg import lapack
+
+    (getri_lwork,) = lapack.get_lapack_funcs(("getri_lwork",), dtype=np.dtype(dtype_char))
+    return int(getri_lwork(k)[0].real)
 
 
 _openblas_limited = False
