@@ -11,6 +11,7 @@ import argparse
 import math
 import os
 import re
+import signal
 import sys
 
 RUN_EPILOG = """overrides (key=value, dotted keys as in the study's Config):
@@ -343,5 +344,46 @@ def cmd_compact(args) -> int:
     return 0
 
 
+def entry() -> None:
+    """The ``harness`` command: main(), then exit with its code.
+
+    A Ctrl-C that no command handles itself (a sweep does: once drains, twice stops) ends
+    the command with one line and exit 130, not a traceback. Once main() has returned and
+    its output is flushed, what is left is the interpreter's exit, which joins the worker
+    pool's threads (loky shuts its reusable pool down at exit): a Ctrl-C then (the second
+    press just after a drain has ended, say) would raise KeyboardInterrupt inside that
+    join, under the summary; here it ends the process at once with the command's exit
+    code. Every result is committed by then, and the workers exit with their driver.
+
+    The handler is installed before main() so that a sweep, which sets its own and puts
+    back the one it found, puts back this one: a Ctrl-C in the moment between the sweep's
+    end and main()'s return is then still raised inside the ``try`` below."""
+    exit_code = None
+
+    def on_ctrl_c(signum, frame):
+        if exit_code is None:
+            raise KeyboardInterrupt  # what Python's own handler does: the command stops
+        os._exit(exit_code)  # the command is over: only the exit is left to cut short
+
+    signal.signal(signal.SIGINT, on_ctrl_c)
+    try:
+        code = main() or 0
+        _flush_output()  # before a Ctrl-C may os._exit, which does not flush
+    except KeyboardInterrupt:
+        print("\nharness: interrupted", file=sys.stderr)
+        code = 130
+        _flush_output()
+    exit_code = code
+    sys.exit(code)
+
+
+def _flush_output() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except OSError:  # its reader has gone (`| head`): nothing left to show
+            pass
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

@@ -469,8 +469,13 @@ def _sweep(study, store, groups, backend: str, slots, options: RunOptions, worke
         sweep.run(groups)
     except KeyboardInterrupt:
         interrupted = True
-        executor.close(kill=True)
     finally:
+        # The sweep is over (done, drained or stopped): a Ctrl-C from here on has nothing left
+        # to stop, and must not break off the clean-up or the summary with a traceback.
+        if previous_sigint is not None:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+        if interrupted:
+            executor.close(kill=True)
         heartbeat.stop()
         progress.close()
         store.release(claimant)
@@ -478,11 +483,13 @@ def _sweep(study, store, groups, backend: str, slots, options: RunOptions, worke
             executor.close()
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
-        if previous_sigint is not None:
-            signal.signal(signal.SIGINT, previous_sigint)
         if directory:
             shutil.rmtree(directory, ignore_errors=True)
-    return _summary(progress, sweep, store.url, total, interrupted)
+    try:
+        return _summary(progress, sweep, store.url, total, interrupted)
+    finally:
+        if previous_sigint is not None:
+            signal.signal(signal.SIGINT, previous_sigint)
 
 
 def _slots(options: RunOptions, remote: bool) -> list[Slot] | None:

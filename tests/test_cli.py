@@ -2,9 +2,11 @@
 
 import json
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -254,6 +256,66 @@ def test_a_listing_piped_into_head_ends_quietly(tmp_path):
     proc.stdout.close()
     stderr = proc.stderr.read().decode()
     assert proc.wait() == 0 and first.startswith(b"id,status,") and stderr == "", stderr
+
+
+# What the interpreter does at exit after a run: it joins the worker pool's threads (loky
+# shuts its reusable pool down then). Here a non-daemon thread stands for them.
+_EXITING = """
+import threading, time
+import harness.cli as cli
+
+def main():
+    threading.Thread(target=time.sleep, args=(60,)).start()
+    print("trained 4: 4 done")  # buffered (a pipe): the exit must flush it
+    return 130
+
+cli.main = main
+cli.entry()
+"""
+
+
+def test_ctrl_c_while_the_command_exits_ends_it_at_once_without_a_traceback():
+    """A second Ctrl-C that comes just after a drained run has ended, while the process
+    shuts its workers down, must not print a KeyboardInterrupt traceback under the
+    summary nor change the exit code."""
+    proc = subprocess.Popen([sys.executable, "-c", _EXITING], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, cwd=ROOT)
+    try:
+        first = proc.stdout.readline()  # flushed by entry() before it exits
+        time.sleep(0.5)  # now in the interpreter's exit, joining the thread
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=20)  # not the thread's 60 s
+    finally:
+        proc.kill()
+    assert first == "trained 4: 4 done\n"
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
+
+
+_BUSY = """
+import sys, time
+import harness.cli as cli
+
+def main():
+    print("busy", flush=True)
+    time.sleep(60)  # a command with no Ctrl-C handling of its own (analyze, export, ...)
+    return 0
+
+cli.main = main
+cli.entry()
+"""
+
+
+def test_ctrl_c_in_a_command_without_its_own_handling_is_one_line_and_130():
+    proc = subprocess.Popen([sys.executable, "-c", _BUSY], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, cwd=ROOT)
+    try:
+        assert proc.stdout.readline() == "busy\n"
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=20)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130 and err.strip() == "harness: interrupted", err
 
 
 @pytest.mark.parametrize(

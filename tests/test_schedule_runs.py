@@ -152,7 +152,11 @@ def test_ctrl_c_twice_stops_what_is_training_at_once(tmp_path):
     cmd = harness(db, "seed=0:3", "--workers", "2", "--log", "plain", "train.max_epochs=100", "train.patience=200")
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
-        wait_for_rows(db, proc)  # the workers are up and the next replications training
+        wait_for_rows(db, proc)  # the workers are up
+        # The first two replications start and end together: right at the first row the
+        # other may be in its last epoch, and the next not yet handed over, so a drain could
+        # end before the second Ctrl-C. A second later the next ones train, 100 epochs to go.
+        time.sleep(1.0)
         os.killpg(proc.pid, signal.SIGINT)
         time.sleep(1.5)  # the driver says it is stopping (it looks once a second)
         os.killpg(proc.pid, signal.SIGINT)
