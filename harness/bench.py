@@ -204,12 +204,11 @@ class BenchResult:
             f"speed-up packed / plain: {self.speedup:.1f}x",
         ]
         if self.workers > 1:
-            spread_flops = self.spread_flops
             lines += [
                 f"spread (harness run --workers {self.workers}: {self.workers} processes x "
                 f"{max(1, self.threads // self.workers)} thread(s), packs of up to {self.pack_size}): "
                 f"{self.members} reps in {self.spread_s:.1f} s = {self.spread_reps_per_hour:,.0f} reps/h, "
-                f"{spread_flops / g:.1f} GFLOP/s ({spread_flops / self.peak_flops:.0%} of peak)",
+                f"{self.spread_flops / g:.1f} GFLOP/s ({self.spread_flops / self.peak_flops:.0%} of peak)",
                 f"speed-up spread / plain: {self.spread_reps_per_hour / self.plain_reps_per_hour:.1f}x",
             ]
         if math.isfinite(self.ceiling_flops):

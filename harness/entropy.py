@@ -22,7 +22,6 @@ gradient.
 from __future__ import annotations
 
 import functools
-
 import numbers
 import operator
 from collections.abc import Sequence
