@@ -71,7 +71,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--workers", type=int, default=None,
-        help="worker processes of the spread run (default: one per core on CPU, 1 on a GPU; 1 = no spread run)",
+        help="worker processes of the spread run (default: as harness run lays them out, one per core on CPU, 4 on a GPU; 1 = no spread run)",
     )
     parser.add_argument("--data-dir", default=None, help="data directory (default $HARNESS_DATA_DIR, else ./data)")
     parser.add_argument("--device", default=None, help="torch device (default cuda if available, else cpu)")
@@ -106,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
         base = configs[0]
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     splits = splits_for(base, args.data_dir, device=device)
-    workers = args.workers or (1 if str(device).startswith("cuda") else default_cpu_workers(len(configs)))
+    workers = args.workers or default_workers(len(configs), device)
     result = bench(configs, splits, device, plain_reps=args.plain_reps or len(configs), repeats=args.repeats,
                    workers=workers, pack_size=args.pack_size)
     print(result.report(study.name, _varying(study, base)))
@@ -289,11 +289,14 @@ def bench(configs: list, splits, device: str, plain_reps: int | None = None, rep
     )
 
 
-def default_cpu_workers(n_configs: int) -> int:
-    """One worker per core, no more than there are replications."""
-    from harness.workers import _cores
+def default_workers(n_configs: int, device="cpu") -> int:
+    """The spread's workers, as `harness run` lays them out by default
+    (harness.workers.plan_slots, auto): on the CPU one per core, on a GPU GPU_AUTO_WORKERS
+    (at most one per core); no more than there are replications."""
+    from harness.workers import GPU_AUTO_WORKERS, _cores
 
-    return max(1, min(_cores(), n_configs))
+    per_device = min(GPU_AUTO_WORKERS, _cores()) if str(device).startswith("cuda") else _cores()
+    return max(1, min(per_device, n_configs))
 
 
 class _SpreadPool:
@@ -304,7 +307,9 @@ class _SpreadPool:
         import torch
         from joblib import Parallel
 
-        self.workers, self.splits, self.device, self.size = workers, splits, device, size
+        # the workers get the data on the CPU and move it to the device themselves: a CUDA
+        # tensor does not travel to another process by pickling
+        self.workers, self.splits, self.device, self.size = workers, _on(splits, "cpu"), device, size
         self.threads = max(1, torch.get_num_threads() // workers)
         self.parallel = Parallel(n_jobs=workers, backend="loky")
         self.parallel.__enter__()  # keep the worker processes between calls
@@ -341,7 +346,7 @@ def _train_group(configs: list, splits, device, size: int, threads: int) -> None
     from harness.pack import train_in_packs
 
     torch.set_num_threads(threads)
-    train_in_packs(configs, splits, device, size=size)
+    train_in_packs(configs, _on(splits, device), device, size=size)
 
 
 def _first_pack(n: int, size: int) -> int:
@@ -446,6 +451,12 @@ def model_flops(config, splits) -> tuple[float, float]:
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         model(x)
     return train, counter.get_total_flops() / batch
+
+
+def _on(splits, device):
+    """``splits`` with its tensors on ``device``."""
+    return dataclasses.replace(splits, **{name: getattr(splits, name).to(device)
+                                          for name in ("train_x", "train_y", "val_x", "val_y")})
 
 
 def _subset(splits, n: int):

@@ -48,7 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     count = where.add_mutually_exclusive_group()
     count.add_argument(
-        "--workers-per-device", type=int, default=1, metavar="K", help="workers on each listed device (default 1)"
+        "--workers-per-device", type=_workers_per_device, default=None, metavar="K",
+        help="workers on each listed device (default: auto, on the CPU one per core, on a GPU 4, "
+        "no more than there are models to train or than memory holds)",
     )
     count.add_argument(
         "--workers", type=int, default=None, metavar="N", help="workers in all, dealt to the devices in turn"
@@ -194,6 +196,16 @@ def cmd_run(args) -> int:
         time_limit_s=args.time_limit,
     )
     return run_study(study, db=args.db, data_dir=args.data_dir, options=options, dry_run=args.dry_run)
+
+
+def _workers_per_device(text: str) -> int | None:
+    """--workers-per-device: an integer (checked with the other worker counts), or auto (None)."""
+    if text == "auto":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer or auto, not {text!r}") from None
 
 
 def _pack_size(text: str) -> int:

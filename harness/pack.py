@@ -60,7 +60,7 @@ from harness.train import (Outcome, _guided_rows, _mean, _profile_rows, check_co
                            seeded_model, train)
 
 __all__ = [
-    "PACKABLE_MODELS", "PackedOutcome", "STOPPING_RULE", "pack_key", "trajectory_key", "stopping_rule", "pack_groups", "choose_pack_size", "train_pack", "train_in_packs", "run_pack",
+    "PACKABLE_MODELS", "PackedOutcome", "STOPPING_RULE", "pack_key", "trajectory_key", "stopping_rule", "pack_groups", "choose_pack_size", "replication_bytes", "free_host_memory", "train_pack", "train_in_packs", "run_pack",
 ]
 
 PACKABLE_MODELS = ("dense_ae", "cnn")
@@ -163,17 +163,30 @@ def choose_pack_size(config: Config, input_shape: tuple, n_classes: int, device:
     spill out of the cache make every element-wise pass a trip to memory. A dense
     autoencoder's activations are small (a pack of 30-50); a CNN's are so large that
     one member fills the cache, and its pack size is 1: on CPU it trains alone."""
+    member, acts = _member_bytes(config, input_shape, n_classes)
+    device = torch.device(device)
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(max(1, min(MAX_PACK_GPU, free // 4 // member)))
+    by_memory = free_host_memory() // 4 // member
+    by_cache = _cache_bytes() // (4 * 3 * acts)  # a step's activations and their gradients
+    return int(max(1, min(MAX_PACK_CPU, by_memory, by_cache)))
+
+
+def replication_bytes(config: Config, input_shape: tuple, n_classes: int) -> int:
+    """Memory one replication trains in, in bytes (float32): its weights, gradients,
+    optimizer state and best weights, and a training batch's activations and their
+    gradients. What a pack of P needs is about P times this."""
+    return _member_bytes(config, input_shape, n_classes)[0]
+
+
+def _member_bytes(config: Config, input_shape: tuple, n_classes: int) -> tuple[int, int]:
+    """(replication_bytes, floats of a training batch's activations)."""
     with torch.random.fork_rng(devices=[]):  # building the model draws from the global generator
         model = seeded_model(config, input_shape, n_classes)
     n_params = sum(p.numel() for p in model.parameters())
     acts = config.train.batch_size * _activation_floats(model, input_shape)
-    device = torch.device(device)
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return int(max(1, min(MAX_PACK_GPU, free // 4 // (4 * (6 * n_params + 3 * acts)))))
-    by_memory = _free_host_memory() // 4 // (4 * (6 * n_params + 3 * acts))
-    by_cache = _cache_bytes() // (4 * 3 * acts)  # a step's activations and their gradients
-    return int(max(1, min(MAX_PACK_CPU, by_memory, by_cache)))
+    return 4 * (6 * n_params + 3 * acts), acts
 
 
 def _cache_bytes() -> int:
@@ -186,7 +199,8 @@ def _cache_bytes() -> int:
         return 32 << 20
 
 
-def _free_host_memory() -> int:
+def free_host_memory() -> int:
+    """Memory available to new allocations on this machine, in bytes."""
     try:
         import psutil
 

@@ -54,7 +54,7 @@ class RunOptions:
     """How ``harness run`` trains what remains of a study (one field per CLI flag)."""
 
     devices: list[str] | None = None  # torch devices, e.g. ["cuda:0", "cuda:1"]; None = every GPU, else ["cpu"]
-    workers_per_device: int = 1  # workers on each entry of devices
+    workers_per_device: int | None = 1  # workers on each entry of devices; None = auto (harness.workers.plan_slots)
     workers: int | None = None  # workers in all, dealt to the devices in turn (instead of workers_per_device)
     backend: str | None = None  # inprocess | processes | dask; None = processes for several workers, else inprocess
     scheduler: str | None = None  # address of a running Dask scheduler (implies backend dask)
@@ -142,15 +142,20 @@ def cpu_pack_sizes(data_dir) -> Callable[[object], int]:
     return size
 
 
-def auto_pack_size(reps: list[Replication], workers: int) -> int:
+def auto_pack_size(reps: list[Replication], workers: int, gpu: bool = False) -> int:
     """--pack-size auto: spread the largest group of packable replications over the
     workers, at most AUTO_PACK_CAP per group (harness.pack splits a group further to fit
     the device's memory or cache, or trains it one at a time where packing does not pay).
-    Counted in trained models: the replications that share a trajectory are one."""
+    Counted in trained models: the replications that share a trajectory are one.
+
+    On GPUs (``gpu``) a group is split only as far as it takes to give every worker a
+    pack: a pack's step costs about the same time whatever its size there, so two packs
+    of 35 take twice as long as one of 70, while on a CPU time goes with the members."""
     from harness.pack import trajectory_key
 
-    largest = max(len({trajectory_key(r.config) for r in group}) for group in pack(reps, len(reps)))
-    return max(1, min(AUTO_PACK_CAP, -(-largest // max(1, workers))))
+    sizes = [len({trajectory_key(r.config) for r in group}) for group in pack(reps, len(reps))]
+    spread = sum(sizes) if gpu else max(sizes)
+    return max(1, min(AUTO_PACK_CAP, max(sizes), -(-spread // max(1, workers))))
 
 
 def check_data(reps: list[Replication], data_dir) -> None:
@@ -427,10 +432,13 @@ def run_study(
     if not remote:
         check_data(todo, data_dir)
         store.record_host(platform.node(), machine())
+        if options.workers is None and options.workers_per_device is None:  # auto: no idle workers, none that memory cannot hold
+            slots = _slots(options, remote, most=auto_workers_cap(todo, data_dir))
     cap = None
     if not options.pack_size and slots and all(slot.device == "cpu" for slot in slots):
         cap = cpu_pack_sizes(data_dir)
-    groups = pack(todo, options.pack_size or auto_pack_size(todo, len(slots) if slots else 1), cap)
+    gpu = bool(slots) and all(slot.device.startswith("cuda") for slot in slots)
+    groups = pack(todo, options.pack_size or auto_pack_size(todo, len(slots) if slots else 1, gpu), cap)
     backend = choose_backend(options.backend, options.scheduler, len(slots) if slots else 1)
     mode = options.log if options.log != "auto" else ("bar" if sys.stderr.isatty() else "plain")
     if mode != "quiet":
@@ -492,13 +500,39 @@ def _sweep(study, store, groups, backend: str, slots, options: RunOptions, worke
             signal.signal(signal.SIGINT, previous_sigint)
 
 
-def _slots(options: RunOptions, remote: bool) -> list[Slot] | None:
+def _slots(options: RunOptions, remote: bool, most: int | None = None) -> list[Slot] | None:
     if remote:  # the cluster's workers pick their own device
         expand_devices(options.devices, n_gpus=None)  # still, a misspelt device is an error
         return None
     import torch
 
-    return plan_slots(options.devices, options.workers_per_device, options.workers, n_gpus=torch.cuda.device_count())
+    return plan_slots(options.devices, options.workers_per_device, options.workers, n_gpus=torch.cuda.device_count(),
+                      most=most)
+
+
+def auto_workers_cap(reps: list[Replication], data_dir) -> int:
+    """The most workers --workers-per-device auto starts for ``reps``: no more than there
+    are models to train (replications that differ only in their stopping rule are one),
+    nor than half the free memory holds, each worker holding its own copy of the data and
+    a model in training (harness.pack.replication_bytes; a pack is sized to the memory
+    left, harness.pack.choose_pack_size)."""
+    import torch
+
+    from harness.data import splits_for
+    from harness.pack import free_host_memory, replication_bytes, trajectory_key
+
+    models = len({trajectory_key(r.config) for r in reps})
+    shapes = {tuple((k, v) for k, v in flatten(r.config).items() if k not in ("lam", "seed")): r.config for r in reps}
+    need = 1
+    for config in shapes.values():
+        try:
+            splits = splits_for(config, data_dir, device="cpu")  # cached: check_data loaded it
+            tensors = (getattr(splits, name, None) for name in ("train_x", "train_y", "val_x", "val_y"))
+            data = sum(t.nbytes for t in tensors if isinstance(t, torch.Tensor))
+            need = max(need, data + replication_bytes(config, splits.input_shape, splits.n_classes))
+        except Exception:  # a model that cannot be built fails in its worker and is recorded there
+            continue
+    return max(1, min(models, free_host_memory() // 2 // need))
 
 
 def _default_work() -> Callable:

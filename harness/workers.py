@@ -82,26 +82,56 @@ def expand_devices(devices: list[str] | None, n_gpus: int | None) -> list[str]:
     return out
 
 
+GPU_AUTO_WORKERS = 4  # --workers-per-device auto on a GPU: packs trained on it at once
+
+
 def plan_slots(
     devices: list[str] | None = None,
-    workers_per_device: int = 1,
+    workers_per_device: int | None = 1,
     workers: int | None = None,
     n_gpus: int = 0,
     cores: int | None = None,
+    most: int | None = None,
 ) -> list[Slot]:
     """The workers' slots: ``workers_per_device`` per device entry, or ``workers`` in all
-    dealt to the entries in turn; cores split evenly between them."""
+    dealt to the entries in turn; cores split evenly between them.
+
+    ``workers_per_device=None`` is auto, the layout that trains fastest, at most ``most``
+    workers in all (the models there are to train, what memory holds): the CPU, listed
+    once, one worker per core left over by the GPUs' workers (a pack's small operations,
+    Adam's passes and the entropy term's LAPACK calls, do not speed up with threads, while
+    processes run them side by side: README, How fast); a GPU GPU_AUTO_WORKERS, each
+    training its own pack (a pack's step is a few dozen small kernels, which one process
+    launches one after another and leaves the GPU idle in between), at most one per core;
+    anything else one."""
     entries = expand_devices(devices, n_gpus)
-    count = workers if workers is not None else workers_per_device * len(entries)
-    if count < 1:
-        raise ScheduleError("--workers and --workers-per-device must be at least 1")
     cores = cores or _cores()
-    threads = max(1, cores // count)
+    if workers is not None:
+        order = [i % len(entries) for i in range(workers)]
+    elif workers_per_device is not None:
+        order = [i % len(entries) for i in range(workers_per_device * len(entries))]
+    else:
+        order = _auto_order(entries, cores, most)
+    if not order:
+        raise ScheduleError("--workers and --workers-per-device must be at least 1")
+    threads = max(1, cores // len(order))
     names = list(entries)
     if entries.count("cpu") > 1:  # number the CPU's entries, so each one's share shows
         number = iter(range(len(entries)))
         names = [f"cpu:{next(number)}" if e == "cpu" else e for e in entries]
-    return [Slot(names[i % len(entries)], entries[i % len(entries)], threads) for i in range(count)]
+    return [Slot(names[i], entries[i], threads) for i in order]
+
+
+def _auto_order(entries: list[str], cores: int, most: int | None) -> list[int]:
+    """--workers-per-device auto: the entries' workers (as indices), dealt in turn, at most
+    ``most``."""
+    gpus = sum(e.startswith("cuda") for e in entries)
+    per_gpu = max(1, min(GPU_AUTO_WORKERS, cores // max(1, gpus)))
+    cpu_cores = max(1, cores - per_gpu * gpus)
+    counts = [per_gpu if e.startswith("cuda") else cpu_cores if e == "cpu" and entries.count("cpu") == 1 else 1
+              for e in entries]
+    order = [i for turn in range(max(counts)) for i, n in enumerate(counts) if turn < n]
+    return order if most is None else order[: max(1, most)]
 
 
 def choose_backend(backend: str | None, scheduler: str | None, n_slots: int) -> str:

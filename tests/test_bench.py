@@ -74,3 +74,15 @@ def test_result_figures_follow_from_the_timings():
 def test_bad_options_are_one_line_user_errors():
     with pytest.raises(bench.BenchError, match="--epochs"):
         bench.run(parse("studies/quickstart.py", "--epochs", "0"))
+
+
+def test_the_spread_defaults_to_harness_runs_layout():
+    """One worker per core on the CPU, GPU_AUTO_WORKERS on a GPU (at most a core each), as
+    `harness run` lays a sweep out by default; never more than there are replications."""
+    import os
+
+    from harness.workers import GPU_AUTO_WORKERS
+
+    cores = len(os.sched_getaffinity(0))
+    assert bench.default_workers(70, "cpu") == min(cores, 70) and bench.default_workers(1, "cpu") == 1
+    assert bench.default_workers(70, "cuda") == min(GPU_AUTO_WORKERS, cores) and bench.default_workers(1, "cuda:0") == 1

@@ -328,7 +328,9 @@ def test_ctrl_c_in_a_command_without_its_own_handling_is_one_line_and_130():
 def test_cifar_studies_run_on_cifar10_files_in_the_real_format(tmp_path, cifar_dir, study, overrides, metric):
     root, _ = cifar_dir
     db = tmp_path / "h.db"
-    code = run(study, "--db", f"sqlite:///{db}", "--data-dir", root, "-q", *overrides, "lam=0,1e-3", "seed=0", "train.max_epochs=1")
+    # one worker, this process: the fixture's checksums are patched here, not in worker processes
+    code = run(study, "--db", f"sqlite:///{db}", "--data-dir", root, "-q", "--workers", "1", *overrides, "lam=0,1e-3",
+               "seed=0", "train.max_epochs=1")
     assert code == 0
     recorded = rows(db, f"SELECT r.status, m.value FROM replications r JOIN metrics m ON m.rep_pk = r.pk WHERE m.name = '{metric}'")
     assert len(recorded) == 2 * (2 if "cnn" in study else 1) and {r[0] for r in recorded} == {"done"}

@@ -252,7 +252,7 @@ def test_choose_pack_size_follows_free_memory_and_the_cache(monkeypatch):
     assert 1 <= size <= pack.MAX_PACK_CPU
     mnist_cnn = build_config({"dataset": "mnist", "model": "cnn", "task": "classification", "arch": (32,)})
     assert pack.choose_pack_size(mnist_cnn, (1, 28, 28), 10, "cpu") == 1  # 32 x 32 x 26 x 26 activations a step
-    monkeypatch.setattr(pack, "_free_host_memory", lambda: 10_000)
+    monkeypatch.setattr(pack, "free_host_memory", lambda: 10_000)
     assert pack.choose_pack_size(config, (1, 8, 8), 10, "cpu") == 1
 
 

@@ -259,6 +259,39 @@ def test_plan_slots_names_devices_and_splits_cores():
             plan_slots(devices, n_gpus=2 if devices != ["cuda"] else 0)
 
 
+def test_auto_layout_is_a_worker_per_core_on_the_cpu_and_several_per_gpu():
+    """--workers-per-device auto (workers_per_device=None): the CPU, one worker per core of
+    one thread each; a GPU, GPU_AUTO_WORKERS packs at once, no more than its cores; never
+    more workers than ``most`` (models to train, what memory holds), never fewer than one."""
+    from harness.workers import GPU_AUTO_WORKERS
+
+    assert [(s.name, s.threads) for s in plan_slots(None, None, cores=8)] == [("cpu", 1)] * 8
+    assert [(s.name, s.threads) for s in plan_slots(None, None, cores=8, most=3)] == [("cpu", 2)] * 3
+    assert [(s.name, s.threads) for s in plan_slots(None, None, cores=8, most=0)] == [("cpu", 8)]
+    gpus = plan_slots(None, None, n_gpus=2, cores=16)
+    assert [s.name for s in gpus] == ["cuda:0", "cuda:1"] * GPU_AUTO_WORKERS and gpus[0].threads == 16 // len(gpus)
+    assert [s.name for s in plan_slots(None, None, n_gpus=1, cores=2)] == ["cuda:0"] * 2  # a core a worker
+    assert [s.name for s in plan_slots(None, None, n_gpus=2, cores=16, most=3)] == ["cuda:0", "cuda:1", "cuda:0"]
+    # the CPU beside a GPU gets the cores its workers leave; the CPU listed twice, a worker an entry
+    mixed = [s.name for s in plan_slots(["cuda", "cpu"], None, n_gpus=1, cores=16)]
+    assert mixed.count("cuda:0") == GPU_AUTO_WORKERS and mixed.count("cpu") == 16 - GPU_AUTO_WORKERS
+    assert [(s.name, s.threads) for s in plan_slots(["cpu", "cpu"], None, cores=8)] == [("cpu:0", 4), ("cpu:1", 4)]
+
+
+def test_auto_workers_cap_counts_models_to_train_and_what_memory_holds(monkeypatch):
+    from harness import pack as packing
+    from harness.schedule import auto_workers_cap
+
+    reps = Study("w", settings={"latent": 8}, grid={"lam": [0.0, 1.0], "seed": [0, 1, 2],
+                                                    "train.monitor": ["task", "total"]}).replications()
+    assert len(reps) == 12 and auto_workers_cap(reps, None) == 6  # a monitor axis shares the trained model
+    need = packing.replication_bytes(reps[0].config, (1, 8, 8), 10)
+    monkeypatch.setattr(packing, "free_host_memory", lambda: 2 * 3 * need)  # under 3 workers' data and model
+    assert 1 <= auto_workers_cap(reps, None) < 3
+    monkeypatch.setattr(packing, "free_host_memory", lambda: 0)
+    assert auto_workers_cap(reps, None) == 1
+
+
 def test_default_backend_is_processes_only_for_several_workers():
     assert choose_backend(None, None, 1) == "inprocess"
     assert choose_backend(None, None, 2) == "processes"
@@ -401,6 +434,9 @@ def test_auto_pack_size_spreads_the_largest_packable_group_over_the_workers():
     groups = pack(monitored, 3)
     assert [len(g) for g in groups] == [6, 6, 6, 6]
     assert all(len({(r.config.lam, r.config.seed) for r in g}) == 3 for g in groups)
+    # on GPUs a group is split only to give every worker a pack: 2 groups of 6 for 2 workers stay whole
+    assert auto_pack_size(reps, 2, gpu=True) == 6 and auto_pack_size(reps, 4, gpu=True) == 3
+    assert auto_pack_size(reps, 1, gpu=True) == 6 and auto_pack_size(many, 4, gpu=True) == 50
 
 
 def test_replications_that_cannot_be_packed_are_tasks_of_their_own():

@@ -200,7 +200,7 @@ SMALL = [*TINY, "seed=0", "train.max_epochs=2", "--log", "plain"]
 @pytest.fixture(scope="module")
 def in_process_metrics(tmp_path_factory):
     db = tmp_path_factory.mktemp("reference") / "h.db"
-    assert main(["run", "studies/quickstart.py", "--db", f"sqlite:///{db}", *SMALL]) == 0
+    assert main(["run", "studies/quickstart.py", "--db", f"sqlite:///{db}", *SMALL, "--workers", "1"]) == 0
     return rows(db, METRICS)
 
 
@@ -215,6 +215,24 @@ def test_every_backend_gives_the_in_process_numbers(tmp_path, in_process_metrics
     assert [r[:2] for r in got] == [r[:2] for r in in_process_metrics] and len(got) > 10
     assert [r[2] for r in got] == pytest.approx([r[2] for r in in_process_metrics], rel=1e-5, nan_ok=True)
     assert {d for (d,) in rows(db, "SELECT device FROM replications")} <= devices
+
+
+def test_the_default_layout_is_a_worker_per_core_and_gives_the_in_process_numbers(tmp_path, in_process_metrics, capsys):
+    """No --workers: one worker per core (a thread each), no more than there are models to
+    train; what they record is what one in-process worker records."""
+    db = tmp_path / "h.db"
+    capsys.readouterr()
+    assert main(["run", "studies/quickstart.py", "--db", f"sqlite:///{db}", *SMALL]) == 0
+    models = 2  # λ ∈ {0, 1e-3} at latent 8, seed 0
+    workers = min(len(os.sched_getaffinity(0)), models)
+    layout = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("backend"))
+    if workers > 1:
+        assert layout == f"backend processes: {workers} worker(s) on {workers} x cpu, 1 torch thread(s) each", layout
+    else:
+        assert layout.startswith("backend inprocess: 1 worker(s) on cpu"), layout
+    got = rows(db, METRICS)
+    assert [r[:2] for r in got] == [r[:2] for r in in_process_metrics]
+    assert [r[2] for r in got] == pytest.approx([r[2] for r in in_process_metrics], rel=1e-5, nan_ok=True)
 
 
 def test_status_counts_the_grid_and_the_time(tmp_path, capsys):
@@ -245,7 +263,7 @@ def test_status_counts_the_grid_and_the_time(tmp_path, capsys):
 def test_plain_logs_show_each_pack_epoch(tmp_path, capsys):
     """A pack trains for long before its first member's result: plain logs show its epochs."""
     db = tmp_path / "h.db"
-    assert main(["run", "studies/quickstart.py", "--db", f"sqlite:///{db}", *SMALL]) == 0
+    assert main(["run", "studies/quickstart.py", "--db", f"sqlite:///{db}", "--workers", "1", *SMALL]) == 0
     err = capsys.readouterr().err
     epochs = re.findall(r"pack of (\d+) \(dataset=digits model=dense_ae latent=8 .*\): epoch (\d) took [\d.]+s, (\d+) still", err)
     assert [e[1] for e in epochs] == ["1", "2"] and int(epochs[0][0]) > 1, err
@@ -258,7 +276,7 @@ def test_a_monitor_axis_is_trained_once_and_recorded_for_each_monitor(tmp_path, 
     """train.monitor=task,total: each (λ, seed) is one model in the pack, stopped for each
     monitor; the recorded results are the ones each monitor gives in a run of its own."""
     both, alone = tmp_path / "both.db", tmp_path / "alone.db"
-    args = ["run", "studies/quickstart.py", "--log", "plain", *TINY, "train.max_epochs=6", "entropy.form=log",
+    args = ["run", "studies/quickstart.py", "--workers", "1", "--log", "plain", *TINY, "train.max_epochs=6", "entropy.form=log",
             "train.patience=1", "seed=0,1"]
     assert main([*args, "--db", str(both), "train.monitor=task,total"]) == 0
     err = capsys.readouterr().err
