@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         "--pack-size", type=_pack_size, default=0, metavar="K",
         help="train up to K models of replications that differ only in lam, seed and stopping rule together as "
         "one vectorised model (replications that differ only in their stopping rule share one model); "
-        "1 = one at a time (default: auto, the largest such group spread over the workers, at most 70)",
+        "1 = one at a time (default: auto, groups split only to give every worker a pack, at most 70 a pack)",
     )
     where.add_argument(
         "--time-limit", type=_duration, default=None, metavar="T",

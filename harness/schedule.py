@@ -142,20 +142,18 @@ def cpu_pack_sizes(data_dir) -> Callable[[object], int]:
     return size
 
 
-def auto_pack_size(reps: list[Replication], workers: int, gpu: bool = False) -> int:
-    """--pack-size auto: spread the largest group of packable replications over the
-    workers, at most AUTO_PACK_CAP per group (harness.pack splits a group further to fit
-    the device's memory or cache, or trains it one at a time where packing does not pay).
-    Counted in trained models: the replications that share a trajectory are one.
-
-    On GPUs (``gpu``) a group is split only as far as it takes to give every worker a
-    pack: a pack's step costs about the same time whatever its size there, so two packs
-    of 35 take twice as long as one of 70, while on a CPU time goes with the members."""
+def auto_pack_size(reps: list[Replication], workers: int) -> int:
+    """--pack-size auto: the groups of packable replications split only as far as it
+    takes to give every worker a pack, at most AUTO_PACK_CAP per group (harness.pack
+    splits a group further to fit the device's memory or cache, or trains it one at a
+    time where packing does not pay). Counted in trained models: the replications that
+    share a trajectory are one. A small model's pack step is bound by Python and kernel
+    launches, not by its members (on a GPU, and on a CPU for the quickstart's digits),
+    so two packs of 35 would take about twice as long as one of 70."""
     from harness.pack import trajectory_key
 
     sizes = [len({trajectory_key(r.config) for r in group}) for group in pack(reps, len(reps))]
-    spread = sum(sizes) if gpu else max(sizes)
-    return max(1, min(AUTO_PACK_CAP, max(sizes), -(-spread // max(1, workers))))
+    return max(1, min(AUTO_PACK_CAP, max(sizes), -(-sum(sizes) // max(1, workers))))
 
 
 def check_data(reps: list[Replication], data_dir) -> None:
@@ -437,8 +435,7 @@ def run_study(
     cap = None
     if not options.pack_size and slots and all(slot.device == "cpu" for slot in slots):
         cap = cpu_pack_sizes(data_dir)
-    gpu = bool(slots) and all(slot.device.startswith("cuda") for slot in slots)
-    groups = pack(todo, options.pack_size or auto_pack_size(todo, len(slots) if slots else 1, gpu), cap)
+    groups = pack(todo, options.pack_size or auto_pack_size(todo, len(slots) if slots else 1), cap)
     backend = choose_backend(options.backend, options.scheduler, len(slots) if slots else 1)
     mode = options.log if options.log != "auto" else ("bar" if sys.stderr.isatty() else "plain")
     if mode != "quiet":

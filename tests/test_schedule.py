@@ -418,25 +418,22 @@ def test_progress_lines_for_batch_logs_and_quiet(capsys):
     assert capsys.readouterr().err == f"failed {c.id}: boom\n"
 
 
-def test_auto_pack_size_spreads_the_largest_packable_group_over_the_workers():
+def test_auto_pack_size_splits_groups_only_to_give_every_worker_a_pack():
     from harness.schedule import AUTO_PACK_CAP, auto_pack_size
 
     reps = Study("a", settings={"latent": 8}, grid={"latent": [8, 16], "lam": [0.0, 1.0, 2.0], "seed": [0, 1]}).replications()
-    assert auto_pack_size(reps, 1) == 6  # λ × seed at one latent width
-    assert auto_pack_size(reps, 2) == 3 and auto_pack_size(reps, 4) == 2 and auto_pack_size(reps, 100) == 1
-    assert [len(g) for g in pack(reps, auto_pack_size(reps, 2))] == [3, 3, 3, 3]
+    assert auto_pack_size(reps, 1) == 6 and auto_pack_size(reps, 2) == 6  # λ × seed at each latent width: a pack each
+    assert auto_pack_size(reps, 4) == 3 and auto_pack_size(reps, 5) == 3 and auto_pack_size(reps, 100) == 1
+    assert [len(g) for g in pack(reps, auto_pack_size(reps, 4))] == [3, 3, 3, 3]
     many = Study("b", settings={"latent": 8}, grid={"seed": list(range(200))}).replications()
-    assert auto_pack_size(many, 1) == AUTO_PACK_CAP
+    assert auto_pack_size(many, 1) == AUTO_PACK_CAP and auto_pack_size(many, 4) == 50
     # a monitor axis doubles the replications, not the trained models: same sizes, twice the rows
     monitored = Study("m", settings={"latent": 8}, grid={"latent": [8, 16], "lam": [0.0, 1.0, 2.0], "seed": [0, 1],
                                                           "train.monitor": ["task", "total_float32"]}).replications()
-    assert auto_pack_size(monitored, 2) == 3
+    assert auto_pack_size(monitored, 4) == 3
     groups = pack(monitored, 3)
     assert [len(g) for g in groups] == [6, 6, 6, 6]
     assert all(len({(r.config.lam, r.config.seed) for r in g}) == 3 for g in groups)
-    # on GPUs a group is split only to give every worker a pack: 2 groups of 6 for 2 workers stay whole
-    assert auto_pack_size(reps, 2, gpu=True) == 6 and auto_pack_size(reps, 4, gpu=True) == 3
-    assert auto_pack_size(reps, 1, gpu=True) == 6 and auto_pack_size(many, 4, gpu=True) == 50
 
 
 def test_replications_that_cannot_be_packed_are_tasks_of_their_own():
