@@ -503,6 +503,8 @@ def _slots(options: RunOptions, remote: bool, most: int | None = None) -> list[S
         return None
     import torch
 
+    if options.backend == "inprocess":  # auto: the one worker the in-process backend runs
+        most = 1
     return plan_slots(options.devices, options.workers_per_device, options.workers, n_gpus=torch.cuda.device_count(),
                       most=most)
 
@@ -519,7 +521,8 @@ def auto_workers_cap(reps: list[Replication], data_dir) -> int:
     from harness.pack import free_host_memory, replication_bytes, trajectory_key
 
     models = len({trajectory_key(r.config) for r in reps})
-    shapes = {tuple((k, v) for k, v in flatten(r.config).items() if k not in ("lam", "seed")): r.config for r in reps}
+    sizing = ("dataset", "model", "task", "latent", "arch", "train.batch_size", "data.", "net.")  # what memory depends on
+    shapes = {tuple((k, v) for k, v in flatten(r.config).items() if k.startswith(sizing)): r.config for r in reps}
     need = 1
     for config in shapes.values():
         try:

@@ -276,6 +276,10 @@ def test_auto_layout_is_a_worker_per_core_on_the_cpu_and_several_per_gpu():
     mixed = [s.name for s in plan_slots(["cuda", "cpu"], None, n_gpus=1, cores=16)]
     assert mixed.count("cuda:0") == GPU_AUTO_WORKERS and mixed.count("cpu") == 16 - GPU_AUTO_WORKERS
     assert [(s.name, s.threads) for s in plan_slots(["cpu", "cpu"], None, cores=8)] == [("cpu:0", 4), ("cpu:1", 4)]
+    # --backend inprocess runs one worker: auto asks for no more
+    from harness.schedule import _slots
+
+    assert len(_slots(RunOptions(workers_per_device=None, backend="inprocess", devices=["cpu"]), remote=False)) == 1
 
 
 def test_auto_workers_cap_counts_models_to_train_and_what_memory_holds(monkeypatch):
