@@ -290,13 +290,12 @@ def bench(configs: list, splits, device: str, plain_reps: int | None = None, rep
 
 
 def default_workers(n_configs: int, device="cpu") -> int:
-    """The spread's workers, as `harness run` lays them out by default
-    (harness.workers.plan_slots, auto): on the CPU one per core, on a GPU GPU_AUTO_WORKERS
-    (at most one per core); no more than there are replications."""
-    from harness.workers import GPU_AUTO_WORKERS, _cores
+    """The spread's workers: the layout `harness run` picks by default for this one
+    device (harness.workers.plan_slots, auto), no more than there are replications."""
+    from harness.workers import plan_slots
 
-    per_device = min(GPU_AUTO_WORKERS, _cores()) if str(device).startswith("cuda") else _cores()
-    return max(1, min(per_device, n_configs))
+    entry = "cpu" if not str(device).startswith("cuda") else "cuda:0"  # one device: its own plan
+    return len(plan_slots([entry], None, n_gpus=1, most=n_configs))
 
 
 class _SpreadPool:
