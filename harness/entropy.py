@@ -94,28 +94,28 @@ class _LapackLogAbsDet(torch.autograd.Function):
         from scipy.linalg import lapack
 
         k = a.shape[-1]
-        mats = a.detach().reshape(-1, k, k).numpy()
+        # One C-ordered copy of every matrix, factored in place: mats[i].T, a Fortran-order
+        # view, is A^T, so getri later gives A^{-T} (the gradient) in the same memory.
+        mats = np.array(a.detach().reshape(-1, k, k).numpy(), order="C")
         getrf, getri = lapack.get_lapack_funcs(("getrf", "getri"), (mats,))
         _single_threaded_openblas()
-        factors, values = [], np.empty(len(mats), dtype=mats.dtype)
+        pivots = [getrf(m.T, overwrite_a=True)[1] for m in mats]
         with np.errstate(divide="ignore"):  # a zero pivot: log 0 = -inf, the singular matrix's value
-            for i, m in enumerate(mats):
-                lu, piv, _ = getrf(m.T)  # A^T (a Fortran-order view, no copy): getri then gives A^{-T}
-                factors.append((lu, piv))
-                values[i] = np.log(np.abs(np.diagonal(lu))).sum()
-        ctx.factors, ctx.getri, ctx.shape, ctx.dtype = factors, getri, a.shape, mats.dtype
+            values = np.log(np.abs(np.diagonal(mats, axis1=1, axis2=2))).sum(1)
+        ctx.mats, ctx.pivots, ctx.getri, ctx.shape = mats, pivots, getri, a.shape
         return torch.from_numpy(values).reshape(a.shape[:-2])
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad: Tensor) -> Tensor:
-        k = ctx.shape[-1]
-        inv_t = np.empty((len(ctx.factors), k, k), dtype=ctx.dtype)
-        lwork = _getri_lwork(k, inv_t.dtype.char)
-        for i, (lu, piv) in enumerate(ctx.factors):
-            x, info = ctx.getri(lu, piv, lwork=lwork)
-            inv_t[i] = x if info == 0 else np.nan  # singular: no gradient
-        return grad[..., None, None] * torch.from_numpy(inv_t).reshape(ctx.shape)
+        mats, k = ctx.mats.copy(), ctx.shape[-1]  # one bulk copy: the factors stay for another backward
+        lwork = _getri_lwork(k, mats.dtype.char)
+        for m, piv in zip(mats, ctx.pivots):
+            info = ctx.getri(m.T, piv, lwork=lwork, overwrite_lu=True)[1]
+            if info != 0:  # singular: no gradient
+                m[...] = np.nan
+        inv_t = torch.from_numpy(mats).mT  # mats[i] holds (A^T)^{-1} in Fortran order
+        return grad[..., None, None] * inv_t.reshape(ctx.shape)
 
 
 @functools.lru_cache(maxsize=None)

@@ -154,16 +154,28 @@ def batch_source(splits, config: Config, device: str):
 @contextmanager
 def float32_math(config: Config) -> Iterator[None]:
     """Float32 matmuls and convolutions on CUDA in TF32 exactly when ``train.tf32`` says
-    so (PyTorch's defaults differ between the two), restored afterwards."""
+    so (PyTorch's defaults differ between the two), and subnormal floats flushed to zero
+    on the CPU when ``train.flush_denormals`` says so; both restored afterwards. The flush
+    mode is the calling thread's (x86 MXCSR): torch's intra-op threads keep the mode they
+    started with, so a one-thread worker (the default CPU layout) is covered whole."""
     backends = (torch.backends.cuda.matmul, torch.backends.cudnn.conv)
     before = [b.fp32_precision for b in backends]
+    flushing = flushes_denormals()
     for b in backends:
         b.fp32_precision = "tf32" if config.train.tf32 else "ieee"
+    torch.set_flush_denormal(config.train.flush_denormals)
     try:
         yield
     finally:
         for b, value in zip(backends, before):
             b.fp32_precision = value
+        torch.set_flush_denormal(flushing)
+
+
+def flushes_denormals() -> bool:
+    """Whether this thread flushes subnormal floats to zero (torch has no getter: a scalar
+    product on the CPU runs in the calling thread and tells)."""
+    return bool((torch.tensor(1e-39) * 1.0).item() == 0.0)
 
 
 def train(config: Config, splits, device: str) -> Outcome:
