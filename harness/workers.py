@@ -290,7 +290,11 @@ class Processes:
                                           initargs=(os.getpid(),), env=self.env)
 
     def submit(self, fn, *args) -> Future:
-        return self.pool.submit(fn, *args)
+        # loky starts its worker processes here, on demand: with Ctrl-C ignored, which they
+        # inherit, so one pressed while a worker is still starting (before _start_worker)
+        # does not kill it
+        with _sigint_ignored():
+            return self.pool.submit(fn, *args)
 
     def close(self, kill: bool = False) -> None:
         if kill:

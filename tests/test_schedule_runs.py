@@ -148,15 +148,11 @@ def test_ctrl_c_lets_what_is_training_finish_starts_nothing_new_and_the_rerun_fi
 
 def test_ctrl_c_twice_stops_what_is_training_at_once(tmp_path):
     db = tmp_path / "h.db"
-    # replications long enough to be caught training: 100 epochs each, no early stopping
-    cmd = harness(db, "seed=0:3", "--workers", "2", "--log", "plain", "train.max_epochs=100", "train.patience=200")
+    # replications far too long to end by themselves here: 1,000 epochs each, no early stopping
+    cmd = harness(db, "seed=0:3", "--workers", "2", "--log", "plain", "train.max_epochs=1000", "train.patience=2000")
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
-        wait_for_rows(db, proc)  # the workers are up
-        # The first two replications start and end together: right at the first row the
-        # other may be in its last epoch, and the next not yet handed over, so a drain could
-        # end before the second Ctrl-C. A second later the next ones train, 100 epochs to go.
-        time.sleep(1.0)
+        wait_for_claims(db, proc, 2)  # both workers are training
         os.killpg(proc.pid, signal.SIGINT)
         time.sleep(1.5)  # the driver says it is stopping (it looks once a second)
         os.killpg(proc.pid, signal.SIGINT)
@@ -168,6 +164,20 @@ def test_ctrl_c_twice_stops_what_is_training_at_once(tmp_path):
     assert "Traceback" not in err
     assert recorded(db) < 6  # what was training was stopped, not waited for
     assert rows(db, "SELECT count(*) FROM claims") == [(0,)]
+
+
+def wait_for_claims(db: Path, proc: subprocess.Popen, n: int, timeout: float = 240) -> None:
+    """Until ``n`` replications are claimed: that many are training."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if db.exists() and rows(db, "SELECT count(*) FROM claims")[0][0] >= n:
+                return
+        except sqlite3.OperationalError:  # the run has not created its tables yet
+            pass
+        assert proc.poll() is None, proc.communicate()[0]
+        time.sleep(0.02)
+    raise AssertionError(f"{n} replications not claimed in time")
 
 
 def test_ctrl_c_in_the_in_process_backend_says_so_at_once_and_records_the_replication_training(tmp_path):
