@@ -65,6 +65,13 @@ __all__ = [
 
 PACKABLE_MODELS = ("dense_ae", "cnn")
 MAX_PACK_CPU = 128
+# A CPU pack's working set (choose_pack_size), measured with E1's autoencoder, 2 workers
+# of one thread each: at latent 80 (3.0 MB a member) packs of 18 trained 15-25% faster
+# than packs of 35 on an Intel Xeon (a VM reporting a 480 MiB L3), and 8 to 17 were
+# fastest on an AMD EPYC (32 MiB L3); at latent 20 (1.4 MB), packs of 35 or more trained
+# 9% faster than 17. An MNIST CNN (22 MB, nearly all activations) trains faster alone.
+# 40 MiB gives 14, 29 and 1.
+CPU_PACK_BYTES = 40 << 20
 MAX_PACK_GPU = 1024
 EVAL_BATCH = 1024  # shared examples per evaluation step, as train.EVAL_BATCH
 EVAL_FLOATS_CPU = 1 << 21  # activations of one evaluation step on CPU, in floats (8 MiB: cache-sized)
@@ -157,46 +164,40 @@ def choose_pack_size(config: Config, input_shape: tuple, n_classes: int, device:
 
     GPU: as many members as fit in a quarter of its free memory (weights, gradients,
     optimizer state, best weights, a training batch's activations), at most MAX_PACK_GPU.
-    CPU: as many as keep one training step's activations (and their gradients) within the
-    last-level cache, at most MAX_PACK_CPU. A CPU pack is bound by memory traffic: the
-    weights stream through once per step whatever the pack size, but activations that
-    spill out of the cache make every element-wise pass a trip to memory. A dense
-    autoencoder's activations are small (a pack of 30-50); a CNN's are so large that
-    one member fills the cache, and its pack size is 1: on CPU it trains alone."""
-    member, acts = _member_bytes(config, input_shape, n_classes)
+    CPU: as many as keep the pack's working set, what every training step reads and writes
+    (weights, gradients and Adam's two moments, a batch's activations and their
+    gradients), within CPU_PACK_BYTES, at most MAX_PACK_CPU. A CPU pack is bound by memory
+    traffic: past that size a step's passes over the pack stream from memory, and below it
+    Python's share of each step grows. A dense autoencoder's pack is 10-50 members; a
+    CNN's activations alone about fill it, and its pack size is 1: on CPU it trains alone
+    (faster, measured: 4 MNIST CNNs in 4.7 s alone, 5.6 s in packs of 2)."""
+    n_params, acts = _member_floats(config, input_shape, n_classes)
     device = torch.device(device)
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
-        return int(max(1, min(MAX_PACK_GPU, free // 4 // member)))
-    by_memory = free_host_memory() // 4 // member
-    by_cache = _cache_bytes() // (4 * 3 * acts)  # a step's activations and their gradients
-    return int(max(1, min(MAX_PACK_CPU, by_memory, by_cache)))
+        return int(max(1, min(MAX_PACK_GPU, free // 4 // _replication_bytes(n_params, acts))))
+    by_memory = free_host_memory() // 4 // _replication_bytes(n_params, acts)
+    by_traffic = CPU_PACK_BYTES // (4 * (4 * n_params + 3 * acts))
+    return int(max(1, min(MAX_PACK_CPU, by_memory, by_traffic)))
 
 
 def replication_bytes(config: Config, input_shape: tuple, n_classes: int) -> int:
     """Memory one replication trains in, in bytes (float32): its weights, gradients,
     optimizer state and best weights, and a training batch's activations and their
     gradients. What a pack of P needs is about P times this."""
-    return _member_bytes(config, input_shape, n_classes)[0]
+    return _replication_bytes(*_member_floats(config, input_shape, n_classes))
 
 
-def _member_bytes(config: Config, input_shape: tuple, n_classes: int) -> tuple[int, int]:
-    """(replication_bytes, floats of a training batch's activations)."""
+def _replication_bytes(n_params: int, acts: int) -> int:
+    return 4 * (6 * n_params + 3 * acts)
+
+
+def _member_floats(config: Config, input_shape: tuple, n_classes: int) -> tuple[int, int]:
+    """(parameters, floats of a training batch's activations) of one replication."""
     with torch.random.fork_rng(devices=[]):  # building the model draws from the global generator
         model = seeded_model(config, input_shape, n_classes)
     n_params = sum(p.numel() for p in model.parameters())
-    acts = config.train.batch_size * _activation_floats(model, input_shape)
-    return 4 * (6 * n_params + 3 * acts), acts
-
-
-def _cache_bytes() -> int:
-    """Size of the CPU's last-level cache (Linux sysfs; 32 MiB where it cannot be read)."""
-    caches = sorted(Path("/sys/devices/system/cpu/cpu0/cache").glob("index*"))
-    try:
-        size = (caches[-1] / "size").read_text().strip()
-        return int(size[:-1]) * {"K": 1 << 10, "M": 1 << 20}[size[-1]] if size[-1] in "KM" else int(size)
-    except (IndexError, OSError, ValueError):
-        return 32 << 20
+    return n_params, config.train.batch_size * _activation_floats(model, input_shape)
 
 
 def free_host_memory() -> int:

@@ -251,10 +251,15 @@ def test_choose_pack_size_follows_free_memory_and_the_cache(monkeypatch):
     size = pack.choose_pack_size(config, (1, 8, 8), 10, "cpu")
     assert 1 <= size <= pack.MAX_PACK_CPU
     mnist_cnn = build_config({"dataset": "mnist", "model": "cnn", "task": "classification", "arch": (32,)})
-    monkeypatch.setattr(pack, "_cache_bytes", lambda: 32 << 20)  # a 32 MiB last-level cache, whatever this host's
     assert pack.choose_pack_size(mnist_cnn, (1, 28, 28), 10, "cpu") == 1  # 32 x 32 x 26 x 26 activations a step
-    monkeypatch.setattr(pack, "_cache_bytes", lambda: 16 * (32 << 20))  # 16 times the cache: 16 times the pack
-    assert 16 <= pack.choose_pack_size(mnist_cnn, (1, 28, 28), 10, "cpu") < 32
+    # E1's autoencoder: a step's working set, counted by hand, within CPU_PACK_BYTES
+    for latent, size in ((20, 29), (80, 14)):
+        params = 2 * 784 * latent + latent + 784
+        activations = 32 * (784 + 2 * latent + 2 * 784)  # input, encoder and decoder outputs and activations
+        per_member = 4 * (4 * params + 3 * activations)  # weights, gradients, Adam's moments; acts and grads
+        assert pack.CPU_PACK_BYTES // per_member == size
+        ae = build_config({"dataset": "mnist", "model": "dense_ae", "latent": latent})
+        assert pack.choose_pack_size(ae, (1, 28, 28), 10, "cpu") == size
     monkeypatch.setattr(pack, "free_host_memory", lambda: 10_000)
     assert pack.choose_pack_size(config, (1, 8, 8), 10, "cpu") == 1
 

@@ -445,7 +445,7 @@ def test_replications_that_cannot_be_packed_are_tasks_of_their_own():
     assert [len(g) for g in pack(reps, 70)] == [1, 1, 1, 1]  # dropout: each member its own random stream
 
 
-def test_auto_groups_on_cpu_are_one_pack_each(cifar_dir, monkeypatch):
+def test_auto_groups_on_cpu_are_one_pack_each(cifar_dir):
     """With --pack-size auto on CPU a group is what harness.pack trains as one pack there,
     so its results are recorded when that pack ends. A CIFAR CNN's activations fill the
     cache (choose_pack_size 1): its replications are separate tasks, spread over the
@@ -458,7 +458,6 @@ def test_auto_groups_on_cpu_are_one_pack_each(cifar_dir, monkeypatch):
                 grid={"lam": [0.0, 1.0], "seed": [0, 1]}).replications()
     ae = Study("ae", settings={"dataset": "cifar10", "model": "dense_ae", "latent": 8},
                grid={"lam": [0.0, 1.0], "seed": range(40)}).replications()
-    monkeypatch.setattr("harness.pack._cache_bytes", lambda: 32 << 20)  # a 32 MiB last-level cache, whatever this host's
     splits = splits_for(ae[0].config, cifar_dir[0], device="cpu")
     per_pack = choose_pack_size(ae[0].config, splits.input_shape, splits.n_classes, "cpu")
     assert 1 < per_pack < 80
