@@ -57,7 +57,7 @@ from harness.models import DenseAutoencoder
 from harness.study import Config, Replication, derive_seed, flatten
 from harness.workers import PROGRESS_ENV
 from harness.train import (Outcome, _guided_rows, _mean, _profile_rows, check_config, float32_math, result_dict,
-                           seeded_model, train)
+                           seeded_model, subnormals_kept, train)
 
 __all__ = [
     "PACKABLE_MODELS", "PackedOutcome", "STOPPING_RULE", "pack_key", "trajectory_key", "stopping_rule", "pack_groups", "choose_pack_size", "replication_bytes", "free_host_memory", "train_pack", "train_in_packs", "run_pack",
@@ -612,7 +612,9 @@ def _train_pack(configs: list[Config], splits: Splits, device: torch.device | st
         ratios = torch.zeros(size, dtype=torch.float64, device=device)
         leds = torch.zeros(size, dtype=torch.float64, device=device)
         for start in range(0, n, batch):
-            with step_context():  # nothing, unless harness.ceiling is recording a step
+            # step_context: nothing, unless harness.ceiling is recording a step; the step whose
+            # gradients are measured keeps IEEE subnormals, as train()'s
+            with step_context(), subnormals_kept(start == 0):
                 idx = orders[:, start : start + batch]
                 x, y = engine.batch(xs, ys, idx)
                 task, out, grads = engine.task_and_grads(pack.params, x, y)

@@ -103,13 +103,21 @@ def pack(reps: list[Replication], size: int, cap: Callable[[object], int] | None
     only in λ, seed and stopping rule), in order of first member, of at most ``size``
     trained models each (harness.pack.pack_groups: replications that differ only in
     their stopping rule share a model and a group). ``cap(config)``: at most that many
-    models in a group with this config (1: a task of its own though it could pack)."""
+    models in a group with this config (1: a task of its own though it could pack); then
+    ``size`` models are split into equal packs within it (35 with a cap of 14: 12 + 12 + 11,
+    not 14 + 14 + 7), so that workers given ``size`` each finish together."""
     if size < 1:
         raise ScheduleError(f"--pack-size must be at least 1, not {size}")
     from harness.pack import pack_groups  # torch: imported only when a sweep runs
 
-    limit = size if cap is None else (lambda config: min(size, cap(config)))
+    limit = size if cap is None else (lambda config: even_share(size, cap(config)))
     return [[reps[i] for i in group] for group in pack_groups([r.config for r in reps], limit)]
+
+
+def even_share(size: int, cap: int) -> int:
+    """The largest pack when ``size`` models are split into as few packs of at most ``cap``
+    as can be, all of near-equal size."""
+    return -(-size // -(-size // max(1, cap)))
 
 
 AUTO_PACK_CAP = 70  # a pack's results arrive together: cap what an interruption can lose

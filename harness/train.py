@@ -172,6 +172,23 @@ def float32_math(config: Config) -> Iterator[None]:
         torch.set_flush_denormal(flushing)
 
 
+@contextmanager
+def subnormals_kept(keep: bool = True) -> Iterator[None]:
+    """IEEE subnormals in this thread for the block when ``keep`` (else nothing changes).
+    The once-an-epoch step whose gradients are measured (grad_ratio, term_led) runs so: the
+    entropy term's float32 gradient is mostly subnormal there, and flushed it would read as
+    no gradient at all. The weights come out the same either way (the flush's tests)."""
+    if not keep:
+        yield
+        return
+    flushing = flushes_denormals()
+    torch.set_flush_denormal(False)
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(flushing)
+
+
 def flushes_denormals() -> bool:
     """Whether this thread flushes subnormal floats to zero (torch has no getter: a scalar
     product on the CPU runs in the calling thread and tells)."""
@@ -223,18 +240,19 @@ def _train(config: Config, splits, device: str) -> Outcome:
             for step, (x, y) in enumerate(batches.train_epoch()):
                 if augment is not None:
                     x, y = augment(x, y)
-                out = model(x)
-                task = task_loss(out, x, y)
-                total = task + entropy_term(config.lam) if config.lam != 0 else task
-                if step == 0:  # once per epoch: how strong is the guidance against the task?
-                    ratio, led = _grad_ratio(task, entropy_term(config.lam), guided_params, config.lam)
-                    grad_ratios.append(ratio)
-                    term_leds.append(led)
-                if not torch.isfinite(total):
-                    raise Diverged(f"non-finite loss at epoch {epoch}: task {task.item()}, total {total.item()}")
-                optimizer.zero_grad(set_to_none=True)
-                total.backward()
-                optimizer.step()
+                with subnormals_kept(step == 0):  # the measured step: its gradients as IEEE floats
+                    out = model(x)
+                    task = task_loss(out, x, y)
+                    total = task + entropy_term(config.lam) if config.lam != 0 else task
+                    if step == 0:  # once per epoch: how strong is the guidance against the task?
+                        ratio, led = _grad_ratio(task, entropy_term(config.lam), guided_params, config.lam)
+                        grad_ratios.append(ratio)
+                        term_leds.append(led)
+                    if not torch.isfinite(total):
+                        raise Diverged(f"non-finite loss at epoch {epoch}: task {task.item()}, total {total.item()}")
+                    optimizer.zero_grad(set_to_none=True)
+                    total.backward()
+                    optimizer.step()
                 loss_sum += task.item() * len(x)
                 seen += len(x)
                 if config.task == "classification":

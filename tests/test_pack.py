@@ -292,7 +292,9 @@ def test_run_replications_packs_and_returns_run_replications_dicts():
 def test_flush_denormals_is_a_recorded_setting_on_for_training_and_restored(digits):
     """train.flush_denormals (on by default) flushes subnormal floats to zero in the
     training thread and restores the thread's mode afterwards; turning it off changes the
-    replication's id and trains the same numbers here (alone and packed)."""
+    replication's id. Everything recorded is the same either way, alone and packed: the
+    histories, and the gradient diagnostics, measured with IEEE subnormals. At λ = 1e-33
+    the term's float32 gradient is subnormal: flushed, it would change term_led."""
     from harness.train import float32_math, flushes_denormals
 
     base = build_config({**DENSE, "train.max_epochs": 2})
@@ -304,11 +306,15 @@ def test_flush_denormals_is_a_recorded_setting_on_for_training_and_restored(digi
     with float32_math(off):
         assert not flushes_denormals()
     assert flushes_denormals() == before
-    assert train(off, digits, "cpu").history == train(base, digits, "cpu").history
-    packed = pack.train_pack(configs({**DENSE, "train.max_epochs": 2}, [0.0, 1e-2], [0, 1]), digits, "cpu")
+    tiny = {**DENSE, "train.max_epochs": 2, "lam": 1e-33}
+    flushed, kept = train(build_config(tiny), digits, "cpu"), train(build_config({**tiny, "train.flush_denormals": False}), digits, "cpu")
+    assert flushed.history == kept.history and flushed.metrics == kept.metrics
+    assert 0 < flushed.metrics["term_led"] <= 1 and 0 < flushed.metrics["grad_ratio"] < 1e-30
+    packed = pack.train_pack(configs({**DENSE, "train.max_epochs": 2}, [0.0, 1e-33, 1e-2], [0, 1]), digits, "cpu")
     unflushed = pack.train_pack(configs({**DENSE, "train.max_epochs": 2, "train.flush_denormals": False},
-                                        [0.0, 1e-2], [0, 1]), digits, "cpu")
+                                        [0.0, 1e-33, 1e-2], [0, 1]), digits, "cpu")
     assert [o.history for o in packed] == [o.history for o in unflushed]
+    assert [o.metrics for o in packed] == [o.metrics for o in unflushed]
 
 
 def test_flushing_adams_subnormal_moments_leaves_the_weights_unchanged():

@@ -445,6 +445,21 @@ def test_replications_that_cannot_be_packed_are_tasks_of_their_own():
     assert [len(g) for g in pack(reps, 70)] == [1, 1, 1, 1]  # dropout: each member its own random stream
 
 
+def test_a_capped_group_splits_into_equal_packs():
+    """E1's cell (7 λ x 10 seeds) for two CPU workers with --pack-size auto: each worker's
+    35 in packs of at most 14 are 12 + 12 + 11, so six packs end in three rounds of 12
+    members, where five packs of 14 took three rounds of 14."""
+    from harness.schedule import even_share
+
+    reps = Study("s", settings={"dataset": "digits", "model": "dense_ae", "latent": 8},
+                 grid={"lam": [0.0, 1e-3, 1e-2, 0.1, 1.0, 10.0, 100.0], "seed": range(10)}).replications()
+    assert [len(g) for g in pack(reps, 35, lambda config: 14)] == [12, 12, 12, 12, 12, 10]
+    assert [len(g) for g in pack(reps, 70, lambda config: 14)] == [14] * 5
+    assert [len(g) for g in pack(reps, 70, lambda config: 1)] == [1] * 70
+    assert [len(g) for g in pack(reps, 35)] == [35, 35]  # no cap: the size itself
+    assert (even_share(35, 14), even_share(70, 33), even_share(8, 70), even_share(5, 0)) == (12, 24, 8, 1)
+
+
 def test_auto_groups_on_cpu_are_one_pack_each(cifar_dir):
     """With --pack-size auto on CPU a group is what harness.pack trains as one pack there,
     so its results are recorded when that pack ends. A CIFAR CNN's activations fill the
