@@ -65,8 +65,9 @@ class TrainConfig:
     # default). Adam's first moment of a rarely lit MNIST pixel's weights decays through
     # the subnormal range, where each operation costs a microcode assist: on an Intel Xeon
     # this made the packed latent-80 autoencoder about 17% slower. Its update is about
-    # 1e-34 against weights near 1e-2, far below float32 rounding: histories are
-    # unchanged (tested). GPUs handle subnormals at full speed and are not affected.
+    # 1e-34 against weights near 1e-2, far below float32 rounding: what is recorded is
+    # unchanged (tested; the step that measures grad_ratio and term_led keeps IEEE
+    # subnormals). GPUs handle subnormals at full speed and are not affected.
     flush_denormals: bool = True
 
 
