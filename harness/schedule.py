@@ -103,9 +103,10 @@ def pack(reps: list[Replication], size: int, cap: Callable[[object], int] | None
     only in λ, seed and stopping rule), in order of first member, of at most ``size``
     trained models each (harness.pack.pack_groups: replications that differ only in
     their stopping rule share a model and a group). ``cap(config)``: at most that many
-    models in a group with this config (1: a task of its own though it could pack); then
-    ``size`` models are split into equal packs within it (35 with a cap of 14: 12 + 12 + 11,
-    not 14 + 14 + 7), so that workers given ``size`` each finish together."""
+    models in a group with this config (1: a task of its own though it could pack), and
+    ``size`` models (a worker's share) in equal packs within it: with a cap of 14 and 35 a
+    worker, packs of 12, so E1's cell of 70 on two workers is six packs, three rounds of
+    12 members, not five of 14, three rounds of 14 with one worker idle in the last."""
     if size < 1:
         raise ScheduleError(f"--pack-size must be at least 1, not {size}")
     from harness.pack import pack_groups  # torch: imported only when a sweep runs
