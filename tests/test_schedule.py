@@ -446,8 +446,8 @@ def test_replications_that_cannot_be_packed_are_tasks_of_their_own():
 
 
 def test_a_capped_group_splits_into_equal_packs():
-    """E1's cell (7 λ x 10 seeds) for two CPU workers with --pack-size auto: each worker's
-    35 in packs of at most 14 are 12 + 12 + 11, so six packs end in three rounds of 12
+    """E1's cell (7 λ x 10 seeds) for two CPU workers with --pack-size auto: a share of 35
+    a worker and a cap of 14 give packs of 12, six packs that end in three rounds of 12
     members, where five packs of 14 took three rounds of 14."""
     from harness.schedule import even_share
 
