@@ -159,6 +159,7 @@ class BenchResult:
     # and in the spread's worker processes at once
     ceiling_flops: float = math.nan
     spread_ceiling_flops: float = math.nan
+    flush_denormals: bool = False  # the study's train.flush_denormals: the harness's paths flush, the plain loop not
 
     @property
     def plain_reps_per_hour(self) -> float:
@@ -195,6 +196,9 @@ class BenchResult:
             f"{self.epochs} epoch(s) on {self.n_train} examples, validation {self.n_val}, no early stopping",
             f"device {self.device} ({self.threads} threads); matmul peak (float32 4096x4096, measured): "
             f"{self.peak_flops / g:.1f} GFLOP/s; times: fastest of {self.repeats} alternating runs",
+            *([f"subnormal floats: flushed to zero in the harness's paths (train.flush_denormals), IEEE in the "
+               "plain loop; train.flush_denormals=false measures the harness without"]
+              if self.flush_denormals and not self.device.startswith("cuda") else []),
             f"plain loop (DataLoader, one model at a time): {self.plain_reps} reps in {self.plain_s:.1f} s = "
             f"{self.plain_reps_per_hour:,.0f} reps/h, {self.plain_flops / g:.1f} GFLOP/s "
             f"({self.plain_flops / self.peak_flops:.0%} of peak)",
@@ -285,7 +289,7 @@ def bench(configs: list, splits, device: str, plain_reps: int | None = None, rep
         threads=torch.get_num_threads(), peak_flops=peak, plain_reps=plain_reps, plain_s=plain_s,
         packed_s=packed_s, flops_per_rep=per_rep, repeats=repeats,
         pack_size=size, chosen_pack_size=chosen, workers=workers, spread_s=spread_s,
-        ceiling_flops=ceiling, spread_ceiling_flops=spread_ceiling,
+        ceiling_flops=ceiling, spread_ceiling_flops=spread_ceiling, flush_denormals=base.train.flush_denormals,
     )
 
 

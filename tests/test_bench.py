@@ -51,7 +51,7 @@ def test_bench_prints_both_paths_their_ratio_and_the_pack_size(capsys):
     assert "6 replications" in out and "1 epoch(s) on 128 examples" in out and "validation 32" in out  # 359 x 128/1437
     for needle in ("matmul peak", "plain loop (DataLoader", "packed (harness, packs of", "reps/h", "of peak", "speed-up",
                    "pack size", "spread (harness run --workers 2: 2 processes x", "speed-up spread / plain",
-                   "packs of up to 3)", "matmul ceiling", "in the 2 processes at once"):
+                   "packs of up to 3)", "matmul ceiling", "in the 2 processes at once", "subnormal floats: flushed"):
         assert needle in out, needle
 
 
@@ -69,6 +69,10 @@ def test_result_figures_follow_from_the_timings():
     ceiling = bench.BenchResult(**{**vars(spread), "ceiling_flops": 4e9, "spread_ceiling_flops": 1e10})
     assert "4.0 GFLOP/s in one process (4% of peak; packed reaches 50% of it)" in ceiling.report("s", "latent=8")
     assert "10.0 GFLOP/s in the 2 processes at once (10% of peak; spread reaches 40% of it)" in ceiling.report("s", "")
+    assert "subnormal" not in r.report("s", "")  # IEEE in both paths: nothing to say
+    flushed = bench.BenchResult(**{**vars(r), "flush_denormals": True})
+    assert "subnormal floats: flushed to zero in the harness's paths" in flushed.report("s", "")
+    assert "subnormal" not in bench.BenchResult(**{**vars(flushed), "device": "cuda"}).report("s", "")
 
 
 def test_bad_options_are_one_line_user_errors():
