@@ -29,9 +29,9 @@ lr schedule (``train.lr_patience``, a per-member learning rate); the rest train 
 
 Speed (``harness bench``): the dense autoencoder's step is written by hand with batched
 matmuls into reused buffers, the CNN goes through ``torch.func.vmap``. On a CPU a pack
-is bound by memory traffic, so choose_pack_size keeps a step's activations in the cache:
-dense autoencoders pack by the dozen, a CNN's activations fill the cache alone and it
-trains one at a time there; on a GPU packs are as large as its memory allows.
+is bound by memory traffic, so choose_pack_size keeps a pack's working set (weights,
+gradients, Adam's moments, a step's activations) within CPU_PACK_BYTES: dense autoencoders
+pack by the dozen, a CNN's activations fill it alone and it trains one at a time there; on a GPU packs are as large as its memory allows.
 """
 
 from __future__ import annotations

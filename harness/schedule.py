@@ -128,8 +128,8 @@ def cpu_pack_sizes(data_dir) -> Callable[[object], int]:
     """For --pack-size auto on CPU workers: the pack size harness.pack trains a config in
     there (choose_pack_size), so that a group is one pack. Its results then arrive (and are
     recorded) when that pack ends, not when the last of several packs of a group does,
-    and an interruption loses one pack at most. A CNN whose activations fill the cache
-    trains alone there (size 1): a task of its own, which other workers can take. Decided
+    and an interruption loses one pack at most. A CNN, whose activations fill a CPU pack's
+    working set, trains alone there (size 1): a task of its own, which other workers can take. Decided
     once per pack key, from the data's shapes."""
     from harness.data import splits_for
     from harness.pack import choose_pack_size, pack_key

@@ -463,7 +463,7 @@ def test_a_capped_group_splits_into_equal_packs():
 def test_auto_groups_on_cpu_are_one_pack_each(cifar_dir):
     """With --pack-size auto on CPU a group is what harness.pack trains as one pack there,
     so its results are recorded when that pack ends. A CIFAR CNN's activations fill the
-    cache (choose_pack_size 1): its replications are separate tasks, spread over the
+    CPU pack's working set (choose_pack_size 1): its replications are separate tasks, spread over the
     workers; a dense autoencoder's pack."""
     from harness.data import splits_for
     from harness.pack import choose_pack_size
