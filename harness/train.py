@@ -19,6 +19,7 @@ import subprocess
 import time
 import traceback
 from collections.abc import Iterator
+import contextlib
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -160,33 +161,33 @@ def float32_math(config: Config) -> Iterator[None]:
     started with, so a one-thread worker (the default CPU layout) is covered whole."""
     backends = (torch.backends.cuda.matmul, torch.backends.cudnn.conv)
     before = [b.fp32_precision for b in backends]
-    flushing = flushes_denormals()
     for b in backends:
         b.fp32_precision = "tf32" if config.train.tf32 else "ieee"
-    torch.set_flush_denormal(config.train.flush_denormals)
     try:
-        yield
+        with _flush_mode(config.train.flush_denormals):
+            yield
     finally:
         for b, value in zip(backends, before):
             b.fp32_precision = value
-        torch.set_flush_denormal(flushing)
 
 
-@contextmanager
-def subnormals_kept(keep: bool = True) -> Iterator[None]:
+def subnormals_kept(keep: bool = True) -> contextlib.AbstractContextManager:
     """IEEE subnormals in this thread for the block when ``keep`` (else nothing changes).
     The once-an-epoch step whose gradients are measured (grad_ratio, term_led) runs so: the
     entropy term's float32 gradient is mostly subnormal there, and flushed it would read as
     no gradient at all. The weights come out the same either way (the flush's tests)."""
-    if not keep:
-        yield
-        return
-    flushing = flushes_denormals()
-    torch.set_flush_denormal(False)
+    return _flush_mode(False) if keep else contextlib.nullcontext()
+
+
+@contextmanager
+def _flush_mode(flush: bool) -> Iterator[None]:
+    """This thread flushes subnormals to zero, or not, for the block; its mode restored."""
+    before = flushes_denormals()
+    torch.set_flush_denormal(flush)
     try:
         yield
     finally:
-        torch.set_flush_denormal(flushing)
+        torch.set_flush_denormal(before)
 
 
 def flushes_denormals() -> bool:
