@@ -292,11 +292,18 @@ class _DenseEngine:
     """The dense autoencoder on stacked weights, forward and backward by hand.
 
     Training: x (P, b, D), one batch per member: two baddbmm forward, three bmm backward,
-    every gradient written into a preallocated, contiguous buffer (what the fused
-    optimizer reads), no autograd graph. Evaluation: one shared x (b, D); the P encoders
-    are one (b, D) @ (D, P*L) matmul. The backward is autograd's own (mse_loss,
-    sigmoid_backward, threshold_backward for ReLU), so the numbers are train()'s to
-    rounding; tests check it against train()."""
+    every gradient written into a preallocated buffer laid out as its weight (what the
+    fused optimizer reads), no autograd graph. Evaluation: one shared x (b, D), broadcast
+    to the P members' matmuls. The backward is autograd's own (mse_loss, sigmoid_backward,
+    threshold_backward for ReLU), so the numbers are train()'s to rounding; tests check it
+    against train().
+
+    The pack stores each weight (P, out, in) in "in, out" memory order (``transposed``:
+    its param is a transposed view of a contiguous (P, in, out) tensor), so both forward matmuls read it
+    as a plain (in, out) matrix: at batch 32 a batched matmul whose second operand is a
+    transposed view ran at 125 GFLOP/s on a core of an Intel Xeon where the plain one ran
+    at 160-185 (README, "How fast"). The math takes any layout; only its speed depends
+    on it."""
 
     # activation in place, and its backward written into a given tensor (autograd's kernels)
     _ACTS = {
@@ -330,19 +337,30 @@ class _DenseEngine:
         x = self._buffer("x", (idx.numel(), flat.shape[1]), flat)
         return torch.index_select(flat, 0, idx.flatten(), out=x).view(*idx.shape, -1), None
 
+    @staticmethod
+    def transposed(p: Tensor) -> bool:
+        """Whether the pack should store stacked ``p`` transposed: the weights."""
+        return p.ndim == 3
+
+    def _like(self, name: str, p: Tensor) -> Tensor:
+        """A reused buffer with ``p``'s shape and memory order (the fused optimizer reads a
+        gradient as laid out like its parameter)."""
+        if p.ndim == 3 and not p.is_contiguous() and p.mT.is_contiguous():
+            return self._buffer(name, p.mT.shape, p).mT
+        return self._buffer(name, p.shape, p)
+
     @torch.no_grad()
     def forward(self, params: list[Tensor], x: Tensor) -> Tensor:
         """Evaluation: the P members on one shared batch x (b, C, H, W) -> (P, b, D), in
         reused buffers (valid until the next call), as the training step: no megabyte
-        allocation per evaluation batch."""
+        allocation per evaluation batch. The shared batch is broadcast (stride 0), not copied."""
         w1, b1, w2, b2 = params
         xf = x.flatten(1)
         (size, latent), batch = w1.shape[:2], len(xf)
-        z1 = torch.mm(xf, w1.flatten(0, 1).T, out=self._buffer("eval_z1", (batch, size * latent), xf))
-        h = torch.add(z1.view(batch, size, latent).transpose(0, 1), b1[:, None, :],
-                      out=self._buffer("eval_h", (size, batch, latent), xf))
+        h = torch.baddbmm(b1[:, None, :], xf.expand(size, -1, -1), w1.mT,
+                          out=self._buffer("eval_h", (size, batch, latent), xf))
         self.latent_act[0](h)
-        out = torch.baddbmm(b2[:, None, :], h, w2.transpose(1, 2), out=self._buffer("eval_out", (size, batch, xf.shape[1]), xf))
+        out = torch.baddbmm(b2[:, None, :], h, w2.mT, out=self._buffer("eval_out", (size, batch, xf.shape[1]), xf))
         return self.output_act[0](out)
 
     @torch.no_grad()
@@ -351,22 +369,26 @@ class _DenseEngine:
         until the next step), and the gradients (buffers, likewise)."""
         w1, b1, w2, b2 = params
         (size, batch, width), latent = x.shape, w1.shape[1]
-        grads = [self._buffer(f"grad{i}", p.shape, p) for i, p in enumerate(params)]
+        grads = [self._like(f"grad{i}", p) for i, p in enumerate(params)]
         h = self._buffer("h", (size, batch, latent), x)
         out = self._buffer("out", x.shape, x)
         diff = self._buffer("diff", x.shape, x)
-        dh = self._buffer("dh", h.shape, x)
-        self.latent_act[0](torch.baddbmm(b1[:, None, :], x, w1.transpose(1, 2), out=h))
-        self.output_act[0](torch.baddbmm(b2[:, None, :], h, w2.transpose(1, 2), out=out))
+        dh_t = self._buffer("dh_t", (size, latent, batch), x)
+        dz1 = self._buffer("dz1", h.shape, x)
+        self.latent_act[0](torch.baddbmm(b1[:, None, :], x, w1.mT, out=h))
+        self.output_act[0](torch.baddbmm(b2[:, None, :], h, w2.mT, out=out))
         torch.sub(out, x, out=diff)
         numel = batch * width
         # mse_loss, mean: vecdot's own mul and sum, the product kept in a buffer
         task = torch.mul(diff, diff, out=self._buffer("squares", x.shape, x)).flatten(1).sum(1) / numel
         dz2 = self.output_act[1](diff.mul_(2.0 / numel), out, diff)  # d loss / d pre-activation, in place
-        torch.bmm(dz2.transpose(1, 2), h, out=grads[2])
+        # each product written in the order its operands are read fastest: a gradient
+        # (P, out, in) as its transpose, (P, in, out), and dh as dh^T = w2^T dz2^T
+        torch.bmm(h.mT, dz2, out=grads[2].mT)
         torch.sum(dz2, 1, out=grads[3])
-        dz1 = self.latent_act[1](torch.bmm(dz2, w2, out=dh), h, dh)
-        torch.bmm(dz1.transpose(1, 2), x, out=grads[0])
+        torch.bmm(w2.mT, dz2.mT, out=dh_t)
+        dz1 = self.latent_act[1](dh_t.mT, h, dz1)
+        torch.bmm(x.mT, dz1, out=grads[0].mT)
         torch.sum(dz1, 1, out=grads[1])
         return task, out, grads
 
@@ -387,6 +409,10 @@ class _VmapEngine:
         self._train = vmap(one, in_dims=(0, 0))
         self._eval = vmap(one, in_dims=(0, None))
 
+    @staticmethod
+    def transposed(p: Tensor) -> bool:
+        return False
+
     def batch(self, xs: Tensor, ys: Tensor, idx: Tensor) -> tuple[Tensor, Tensor]:
         return xs[idx], ys[idx]
 
@@ -401,10 +427,7 @@ class _VmapEngine:
         else:
             task = F.cross_entropy(out.flatten(0, 1), y.flatten(), reduction="none").view(len(out), -1).mean(1)
         grads = torch.autograd.grad(task.sum(), params)
-        # the fused CPU optimizers read a gradient as if laid out like its parameter
-        # (cf. pytorch/pytorch#106951): a transposed gradient must be copied first
-        grads = [g if g.stride() == p.stride() else g.contiguous() for p, g in zip(params, grads)]
-        return task.detach(), out.detach(), grads
+        return task.detach(), out.detach(), list(grads)
 
 
 class _Entropy:
@@ -499,29 +522,51 @@ class _Member:
 
 
 class _Pack:
-    """The stacked weights, their optimizer, and the members they belong to, in order."""
+    """The stacked weights, their optimizer, and the members they belong to, in order.
 
-    def __init__(self, members: list[_Member], names: list[str], guided: list[str], device):
+    The optimizer owns contiguous tensors (``leaves``: what the fused kernels take); the
+    engine reads ``params``, the same memory in the modules' shapes. A weight the engine
+    reads transposed (``engine.transposed``) is stored as its transpose, (P, in, out), and
+    its param is the transposed view."""
+
+    def __init__(self, members: list[_Member], names: list[str], guided: list[str], device, transposed=None):
         self.members = members
         self.names = names
         stacked = [torch.stack([dict(m.model.named_parameters())[n].detach() for m in members]) for n in names]
-        self.params = [p.to(device).requires_grad_() for p in stacked]
+        self.transposed = [bool(transposed and transposed(p)) for p in stacked]
+        self._set([(p.mT if t else p).to(device).contiguous().requires_grad_() for p, t in zip(stacked, self.transposed)])
         self.guided = [names.index(g) for g in guided]
-        self.optimizer = _optimizer(self.params, members[0].config)
+
+    def _set(self, leaves: list[Tensor], state: list[dict] | None = None) -> None:
+        self.leaves = leaves
+        with torch.no_grad():  # plain views: the engines read them without autograd
+            self.params = [leaf.mT if t else leaf for leaf, t in zip(leaves, self.transposed)]
+        self.optimizer = _optimizer(leaves, self.members[0].config)
+        for leaf, st in zip(leaves, state or []):
+            self.optimizer.state[leaf] = st
+
+    def set_grads(self, grads: list[Tensor] | None) -> None:
+        """Hand the engine's gradients (params' shapes) to the optimizer's leaves, or clear them."""
+        for leaf, g, t in zip(self.leaves, grads or [None] * len(self.leaves), self.transposed):
+            if g is not None:
+                g = g.mT if t else g
+                # the fused CPU optimizers read a gradient as if laid out like its parameter
+                # (cf. pytorch/pytorch#106951): one laid out otherwise must be copied first
+                g = g if g.stride() == leaf.stride() else g.contiguous()
+            leaf.grad = g
 
     def keep(self, positions: list[int]) -> None:
         """Drop every member not at ``positions``: slice the weights and optimizer state."""
-        index = torch.tensor(positions, device=self.params[0].device)
+        index = torch.tensor(positions, device=self.leaves[0].device)
         size = len(self.members)
-        params = [p.detach().index_select(0, index).requires_grad_() for p in self.params]
-        optimizer = _optimizer(params, self.members[0].config)
-        for old, new in zip(self.params, params):
-            optimizer.state[new] = {
-                k: v.index_select(0, index.to(v.device)) if torch.is_tensor(v) and v.ndim and v.shape[0] == size else v
-                for k, v in self.optimizer.state.get(old, {}).items()
-            }
-        self.params, self.optimizer = params, optimizer
+        leaves = [p.detach().index_select(0, index).requires_grad_() for p in self.leaves]
+        state = [
+            {k: v.index_select(0, index.to(v.device)) if torch.is_tensor(v) and v.ndim and v.shape[0] == size else v
+             for k, v in self.optimizer.state.get(old, {}).items()}
+            for old in self.leaves
+        ]
         self.members = [self.members[i] for i in positions]
+        self._set(leaves, state)
 
     def member_weights(self, position: int) -> list[Tensor]:
         return [p[position].detach().clone() for p in self.params]
@@ -584,7 +629,9 @@ def _train_pack(configs: list[Config], splits: Splits, device: torch.device | st
                 s.outcome.profiles += rows
     template, guided = members[0].model, guided[0]
     names = [n for n, _ in template.named_parameters()]
-    pack = _Pack(members, names, [f"{name}.weight" for name, _ in guided], device)
+    engine = _DenseEngine(template) if isinstance(template, DenseAutoencoder) else _VmapEngine(template, base.task)
+    engine.example_floats = _activation_floats(template, splits.input_shape)
+    pack = _Pack(members, names, [f"{name}.weight" for name, _ in guided], device, transposed=engine.transposed)
     kinds = ["conv" if isinstance(m, nn.Conv2d) else "dense" for _, m in guided]
     shapes = [pack.params[g].shape for g in pack.guided]
     entropy = _Entropy(pack.guided, kinds, shapes, base.entropy)
@@ -592,8 +639,6 @@ def _train_pack(configs: list[Config], splits: Splits, device: torch.device | st
     # entropy_term(1.0, precision="float32")), once per epoch
     entropy32 = (_Entropy(pack.guided, kinds, shapes, replace(base.entropy, precision="float32"))
                  if any(s.config.train.monitor == "total_float32" for s in stoppers) else None)
-    engine = _DenseEngine(template) if isinstance(template, DenseAutoencoder) else _VmapEngine(template, base.task)
-    engine.example_floats = _activation_floats(template, splits.input_shape)
 
     n, batch = len(xs), train_cfg.batch_size
     report = _epoch_reporter(base, len(members), len(stoppers))
@@ -626,11 +671,9 @@ def _train_pack(configs: list[Config], splits: Splits, device: torch.device | st
                         ratios, leds = _grad_ratios(grads, term_grads, entropy.pieces(grads, guided_on), pack.guided,
                                                     guided_on, size)
                     entropy.add_into(grads, term_grads, guided_on)
-                for p, g in zip(pack.params, grads):
-                    p.grad = g
+                pack.set_grads(grads)
                 pack.optimizer.step()
-                for p in pack.params:
-                    p.grad = None
+                pack.set_grads(None)
             with torch.no_grad():
                 newly = ~torch.isfinite(total) & ~bad
                 bad_task = torch.where(newly, task, bad_task)

@@ -33,6 +33,10 @@ def test_a_dense_pack_step_is_five_batched_matmuls_with_the_models_flops(splits)
     calls = ceiling.record_step_matmuls(cell, splits, "cpu")
     assert [c.op for c in calls] == ["baddbmm", "baddbmm", "bmm", "bmm", "bmm"]  # 2 forward, 3 backward
     assert all(c.kwargs["out"].shape[0] == 3 for c in calls)  # every matmul spans the pack's 3 members
+    # the forward matmuls read the stored weights as plain (in, out) matrices, not transposed views
+    for call in calls[:2]:
+        weight = call.args[2]
+        assert weight.stride == torch.empty(weight.shape).stride(), weight
     flops, seconds = ceiling.replay_rate(calls, threads=1, seconds=0.05)
     per_example, _ = bench.model_flops(cell[0], splits)
     assert flops == 3 * cell[0].train.batch_size * per_example
@@ -56,9 +60,9 @@ def test_recorded_calls_travel_to_worker_processes_and_replay_on_fresh_tensors(s
     calls = ceiling.record_step_matmuls(configs(2), splits, "cpu")
     again = pickle.loads(pickle.dumps(calls))
     assert again == calls
-    op, args, kwargs = again[0].materialize()
-    spec = calls[0].args[2]  # the encoder weight, transposed: the layout is kept, not only the shape
-    assert args[2].shape == spec.shape and args[2].stride() == spec.stride and not args[2].is_contiguous()
+    op, args, kwargs = again[2].materialize()
+    spec = calls[2].args[0]  # h^T of the decoder's weight gradient, a transposed view: the layout is kept, not only the shape
+    assert args[0].shape == spec.shape and args[0].stride() == spec.stride and not args[0].is_contiguous()
     op(*args, **kwargs)
     assert torch.isfinite(kwargs["out"]).all()
 

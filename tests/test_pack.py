@@ -102,7 +102,7 @@ def test_stopping_rules_share_one_trained_member_and_each_stops_as_alone(digits,
     it gives trained alone (its own stopping epoch, best weights, metrics)."""
     sizes = []
     init = pack._Pack.__init__
-    monkeypatch.setattr(pack._Pack, "__init__", lambda self, members, *a: (sizes.append(len(members)), init(self, members, *a))[1])
+    monkeypatch.setattr(pack._Pack, "__init__", lambda self, members, *a, **k: (sizes.append(len(members)), init(self, members, *a, **k))[1])
     common = {**DENSE, "entropy.form": "log", "train.max_epochs": 12, "train.patience": 1}
     rules = [{}, {"train.monitor": "total_float32"}, {"train.patience": 3, "train.min_delta": 1e-4},
              {"train.max_epochs": 2, "train.restore_best": False}]
@@ -127,7 +127,7 @@ def test_a_diverged_member_diverges_every_replication_it_trains_for():
         "net.latent_activation": "linear", "net.output_activation": "linear", "train.optimizer": "sgd",
         "train.lr": 3.0, "train.max_epochs": 5, "data.n_train": 200, "data.n_val": 100, "lam": 0.0,
     }
-    cfgs = [build_config({**common, "seed": seed, "train.patience": patience}) for seed in (0, 2) for patience in (1, 7)]
+    cfgs = [build_config({**common, "seed": seed, "train.patience": patience}) for seed in (3, 2) for patience in (1, 7)]
     packed = check_pack(cfgs, splits)
     assert [o.status for o in packed] == ["diverged", "diverged", "done", "done"]
 
@@ -163,7 +163,10 @@ def test_a_diverged_member_is_recorded_and_the_others_go_on():
         "net.latent_activation": "linear", "net.output_activation": "linear", "train.optimizer": "sgd",
         "train.lr": 3.0, "train.max_epochs": 5, "data.n_train": 200, "data.n_val": 100,
     }
-    packed = check_pack(configs(common, [0.0], [0, 2]), splits)  # seed 0 blows up at this step size, 2 does not
+    # seed 3 blows up at this step size, 2 does not. Seed 3's first epoch still trains (loss
+    # 0.4), so its recorded row is compared to float tolerance; a run whose first epoch is
+    # already at 1e5 would amplify the kernels' different rounding past any tolerance
+    packed = check_pack(configs(common, [0.0], [3, 2]), splits)
     assert [o.status for o in packed] == ["diverged", "done"]
     assert packed[0].error.startswith("non-finite loss at epoch")
 
