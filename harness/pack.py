@@ -379,14 +379,15 @@ class _DenseEngine:
         self.output_act[0](torch.baddbmm(b2[:, None, :], h, w2.mT, out=out))
         torch.sub(out, x, out=diff)
         numel = batch * width
-        # mse_loss, mean: vecdot's own mul and sum, the product kept in a buffer
-        task = torch.mul(diff, diff, out=self._buffer("squares", x.shape, x)).flatten(1).sum(1) / numel
-        dz2 = self.output_act[1](diff.mul_(2.0 / numel), out, diff)  # d loss / d pre-activation, in place
+        # mse_loss, mean: each member's ||diff||^2 / numel, the norm one pass over diff
+        task = torch.linalg.vector_norm(diff.view(size, numel), dim=1).square_() / numel
+        dz2 = self.output_act[1](diff, out, diff)  # in place; d loss / d pre-activation once scaled by
+        scale = 2.0 / numel  # this, which the matmuls apply (alpha) rather than a pass of its own
         # each product written in the order its operands are read fastest: a gradient
         # (P, out, in) as its transpose, (P, in, out), and dh as dh^T = w2^T dz2^T
-        torch.bmm(h.mT, dz2, out=grads[2].mT)
-        torch.sum(dz2, 1, out=grads[3])
-        torch.bmm(w2.mT, dz2.mT, out=dh_t)
+        torch.baddbmm(grads[2].mT, h.mT, dz2, beta=0, alpha=scale, out=grads[2].mT)
+        torch.sum(dz2, 1, out=grads[3]).mul_(scale)
+        torch.baddbmm(dh_t, w2.mT, dz2.mT, beta=0, alpha=scale, out=dh_t)
         dz1 = self.latent_act[1](dh_t.mT, h, dz1)
         torch.bmm(x.mT, dz1, out=grads[0].mT)
         torch.sum(dz1, 1, out=grads[1])

@@ -31,7 +31,7 @@ def splits():
 def test_a_dense_pack_step_is_five_batched_matmuls_with_the_models_flops(splits):
     cell = configs(3)
     calls = ceiling.record_step_matmuls(cell, splits, "cpu")
-    assert [c.op for c in calls] == ["baddbmm", "baddbmm", "bmm", "bmm", "bmm"]  # 2 forward, 3 backward
+    assert [c.op for c in calls] == ["baddbmm", "baddbmm", "baddbmm", "baddbmm", "bmm"]  # 2 forward, 3 backward
     assert all(c.kwargs["out"].shape[0] == 3 for c in calls)  # every matmul spans the pack's 3 members
     # the forward matmuls read the stored weights as plain (in, out) matrices, not transposed views
     for call in calls[:2]:
@@ -61,8 +61,8 @@ def test_recorded_calls_travel_to_worker_processes_and_replay_on_fresh_tensors(s
     again = pickle.loads(pickle.dumps(calls))
     assert again == calls
     op, args, kwargs = again[2].materialize()
-    spec = calls[2].args[0]  # h^T of the decoder's weight gradient, a transposed view: the layout is kept, not only the shape
-    assert args[0].shape == spec.shape and args[0].stride() == spec.stride and not args[0].is_contiguous()
+    spec = calls[2].args[1]  # h^T of the decoder's weight gradient, a transposed view: the layout is kept, not only the shape
+    assert args[1].shape == spec.shape and args[1].stride() == spec.stride and not args[1].is_contiguous()
     op(*args, **kwargs)
     assert torch.isfinite(kwargs["out"]).all()
 
