@@ -291,7 +291,7 @@ def _result(rep: Replication, outcome: PackedOutcome, device, started: datetime)
 class _DenseEngine:
     """The dense autoencoder on stacked weights, forward and backward by hand.
 
-    Training: x (P, b, D), one batch per member: two baddbmm forward, three bmm backward,
+    Training: x (P, b, D), one batch per member: two batched matmuls forward, three backward,
     every gradient written into a preallocated buffer laid out as its weight (what the
     fused optimizer reads), no autograd graph. Evaluation: one shared x (b, D), broadcast
     to the P members' matmuls. The backward is autograd's own (mse_loss, sigmoid_backward,

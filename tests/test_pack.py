@@ -171,6 +171,35 @@ def test_a_diverged_member_is_recorded_and_the_others_go_on():
     assert packed[0].error.startswith("non-finite loss at epoch")
 
 
+@pytest.mark.parametrize("latent_act, output_act", [("sigmoid", "sigmoid"), ("relu", "linear"), ("tanh", "sigmoid"),
+                                                     ("linear", "linear")])
+@pytest.mark.parametrize("stored_transposed", [True, False])
+def test_the_dense_step_is_autograds_whatever_the_layout_and_the_buffers_held(latent_act, output_act, stored_transposed):
+    """The hand-written dense step (loss, backward, its 2/n on the matmuls' alpha) gives what
+    autograd gives through the model (the vmap engine), with the weights stored as the pack
+    stores them, (P, in, out), or as the modules do; and reused buffers left full of NaN by
+    an earlier step leak nothing (beta = 0 ignores a matmul's uninitialised input)."""
+    from harness.models import DenseAutoencoder
+
+    torch.manual_seed(0)
+    size, batch, width, latent = 3, 5, 12, 4
+    template = DenseAutoencoder(width, latent, latent_act, output_act)
+    plain = [torch.randn(size, *p.shape) for p in template.parameters()]
+    stored = [p.mT.contiguous().mT if stored_transposed and p.ndim == 3 else p for p in plain]
+    x = torch.rand(size, batch, width)
+    dense = pack._DenseEngine(template)
+    dense.task_and_grads(stored, torch.rand(size, batch + 2, width), None)
+    for buf in dense._buffers.values():
+        buf.fill_(math.nan)
+    task, _, grads = dense.task_and_grads(stored, x, None)
+    reference = pack._VmapEngine(template, "reconstruction")
+    ref_task, _, ref_grads = reference.task_and_grads([p.clone().requires_grad_() for p in plain], x, None)
+    torch.testing.assert_close(task, ref_task)
+    for g, ref, p in zip(grads, ref_grads, stored):
+        assert g.stride() == p.stride()  # laid out as its weight: what the fused optimizer reads
+        torch.testing.assert_close(g, ref)
+
+
 # ---------------------------------------------------------------------------- the batched entropy term
 
 
