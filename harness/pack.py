@@ -298,9 +298,9 @@ class _DenseEngine:
     threshold_backward for ReLU), so the numbers are train()'s to rounding; tests check it
     against train().
 
-    The pack stores each weight (P, out, in) in "in, out" memory order (``transposed``:
-    its param is a transposed view of a contiguous (P, in, out) tensor), so both forward matmuls read it
-    as a plain (in, out) matrix: at batch 32 a batched matmul whose second operand is a
+    The pack stores each weight (P, out, in) in "in, out" memory order (``transposed``: its
+    param is a transposed view of a contiguous (P, in, out) tensor), so both forward
+    matmuls read it as a plain (in, out) matrix: at batch 32 a batched matmul whose second operand is a
     transposed view ran at 125 GFLOP/s on a core of an Intel Xeon where the plain one ran
     at 160-185 (README, "How fast"). The math takes any layout; only its speed depends
     on it."""
@@ -412,6 +412,7 @@ class _VmapEngine:
 
     @staticmethod
     def transposed(p: Tensor) -> bool:
+        """Never: autograd differentiates the params, so they are the optimizer's leaves."""
         return False
 
     def batch(self, xs: Tensor, ys: Tensor, idx: Tensor) -> tuple[Tensor, Tensor]:
@@ -540,7 +541,9 @@ class _Pack:
 
     def _set(self, leaves: list[Tensor], state: list[dict] | None = None) -> None:
         self.leaves = leaves
-        with torch.no_grad():  # plain views: the engines read them without autograd
+        # a transposed view is made outside autograd: only the dense engine reads one, and
+        # without autograd; an untransposed param is its leaf, which the vmap engine differentiates
+        with torch.no_grad():
             self.params = [leaf.mT if t else leaf for leaf, t in zip(leaves, self.transposed)]
         self.optimizer = _optimizer(leaves, self.members[0].config)
         for leaf, st in zip(leaves, state or []):
