@@ -22,6 +22,7 @@ gradient.
 from __future__ import annotations
 
 import functools
+import math
 import numbers
 import operator
 from collections.abc import Sequence
@@ -72,20 +73,58 @@ def logabsdet(a: Tensor) -> Tensor:
     """log|det A| of a square matrix or a batch of them (..., k, k), differentiable: its
     gradient is A^{-T}; -inf where A is singular (and a NaN gradient, as slogdet's).
 
-    On a CPU, from k = LAPACK_MIN_WIDTH on, one LAPACK getrf per matrix for the value and
-    getri on the same factors for the gradient (scipy's LAPACK). A guided training step needs
-    both, and slogdet's backward gets A^{-T} by solving k right-hand sides through the
-    factors (2k^3 flops, getri 4/3 k^3): on a core of the development machine getrf + getri
-    took 0.4-0.7 of the time of slogdet's value and gradient for 8 matrices at k = 40 to
-    260 (README, "How fast"). Per-matrix calls also keep clear of batched getrf from several threads,
-    which gives wrong determinants of wide matrices with this torch build's MKL
-    (pytorch/pytorch#181570). Elsewhere (GPU, narrow): torch.linalg.slogdet."""
+    On a CPU, from k = LAPACK_MIN_WIDTH on, one LU factorisation per matrix for the value and
+    the gradient from the same factors. A guided training step needs both, and slogdet's
+    backward factors A again. Which LAPACK does it is the one measured faster on the CPU
+    (README, "How fast"): on an Intel CPU with torch on one thread, torch's (MKL: batched
+    getrf, then getrs against the identity), 20-33% faster than scipy's at k = 40 to 260;
+    elsewhere scipy's (OpenBLAS) getrf and getri per matrix, 0.4-0.7 of slogdet's time on
+    an AMD EPYC, where MKL's LU and solve were no faster than slogdet. Per-matrix calls keep
+    clear of batched getrf from several threads, which gives wrong determinants of wide
+    matrices with this torch build's MKL (pytorch/pytorch#181570): torch's batched path is
+    only taken on one thread. Elsewhere (GPU, narrow): torch.linalg.slogdet."""
     if a.ndim < 2 or a.shape[-1] != a.shape[-2]:
         raise ValueError(f"logabsdet takes square matrices (..., k, k), got shape {tuple(a.shape)}")
     if (a.device.type == "cpu" and a.dtype in (torch.float32, torch.float64) and a.shape[-1] >= LAPACK_MIN_WIDTH
             and a.numel()):
-        return _LapackLogAbsDet.apply(a)
+        return _TorchLuLogAbsDet.apply(a) if torch_lapack_preferred() else _LapackLogAbsDet.apply(a)
     return torch.linalg.slogdet(a).logabsdet
+
+
+def torch_lapack_preferred() -> bool:
+    """Whether logabsdet takes torch's LAPACK on this CPU now: MKL, an Intel CPU, torch on
+    one thread (the default layout of a CPU worker)."""
+    return torch.get_num_threads() == 1 and _mkl_on_intel()
+
+
+@functools.lru_cache(maxsize=None)
+def _mkl_on_intel() -> bool:
+    if not torch.backends.mkl.is_available():
+        return False
+    try:
+        return "GenuineIntel" in Path("/proc/cpuinfo").read_text()
+    except OSError:  # not Linux: keep the path measured everywhere
+        return False
+
+
+class _TorchLuLogAbsDet(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, a: Tensor) -> Tensor:
+        lu, pivots, _ = torch.linalg.lu_factor_ex(a.detach())
+        ctx.save_for_backward(lu, pivots)
+        # a zero pivot: log 0 = -inf, the singular matrix's value
+        return lu.diagonal(dim1=-2, dim2=-1).abs().log().sum(-1)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: Tensor) -> Tensor:
+        lu, pivots = ctx.saved_tensors
+        eye = torch.eye(lu.shape[-1], dtype=lu.dtype).expand_as(lu)
+        inv_t = torch.linalg.lu_solve(lu, pivots, eye, adjoint=True)  # A^T X = I: X = A^{-T}
+        singular = (lu.diagonal(dim1=-2, dim2=-1) == 0).any(-1)
+        if singular.any():  # no gradient, as getri's path
+            inv_t[singular] = math.nan
+        return inv_t.mul_(grad[..., None, None])
 
 
 class _LapackLogAbsDet(torch.autograd.Function):

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from harness import entropy
 from harness.entropy import (
     conv_entropy_change,
     dense_entropy_change,
@@ -179,14 +180,19 @@ def test_singular_block_gives_minus_inf():
     assert torch.all(conv_entropy_change(zero, (5, 5)) == -math.inf)
 
 
+@pytest.mark.parametrize("lapack", ["scipy", "torch"])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_logabsdet_value_and_gradient_against_numpy(dtype):
-    """Narrow (slogdet) and wide (LAPACK getrf/getri) matrices, one or a batch: the value is
-    numpy's slogdet, the gradient numpy's inverse transposed, with torch on several threads
-    (batched MKL getrf from several threads gets wide matrices wrong, pytorch#181570)."""
+def test_logabsdet_value_and_gradient_against_numpy(dtype, lapack, monkeypatch):
+    """Narrow (slogdet) and wide (an LU per matrix) matrices, one or a batch: the value is
+    numpy's slogdet, the gradient numpy's inverse transposed, through either LAPACK:
+    scipy's getrf/getri with torch on several threads (batched MKL getrf from several
+    threads gets wide matrices wrong, pytorch#181570), torch's batched LU and lu_solve on
+    one thread, the path an Intel CPU takes (forced here, whatever this CPU)."""
+    monkeypatch.setattr(entropy, "_mkl_on_intel", lambda: True)
     threads = torch.get_num_threads()
-    torch.set_num_threads(2)
+    torch.set_num_threads(1 if lapack == "torch" else 2)
     try:
+        assert entropy.torch_lapack_preferred() == (lapack == "torch")
         g = torch.Generator().manual_seed(2)
         for shape in [(6, 20, 20), (31, 31), (6, 32, 32), (3, 2, 101, 101), (4, 160, 160)]:
             a = torch.randn(*shape, generator=g, dtype=torch.float64).to(dtype).requires_grad_()
@@ -201,6 +207,13 @@ def test_logabsdet_value_and_gradient_against_numpy(dtype):
             assert a.grad.dtype == dtype
             np.testing.assert_allclose(a.grad.double().numpy(), expected_grad, rtol=rtol * 100,
                                        atol=rtol * np.abs(expected_grad).max())
+        singular = torch.zeros(2, 40, 40, dtype=dtype)
+        singular[1] = torch.eye(40)
+        singular = singular.requires_grad_()
+        value = logabsdet(singular)
+        value.sum().backward()
+        assert value[0].item() == -math.inf and value[1].item() == 0
+        assert singular.grad[0].isnan().all() and torch.equal(singular.grad[1], torch.eye(40, dtype=dtype))
     finally:
         torch.set_num_threads(threads)
 
