@@ -284,17 +284,20 @@ class Processes:
         self.restart()
 
     def restart(self) -> None:
+        """A pool with every worker process started now, with Ctrl-C ignored, which they
+        inherit: one pressed while a worker is still starting (before _start_worker) would
+        kill it. loky starts all its workers at the first submit, so a no-op is submitted
+        here, before the sweep takes Ctrl-C over; later submits start nothing (no idle
+        timeout stops a worker), so no press during the sweep is ignored, and lost."""
         from joblib.externals.loky import get_reusable_executor
 
         self.pool = get_reusable_executor(max_workers=self.capacity, initializer=_start_worker,
-                                          initargs=(os.getpid(),), env=self.env)
+                                          initargs=(os.getpid(),), env=self.env, timeout=None)
+        with _sigint_ignored():
+            self.pool.submit(int)
 
     def submit(self, fn, *args) -> Future:
-        # loky starts its worker processes here, on demand: with Ctrl-C ignored, which they
-        # inherit, so one pressed while a worker is still starting (before _start_worker)
-        # does not kill it
-        with _sigint_ignored():
-            return self.pool.submit(fn, *args)
+        return self.pool.submit(fn, *args)
 
     def close(self, kill: bool = False) -> None:
         if kill:
