@@ -287,12 +287,16 @@ class Processes:
         """A pool with every worker process started now, with Ctrl-C ignored, which they
         inherit: one pressed while a worker is still starting (before _start_worker) would
         kill it. loky starts all its workers at the first submit, so a no-op is submitted
-        here, before the sweep takes Ctrl-C over; later submits start nothing (no idle
-        timeout stops a worker), so no press during the sweep is ignored, and lost."""
+        here, before the sweep takes Ctrl-C over; later submits start nothing, so no press
+        during the sweep is ignored, and lost. (loky stops a worker idle for 10 s and a
+        later submit starts it again, outside the ignore: a worker is idle only when
+        nothing is left to submit. The idle timeout is kept: without it, one pool served
+        every later sweep of a long-lived process, the test suite's, and DataLoader worker
+        processes failed to start in its workers.)"""
         from joblib.externals.loky import get_reusable_executor
 
         self.pool = get_reusable_executor(max_workers=self.capacity, initializer=_start_worker,
-                                          initargs=(os.getpid(),), env=self.env, timeout=None)
+                                          initargs=(os.getpid(),), env=self.env)
         with _sigint_ignored():
             self.pool.submit(int)
 
