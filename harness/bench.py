@@ -160,6 +160,10 @@ class BenchResult:
     ceiling_flops: float = math.nan
     spread_ceiling_flops: float = math.nan
     flush_denormals: bool = False  # the study's train.flush_denormals: the harness's paths flush, the plain loop not
+    # harness.entropy.logabsdet takes torch's LAPACK in a process with one torch thread on
+    # this CPU (an Intel's MKL), scipy's on several: the spread's workers and the
+    # several-thread paths then factor the entropy term's blocks with different libraries
+    torch_lapack_on_one_thread: bool = False
 
     @property
     def plain_reps_per_hour(self) -> float:
@@ -207,6 +211,11 @@ class BenchResult:
             f"({self.packed_flops / self.peak_flops:.0%} of peak)",
             f"speed-up packed / plain: {self.speedup:.1f}x",
         ]
+        if self.torch_lapack_on_one_thread and self.threads > 1 and not self.device.startswith("cuda"):
+            where = " (the spread's workers)" if self.workers > 1 else ""
+            lines.insert(3 if self.flush_denormals else 2, (
+                "entropy term's determinants (blocks 32 wide and wider; harness.entropy.logabsdet): torch's LU (MKL) "
+                f"in 1-thread processes{where}, scipy's LAPACK on {self.threads} threads (plain loop, packed)"))
         if self.workers > 1:
             lines += [
                 f"spread (harness run --workers {self.workers}: {self.workers} processes x "
@@ -241,6 +250,7 @@ def bench(configs: list, splits, device: str, plain_reps: int | None = None, rep
     import torch
 
     from harness.ceiling import record_step_matmuls, replay_rate
+    from harness.entropy import mkl_on_intel
     from harness.pack import choose_pack_size, train_in_packs
 
     plain_reps = min(plain_reps or len(configs), len(configs))
@@ -290,6 +300,7 @@ def bench(configs: list, splits, device: str, plain_reps: int | None = None, rep
         packed_s=packed_s, flops_per_rep=per_rep, repeats=repeats,
         pack_size=size, chosen_pack_size=chosen, workers=workers, spread_s=spread_s,
         ceiling_flops=ceiling, spread_ceiling_flops=spread_ceiling, flush_denormals=base.train.flush_denormals,
+        torch_lapack_on_one_thread=mkl_on_intel(),
     )
 
 

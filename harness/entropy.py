@@ -94,11 +94,12 @@ def logabsdet(a: Tensor) -> Tensor:
 def torch_lapack_preferred() -> bool:
     """Whether logabsdet takes torch's LAPACK on this CPU now: MKL, an Intel CPU, torch on
     one thread (the default layout of a CPU worker)."""
-    return torch.get_num_threads() == 1 and _mkl_on_intel()
+    return torch.get_num_threads() == 1 and mkl_on_intel()
 
 
 @functools.lru_cache(maxsize=None)
-def _mkl_on_intel() -> bool:
+def mkl_on_intel() -> bool:
+    """Whether torch's LAPACK is MKL and this is an Intel CPU (Linux's /proc/cpuinfo)."""
     if not torch.backends.mkl.is_available():
         return False
     try:

@@ -73,6 +73,13 @@ def test_result_figures_follow_from_the_timings():
     flushed = bench.BenchResult(**{**vars(r), "flush_denormals": True})
     assert "subnormal floats: flushed to zero in the harness's paths" in flushed.report("s", "")
     assert "subnormal" not in bench.BenchResult(**{**vars(flushed), "device": "cuda"}).report("s", "")
+    # the determinants' LAPACK differs between a 1-thread worker and a several-thread process: said
+    assert "determinants" not in spread.report("s", "")
+    mkl = bench.BenchResult(**{**vars(spread), "torch_lapack_on_one_thread": True})
+    assert ("torch's LU (MKL) in 1-thread processes (the spread's workers), scipy's LAPACK on 2 threads"
+            in mkl.report("s", ""))
+    assert "determinants" not in bench.BenchResult(**{**vars(mkl), "threads": 1}).report("s", "")  # one path
+    assert "determinants" not in bench.BenchResult(**{**vars(mkl), "device": "cuda"}).report("s", "")
 
 
 def test_bad_options_are_one_line_user_errors():
