@@ -194,7 +194,10 @@ class BenchResult:
         return self.flops_per_rep * self.members / self.spread_s
 
     def report(self, study: str, cell: str) -> str:
+        from harness.entropy import LAPACK_MIN_WIDTH
+
         g = 1e9
+        spread_workers = " (the spread's workers)" if self.workers > 1 else ""
         lines = [
             f"harness bench {study}: {self.members} replications (every λ and seed at {cell or 'the first cell'}), "
             f"{self.epochs} epoch(s) on {self.n_train} examples, validation {self.n_val}, no early stopping",
@@ -203,6 +206,10 @@ class BenchResult:
             *([f"subnormal floats: flushed to zero in the harness's paths (train.flush_denormals), IEEE in the "
                "plain loop; train.flush_denormals=false measures the harness without"]
               if self.flush_denormals and not self.device.startswith("cuda") else []),
+            *([f"entropy term's determinants (blocks {LAPACK_MIN_WIDTH} wide and wider; harness.entropy.logabsdet): "
+               f"torch's LU (MKL) in 1-thread processes{spread_workers}, "
+               f"scipy's LAPACK on {self.threads} threads (plain loop, packed)"]
+              if self.torch_lapack_on_one_thread and self.threads > 1 and not self.device.startswith("cuda") else []),
             f"plain loop (DataLoader, one model at a time): {self.plain_reps} reps in {self.plain_s:.1f} s = "
             f"{self.plain_reps_per_hour:,.0f} reps/h, {self.plain_flops / g:.1f} GFLOP/s "
             f"({self.plain_flops / self.peak_flops:.0%} of peak)",
@@ -211,11 +218,6 @@ class BenchResult:
             f"({self.packed_flops / self.peak_flops:.0%} of peak)",
             f"speed-up packed / plain: {self.speedup:.1f}x",
         ]
-        if self.torch_lapack_on_one_thread and self.threads > 1 and not self.device.startswith("cuda"):
-            where = " (the spread's workers)" if self.workers > 1 else ""
-            lines.insert(3 if self.flush_denormals else 2, (
-                "entropy term's determinants (blocks 32 wide and wider; harness.entropy.logabsdet): torch's LU (MKL) "
-                f"in 1-thread processes{where}, scipy's LAPACK on {self.threads} threads (plain loop, packed)"))
         if self.workers > 1:
             lines += [
                 f"spread (harness run --workers {self.workers}: {self.workers} processes x "

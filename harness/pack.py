@@ -31,7 +31,8 @@ Speed (``harness bench``): the dense autoencoder's step is written by hand with 
 matmuls into reused buffers, the CNN goes through ``torch.func.vmap``. On a CPU a pack
 is bound by memory traffic, so choose_pack_size keeps a pack's working set (weights,
 gradients, Adam's moments, a step's activations) within CPU_PACK_BYTES: dense autoencoders
-pack by the dozen, a CNN's activations fill it alone and it trains one at a time there; on a GPU packs are as large as its memory allows.
+pack by the dozen, a CNN's activations fill it alone and it trains one at a time there; on
+a GPU packs are as large as its memory allows.
 """
 
 from __future__ import annotations
@@ -300,10 +301,10 @@ class _DenseEngine:
 
     The pack stores each weight (P, out, in) in "in, out" memory order (``transposed``: its
     param is a transposed view of a contiguous (P, in, out) tensor), so both forward
-    matmuls read it as a plain (in, out) matrix: at batch 32 a batched matmul whose second operand is a
-    transposed view ran at 125 GFLOP/s on a core of an Intel Xeon where the plain one ran
-    at 160-185 (README, "How fast"). The math takes any layout; only its speed depends
-    on it."""
+    matmuls read it as a plain (in, out) matrix: at batch 32 a batched matmul whose second
+    operand is a transposed view ran at 125 GFLOP/s on a core of an Intel Xeon where the
+    plain one ran at 160-185 (README, "How fast"). The math takes any layout; only its
+    speed depends on it."""
 
     # activation in place, and its backward written into a given tensor (autograd's kernels)
     _ACTS = {

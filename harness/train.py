@@ -19,8 +19,7 @@ import subprocess
 import time
 import traceback
 from collections.abc import Iterator
-import contextlib
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -171,12 +170,12 @@ def float32_math(config: Config) -> Iterator[None]:
             b.fp32_precision = value
 
 
-def subnormals_kept(keep: bool = True) -> contextlib.AbstractContextManager:
+def subnormals_kept(keep: bool = True) -> AbstractContextManager:
     """IEEE subnormals in this thread for the block when ``keep`` (else nothing changes).
     The once-an-epoch step whose gradients are measured (grad_ratio, term_led) runs so: the
     entropy term's float32 gradient is mostly subnormal there, and flushed it would read as
     no gradient at all. The weights come out the same either way (the flush's tests)."""
-    return _flush_mode(False) if keep else contextlib.nullcontext()
+    return _flush_mode(False) if keep else nullcontext()
 
 
 @contextmanager

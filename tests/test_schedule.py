@@ -18,7 +18,7 @@ import pytest
 from harness.schedule import RunOptions, pack, run_study
 from harness.store import Claimant, Store
 from harness.study import Study
-from harness.workers import ScheduleError, Slot, SlotPool, choose_backend, plan_slots
+from harness.workers import Processes, ScheduleError, Slot, SlotPool, choose_backend, plan_slots
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -502,3 +502,18 @@ def test_time_limits_parse_like_batch_schedulers_write_them():
     assert [_duration(t) for t in ("90m", "2h30m", "600s", "600", "1.5h", "1h5m10s")] == [5400, 9000, 600, 600, 5400, 3910]
     with pytest.raises(Exception, match="duration like 90m"):
         _duration("soon")
+
+
+def test_worker_processes_start_up_front_and_ignore_ctrl_c():
+    """Every worker process is started when the pool is made, before the sweep takes Ctrl-C
+    over, with Ctrl-C ignored: no later submit starts one (during a submit that did, a
+    press was ignored, and lost), and a Ctrl-C that reaches a worker does not kill it."""
+    workers = Processes(2, 1)
+    try:
+        pids = list(workers.pool._processes)
+        assert len(pids) == 2  # up before any task was submitted
+        for pid in pids:
+            os.kill(pid, signal.SIGINT)
+        assert {workers.submit(os.getpid).result(timeout=120) for _ in range(4)} <= set(pids)
+    finally:
+        workers.close(kill=True)
