@@ -3,7 +3,7 @@
 Only the driver process writes. Each replication is written in one transaction, with its
 final metrics, per-epoch history and entropy profile, so a store never holds a partial
 replication and a rerun resumes from what is there. SQLite (the default) runs in WAL
-mode; any SQLAlchemy URL works (``--db postgresql://...``).
+mode from a store's first write on; any SQLAlchemy URL works (``--db postgresql://...``).
 
 Runs that share a database coordinate through claims: a run claims a replication before
 it trains it and holds the claim under a lease it keeps renewing; a claim is released in
@@ -21,7 +21,6 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from functools import partial
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -150,18 +149,13 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def _sqlite_pragmas(dbapi_connection, _record, wal: bool = True):
+def _sqlite_pragmas(dbapi_connection, _record):
     # SQLAlchemy, not the sqlite3 module, starts transactions (see _sqlite_begin).
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     # The busy timeout makes concurrent writers wait for each other instead of failing
-    # with "database is locked"; it comes first so that switching to WAL waits too. WAL
-    # lets readers (harness status/analyze) work while a run writes. A reader leaves the
-    # journal mode as it finds it: the mode is stored in the file, and reading a committed
-    # database must not change it.
+    # with "database is locked", and the switch to WAL (Store._writing) wait too.
     cursor.execute("PRAGMA busy_timeout=60000")
-    if wal:
-        cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
@@ -228,6 +222,7 @@ class Store:
         except (sa.exc.ArgumentError, ValueError):
             raise StoreError(f"bad database URL {url!r}; e.g. sqlite:///results/harness.db") from None
         sqlite_file = parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:")
+        self._wal = sqlite_file and not reader  # a reader leaves the journal mode as it finds it
         if sqlite_file and reader and not Path(parsed.database).is_file():
             raise StoreError(f"no database at {parsed.database} (`harness run STUDY --db {url}` creates it)")
         if sqlite_file:
@@ -235,11 +230,12 @@ class Store:
         try:
             self.engine = sa.create_engine(parsed)
             if parsed.get_backend_name() == "sqlite":
-                event.listen(self.engine, "connect", partial(_sqlite_pragmas, wal=not reader))
+                event.listen(self.engine, "connect", _sqlite_pragmas)
                 event.listen(self.engine, "begin", _sqlite_begin)
-            if reader:  # a database from before a table existed gets it; others are not touched
-                missing = set(metadata.tables) - set(sa.inspect(self.engine).get_table_names())
-            if not reader or missing:
+            # a new database, or one from before a table existed, gets its tables; a
+            # complete one is not touched until something is recorded
+            missing = set(metadata.tables) - set(sa.inspect(self.engine).get_table_names())
+            if missing:
                 with self._writing() as conn:  # two runs starting at once create the tables once
                     metadata.create_all(conn)
         except (sa.exc.SQLAlchemyError, ModuleNotFoundError) as err:
@@ -247,8 +243,16 @@ class Store:
 
     @contextmanager
     def _writing(self) -> Iterator[sa.Connection]:
-        """One write transaction (on SQLite it holds the write lock from its start)."""
+        """One write transaction (on SQLite it holds the write lock from its start).
+
+        A writer's SQLite file goes to WAL mode first, so that readers (harness status,
+        analyze) work while a run writes. The mode is stored in the file, so it is switched
+        here, at a write, and not when a store opens: reading a committed database, by
+        ``harness analyze`` or ``Store(url).frame(study)`` in a notebook, leaves its file
+        byte for byte as it was."""
         with self.engine.connect() as conn:
+            if self._wal:  # outside a transaction (SQLite refuses the switch inside one)
+                conn.connection.driver_connection.execute("PRAGMA journal_mode=WAL")
             conn.execution_options(harness_write=True)
             with conn.begin():
                 yield conn

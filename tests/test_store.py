@@ -342,3 +342,34 @@ def test_a_reader_needs_the_database_and_leaves_its_file_as_it_is(tmp_path, stud
     assert main(["status", "--db", str(path)]) == 0
     assert hashlib.sha256(path.read_bytes()).hexdigest() == digest
     assert sorted(p.name for p in tmp_path.iterdir()) == ["results.db"]  # no -wal, -shm left
+
+
+def test_a_store_that_only_reads_leaves_a_committed_database_as_it_is(tmp_path, study):
+    """The README's notebook recipe, `Store(url).frame(study)`, opens the store as a
+    writer would; until it records something the file (a compacted one: no WAL) keeps
+    every byte, its journal mode included. Its first write switches the file to WAL."""
+    import hashlib
+
+    from harness.store import compact
+
+    path = tmp_path / "results.db"
+    writer = Store(str(path))
+    writer.record_study(study)
+    writer.record(make_result(study.replications()[0], val_mse=0.1))
+    writer.engine.dispose()
+    compact(str(path))
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+
+    store = Store(str(path))
+    assert store.frame("st")["val_mse"].tolist() == [0.1] and len(store.history("st")) == 2
+    assert store.studies() == ["st"]
+    store.engine.dispose()
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == digest
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results.db"]
+
+    store = Store(str(path))
+    store.record(make_result(study.replications()[1], val_mse=0.2))
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert sorted(store.frame("st")["val_mse"].tolist()) == [0.1, 0.2]
+    store.engine.dispose()
