@@ -154,7 +154,7 @@ def _sqlite_pragmas(dbapi_connection, _record):
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     # The busy timeout makes concurrent writers wait for each other instead of failing
-    # with "database is locked", and the switch to WAL (Store._writing) wait too.
+    # with "database is locked", and makes the switch to WAL (Store._writing) wait too.
     cursor.execute("PRAGMA busy_timeout=60000")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA synchronous=NORMAL")
