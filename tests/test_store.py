@@ -313,13 +313,28 @@ def test_compact_refuses_a_database_in_use_or_missing(store, study, tmp_path):
         compact("postgresql://u@localhost/x")
 
 
+def _committed_database(path, study):
+    """A database as one is committed: one result recorded, then `harness compact`."""
+    from harness.store import compact
+
+    writer = Store(str(path))
+    writer.record_study(study)
+    writer.record(make_result(study.replications()[0], val_mse=0.1))
+    writer.engine.dispose()
+    compact(str(path))
+    return path
+
+
+def _digest(path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 def test_a_reader_needs_the_database_and_leaves_its_file_as_it_is(tmp_path, study):
     """`harness status/analyze --db typo.db` is an error that creates nothing; reading a
     compacted (committed) database does not change a byte of it."""
-    import hashlib
-
     from harness.cli import main
-    from harness.store import compact
 
     missing = tmp_path / "nope" / "typo.db"
     with pytest.raises(StoreError, match="no database at .*typo.db"):
@@ -328,19 +343,14 @@ def test_a_reader_needs_the_database_and_leaves_its_file_as_it_is(tmp_path, stud
         assert main([command, "--db", str(missing)]) == 2
     assert not missing.parent.exists()
 
-    path = tmp_path / "results.db"
-    writer = Store(str(path))
-    writer.record_study(study)
-    writer.record(make_result(study.replications()[0], val_mse=0.1))
-    writer.engine.dispose()
-    compact(str(path))
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    path = _committed_database(tmp_path / "results.db", study)
+    digest = _digest(path)
     reader = Store(str(path), reader=True)
     assert reader.frame("st")["val_mse"].tolist() == [0.1] and len(reader.history("st")) == 2
     assert reader.hosts() == {} and reader.counts("st") == {"done": 1}
     reader.engine.dispose()
     assert main(["status", "--db", str(path)]) == 0
-    assert hashlib.sha256(path.read_bytes()).hexdigest() == digest
+    assert _digest(path) == digest
     assert sorted(p.name for p in tmp_path.iterdir()) == ["results.db"]  # no -wal, -shm left
 
 
@@ -348,23 +358,14 @@ def test_a_store_that_only_reads_leaves_a_committed_database_as_it_is(tmp_path, 
     """The README's notebook recipe, `Store(url).frame(study)`, opens the store as a
     writer would; until it records something the file (a compacted one: no WAL) keeps
     every byte, its journal mode included. Its first write switches the file to WAL."""
-    import hashlib
-
-    from harness.store import compact
-
-    path = tmp_path / "results.db"
-    writer = Store(str(path))
-    writer.record_study(study)
-    writer.record(make_result(study.replications()[0], val_mse=0.1))
-    writer.engine.dispose()
-    compact(str(path))
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    path = _committed_database(tmp_path / "results.db", study)
+    digest = _digest(path)
 
     store = Store(str(path))
     assert store.frame("st")["val_mse"].tolist() == [0.1] and len(store.history("st")) == 2
     assert store.studies() == ["st"]
     store.engine.dispose()
-    assert hashlib.sha256(path.read_bytes()).hexdigest() == digest
+    assert _digest(path) == digest
     assert sorted(p.name for p in tmp_path.iterdir()) == ["results.db"]
 
     store = Store(str(path))
