@@ -198,6 +198,7 @@ class BenchResult:
 
         g = 1e9
         spread_workers = " (the spread's workers)" if self.workers > 1 else ""
+        on_cpu = not self.device.startswith("cuda")
         lines = [
             f"harness bench {study}: {self.members} replications (every λ and seed at {cell or 'the first cell'}), "
             f"{self.epochs} epoch(s) on {self.n_train} examples, validation {self.n_val}, no early stopping",
@@ -205,11 +206,11 @@ class BenchResult:
             f"{self.peak_flops / g:.1f} GFLOP/s; times: fastest of {self.repeats} alternating runs",
             *([f"subnormal floats: flushed to zero in the harness's paths (train.flush_denormals), IEEE in the "
                "plain loop; train.flush_denormals=false measures the harness without"]
-              if self.flush_denormals and not self.device.startswith("cuda") else []),
+              if self.flush_denormals and on_cpu else []),
             *([f"entropy term's determinants (blocks {LAPACK_MIN_WIDTH} wide and wider; harness.entropy.logabsdet): "
                f"torch's LU (MKL) in 1-thread processes{spread_workers}, "
                f"scipy's LAPACK on {self.threads} threads (plain loop, packed)"]
-              if self.torch_lapack_on_one_thread and self.threads > 1 and not self.device.startswith("cuda") else []),
+              if self.torch_lapack_on_one_thread and self.threads > 1 and on_cpu else []),
             f"plain loop (DataLoader, one model at a time): {self.plain_reps} reps in {self.plain_s:.1f} s = "
             f"{self.plain_reps_per_hour:,.0f} reps/h, {self.plain_flops / g:.1f} GFLOP/s "
             f"({self.plain_flops / self.peak_flops:.0%} of peak)",

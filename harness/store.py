@@ -222,7 +222,7 @@ class Store:
         except (sa.exc.ArgumentError, ValueError):
             raise StoreError(f"bad database URL {url!r}; e.g. sqlite:///results/harness.db") from None
         sqlite_file = parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:")
-        self._wal = sqlite_file and not reader  # a reader leaves the journal mode as it finds it
+        self._wal = sqlite_file and not reader  # to switch at the first write; a reader leaves the mode as it finds it
         if sqlite_file and reader and not Path(parsed.database).is_file():
             raise StoreError(f"no database at {parsed.database} (`harness run STUDY --db {url}` creates it)")
         if sqlite_file:
@@ -251,8 +251,9 @@ class Store:
         ``harness analyze`` or ``Store(url).frame(study)`` in a notebook, leaves its file
         byte for byte as it was."""
         with self.engine.connect() as conn:
-            if self._wal:  # outside a transaction (SQLite refuses the switch inside one)
-                conn.connection.driver_connection.execute("PRAGMA journal_mode=WAL")
+            if self._wal:  # outside a transaction (SQLite refuses the switch inside one); once:
+                conn.connection.driver_connection.execute("PRAGMA journal_mode=WAL")  # it stays in the file
+                self._wal = False
             conn.execution_options(harness_write=True)
             with conn.begin():
                 yield conn

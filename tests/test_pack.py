@@ -354,7 +354,9 @@ def test_flushing_adams_subnormal_moments_leaves_the_weights_unchanged():
     MNIST pixel that is rarely lit) has Adam's first moment decay by 0.9 a step into the
     subnormal range, where the update it contributes is far below the weight's float32
     rounding. 800 steps of the fused Adam with and without the flush give the same bits."""
-    weights = []
+    from harness.train import flushes_denormals
+
+    weights, before = [], flushes_denormals()
     for flush in (False, True):
         torch.set_flush_denormal(flush)
         try:
@@ -368,7 +370,7 @@ def test_flushing_adams_subnormal_moments_leaves_the_weights_unchanged():
                 assert ((m != 0) & (m.abs() < torch.finfo(torch.float32).tiny)).any()
             weights.append(w.detach().clone())
         finally:
-            torch.set_flush_denormal(False)
+            torch.set_flush_denormal(before)
     assert torch.equal(weights[0], weights[1])
 
 

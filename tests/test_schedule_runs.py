@@ -35,24 +35,34 @@ def rows(db: Path, sql: str):
         return conn.execute(sql).fetchall()
 
 
-def recorded(db: Path) -> int:
+def count(db: Path, table: str) -> int:
+    """Rows in ``table``; 0 before the run has created the database or its tables."""
     if not db.exists():
         return 0
     try:
-        return rows(db, "SELECT count(*) FROM replications")[0][0]
+        return rows(db, f"SELECT count(*) FROM {table}")[0][0]
     except sqlite3.OperationalError:  # the run has not created its tables yet
         return 0
 
 
-def wait_for_rows(db: Path, proc: subprocess.Popen, timeout: float = 240) -> int:
+def recorded(db: Path) -> int:
+    return count(db, "replications")
+
+
+def wait_for(db: Path, proc: subprocess.Popen, table: str, n: int = 1, timeout: float = 240) -> int:
+    """Until ``table`` holds ``n`` rows or more (the run still going); how many it holds."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        n = recorded(db)
-        if n:
-            return n
+        have = count(db, table)
+        if have >= n:
+            return have
         assert proc.poll() is None, proc.communicate()[0]
         time.sleep(0.02)
-    raise AssertionError("no replication recorded in time")
+    raise AssertionError(f"not {n} {table} rows in time")
+
+
+def wait_for_rows(db: Path, proc: subprocess.Popen) -> int:
+    return wait_for(db, proc, "replications")
 
 
 def check_complete(db: Path, grid: int) -> None:
@@ -152,7 +162,7 @@ def test_ctrl_c_twice_stops_what_is_training_at_once(tmp_path):
     cmd = harness(db, "seed=0:3", "--workers", "2", "--log", "plain", "train.max_epochs=1000", "train.patience=2000")
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
-        wait_for_claims(db, proc, 2)  # both workers are training
+        wait_for(db, proc, "claims", 2)  # both workers are training
         os.killpg(proc.pid, signal.SIGINT)
         time.sleep(1.5)  # the driver says it is stopping (it looks once a second)
         os.killpg(proc.pid, signal.SIGINT)
@@ -164,20 +174,6 @@ def test_ctrl_c_twice_stops_what_is_training_at_once(tmp_path):
     assert "Traceback" not in err
     assert recorded(db) < 6  # what was training was stopped, not waited for
     assert rows(db, "SELECT count(*) FROM claims") == [(0,)]
-
-
-def wait_for_claims(db: Path, proc: subprocess.Popen, n: int, timeout: float = 240) -> None:
-    """Until ``n`` replications are claimed: that many are training."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if db.exists() and rows(db, "SELECT count(*) FROM claims")[0][0] >= n:
-                return
-        except sqlite3.OperationalError:  # the run has not created its tables yet
-            pass
-        assert proc.poll() is None, proc.communicate()[0]
-        time.sleep(0.02)
-    raise AssertionError(f"{n} replications not claimed in time")
 
 
 def test_ctrl_c_in_the_in_process_backend_says_so_at_once_and_records_the_replication_training(tmp_path):
