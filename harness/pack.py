@@ -61,7 +61,7 @@ from harness.train import (Outcome, _guided_rows, _mean, _profile_rows, check_co
                            seeded_model, subnormals_kept, train)
 
 __all__ = [
-    "PACKABLE_MODELS", "PackedOutcome", "STOPPING_RULE", "pack_key", "trajectory_key", "stopping_rule", "pack_groups", "choose_pack_size", "replication_bytes", "free_host_memory", "train_pack", "train_in_packs", "run_pack",
+    "PACKABLE_MODELS", "PackedOutcome", "STOPPING_RULE", "pack_key", "shared_settings", "trajectory_key", "stopping_rule", "pack_groups", "choose_pack_size", "replication_bytes", "free_host_memory", "train_pack", "train_in_packs", "run_pack",
 ]
 
 PACKABLE_MODELS = ("dense_ae", "cnn")
@@ -116,6 +116,12 @@ def pack_key(config: Config) -> tuple | None:
         or config.train.lr_patience
     ):
         return None
+    return shared_settings(config)
+
+
+def shared_settings(config: Config) -> tuple:
+    """Every setting but λ, seed and the stopping rule: what a pack's members share, and
+    all that a replication's memory can depend on."""
     return tuple((k, v) for k, v in flatten(config).items() if k not in _VARYING + STOPPING_RULE)
 
 

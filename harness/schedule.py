@@ -527,11 +527,10 @@ def auto_workers_cap(reps: list[Replication], data_dir) -> int:
     import torch
 
     from harness.data import splits_for
-    from harness.pack import free_host_memory, replication_bytes, trajectory_key
+    from harness.pack import free_host_memory, replication_bytes, shared_settings, trajectory_key
 
     models = len({trajectory_key(r.config) for r in reps})
-    sizing = ("dataset", "model", "task", "latent", "arch", "train.batch_size", "data.", "net.")  # what memory depends on
-    shapes = {tuple((k, v) for k, v in flatten(r.config).items() if k.startswith(sizing)): r.config for r in reps}
+    shapes = {shared_settings(r.config): r.config for r in reps}  # λ, seed, stopping: the same memory
     need = 1
     for config in shapes.values():
         try:

@@ -284,6 +284,7 @@ def test_auto_layout_is_a_worker_per_core_on_the_cpu_and_several_per_gpu():
 
 def test_auto_workers_cap_counts_models_to_train_and_what_memory_holds(monkeypatch):
     from harness import pack as packing
+    from harness.data import splits_for
     from harness.schedule import auto_workers_cap
 
     reps = Study("w", settings={"latent": 8}, grid={"lam": [0.0, 1.0], "seed": [0, 1, 2],
@@ -292,6 +293,13 @@ def test_auto_workers_cap_counts_models_to_train_and_what_memory_holds(monkeypat
     need = packing.replication_bytes(reps[0].config, (1, 8, 8), 10)
     monkeypatch.setattr(packing, "free_host_memory", lambda: 2 * 3 * need)  # under 3 workers' data and model
     assert 1 <= auto_workers_cap(reps, None) < 3
+    # 8 models at latent 8 in just the memory 8 workers need; 4 of them at latent 64 need more
+    splits = splits_for(reps[0].config, None, "cpu")
+    data = sum(t.nbytes for t in (splits.train_x, splits.train_y, splits.val_x, splits.val_y))
+    monkeypatch.setattr(packing, "free_host_memory", lambda: 2 * 8 * (data + need))
+    narrow = Study("w", settings={"latent": 8}, grid={"seed": list(range(8))}).replications()
+    wide = Study("w", grid={"latent": [8, 64], "seed": [0, 1, 2, 3]}).replications()
+    assert auto_workers_cap(narrow, None) == 8 and auto_workers_cap(wide, None) < 8
     monkeypatch.setattr(packing, "free_host_memory", lambda: 0)
     assert auto_workers_cap(reps, None) == 1
 
