@@ -74,6 +74,8 @@ def expand_devices(devices: list[str] | None, n_gpus: int | None) -> list[str]:
                 raise ScheduleError("--devices cuda: no CUDA device is visible here; use --devices cpu")
             out += [f"cuda:{i}" for i in range(n_gpus)]
         elif kind == "cuda" and index.isdigit():
+            if not n_gpus:
+                raise ScheduleError(f"--devices {entry}: no CUDA device is visible here; use --devices cpu")
             if int(index) >= n_gpus:
                 raise ScheduleError(f"--devices {entry}: {n_gpus} CUDA device(s) visible here (cuda:0..cuda:{n_gpus - 1})")
             out.append(entry)

@@ -254,9 +254,10 @@ def test_plan_slots_names_devices_and_splits_cores():
     assert [s.name for s in gpus] == ["cuda:0", "cuda:1", "cuda:0", "cuda:1"] and gpus[0].threads == 4
     assert [s.name for s in plan_slots(["cuda:1"], workers=2, n_gpus=2, cores=4)] == ["cuda:1", "cuda:1"]
     assert [s.name for s in plan_slots(None, cores=4)] == ["cpu"]
-    for devices, message in [(["cuda"], "no CUDA device"), (["cuda:2"], "2 CUDA device"), (["tpu"], "unknown device")]:
+    for devices, n_gpus, message in [(["cuda"], 0, "no CUDA device"), (["cuda:0"], 0, "no CUDA device"),
+                                     (["cuda:2"], 2, "2 CUDA device"), (["tpu"], 2, "unknown device")]:
         with pytest.raises(ScheduleError, match=message):
-            plan_slots(devices, n_gpus=2 if devices != ["cuda"] else 0)
+            plan_slots(devices, n_gpus=n_gpus)
 
 
 def test_auto_layout_is_a_worker_per_core_on_the_cpu_and_several_per_gpu():
