@@ -32,7 +32,11 @@ matmuls into reused buffers, the CNN goes through ``torch.func.vmap``. On a CPU 
 is bound by memory traffic, so choose_pack_size keeps a pack's working set (weights,
 gradients, Adam's moments, a step's activations) within CPU_PACK_BYTES: dense autoencoders
 pack by the dozen, a CNN's activations fill it alone and it trains one at a time there; on
-a GPU packs are as large as its memory allows.
+a GPU packs are as large as its memory allows. With ``train.compile`` on, every model,
+the dense autoencoder too, goes through the vmap engine and its training forward through
+``torch.compile`` (its backward through AOTAutograd): the hand-written step leaves no
+kernels for the compiler to fuse on a CPU, and on a GPU the modes worth measuring
+(CUDA graphs) need the plain autograd path.
 """
 
 from __future__ import annotations
@@ -403,9 +407,11 @@ class _DenseEngine:
 
 class _VmapEngine:
     """Any model on stacked weights: torch.func.functional_call under vmap, autograd for
-    the gradients. For the CNN vmap turns each convolution into one grouped convolution."""
+    the gradients. For the CNN vmap turns each convolution into one grouped convolution.
+    ``compile_mode`` (``train.compile``) other than "off" runs the training forward through
+    torch.compile in that mode; evaluation stays eager (it runs once an epoch)."""
 
-    def __init__(self, template: nn.Module, task: str):
+    def __init__(self, template: nn.Module, task: str, compile_mode: str = "off"):
         from torch.func import functional_call, vmap
 
         names = [n for n, _ in template.named_parameters()]
@@ -416,6 +422,8 @@ class _VmapEngine:
 
         self._train = vmap(one, in_dims=(0, 0))
         self._eval = vmap(one, in_dims=(0, None))
+        if compile_mode != "off":  # train.compile: the training step's forward, its backward through AOTAutograd
+            self._train = torch.compile(self._train, mode=compile_mode)
 
     @staticmethod
     def transposed(p: Tensor) -> bool:
@@ -640,7 +648,9 @@ def _train_pack(configs: list[Config], splits: Splits, device: torch.device | st
                 s.outcome.profiles += rows
     template, guided = members[0].model, guided[0]
     names = [n for n, _ in template.named_parameters()]
-    engine = _DenseEngine(template) if isinstance(template, DenseAutoencoder) else _VmapEngine(template, base.task)
+    compiled = train_cfg.compile != "off"  # torch.compile takes the plain vmap engine, not the hand-written step
+    engine = (_DenseEngine(template) if isinstance(template, DenseAutoencoder) and not compiled
+              else _VmapEngine(template, base.task, compile_mode=train_cfg.compile))
     engine.example_floats = _activation_floats(template, splits.input_shape)
     pack = _Pack(members, names, [f"{name}.weight" for name, _ in guided], device, transposed=engine.transposed)
     kinds = ["conv" if isinstance(m, nn.Conv2d) else "dense" for _, m in guided]

@@ -69,6 +69,14 @@ class TrainConfig:
     # unchanged (tested; the step that measures grad_ratio and term_led keeps IEEE
     # subnormals). GPUs handle subnormals at full speed and are not affected.
     flush_denormals: bool = True
+    # torch.compile of the model's forward (its backward through AOTAutograd) in this
+    # torch.compile mode, or "off". The same math, fused into fewer kernels: results equal
+    # the eager ones to float32 rounding (tested). A pack then goes through the vmap engine
+    # (harness.pack), not the hand-written dense step. Each worker compiles once per shape
+    # (seconds to a minute). On a 2-core CPU it was no faster (README, "How fast"); on a
+    # GPU, where a small model's step is kernel launches, "reduce-overhead" (CUDA graphs)
+    # is the mode to measure.
+    compile: str = "off"
 
 
 @dataclass(frozen=True)
@@ -159,6 +167,7 @@ LATE_KEYS = (
     "train.seg_loss",
     "train.tf32",
     "train.flush_denormals",
+    "train.compile",
     "entropy.profile",
     "entropy.empirical_k",
     "entropy.empirical_rank",
@@ -178,6 +187,7 @@ CHOICES = {
     "train.optimizer": ("adam", "sgd"),
     "train.monitor": ("task", "total", "total_float32", "acc"),
     "train.seg_loss": ("mse", "bce"),
+    "train.compile": ("off", "default", "reduce-overhead", "max-autotune"),
     "entropy.empirical_rank": ("highest", "lowest"),
     "data.resize": ("squash", "crop"),
     "data.augment": ("none", "flip_rotate_zoom"),

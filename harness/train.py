@@ -225,6 +225,8 @@ def _train(config: Config, splits, device: str) -> Outcome:
     outcome.profiles += _profile_rows(model, input_shape, "init", ent.c11)
     if config.placement.strip().lower() in ("pre-skip", "empirical"):  # resolved from a graph or a file: record it
         outcome.profiles += _guided_rows(model, input_shape, guided, ent.c11)
+    if config.train.compile != "off":  # in place: the module keeps its parameters and their names
+        model.compile(mode=config.train.compile)
     optimizer = _optimizer(model, config)
     task_loss = _task_loss(config.task, config.train.seg_loss)
     augment = _augmenter(config, device)

@@ -13,7 +13,7 @@ from torch import nn
 from harness import pack
 from harness.data import load_splits
 from harness.entropy import entropy_loss
-from harness.study import Replication, build_config
+from harness.study import Replication, build_config, flatten
 from harness.train import run_replication, run_replications, train
 
 RTOL = 1e-4  # batched kernels sum in another order than the lone run's
@@ -404,3 +404,28 @@ def test_tf32_is_a_recorded_setting_that_a_cpu_computes_in_float32(digits):
     reference = pack.train_pack(configs({**DENSE, "train.max_epochs": 2}, [0.0, 1e-2], [0, 1]), digits, "cpu")
     assert [o.history for o in packed] == [o.history for o in reference]
     assert modes() == before
+
+
+def test_compile_is_a_recorded_setting_that_trains_the_eager_numbers(digits, monkeypatch):
+    """train.compile runs the model (alone) or the pack's step (vmap engine) through
+    torch.compile: a new id, the eager history to float tolerance, a member of a compiled
+    pack the replication trained alone; a mode torch.compile lacks is refused when read."""
+    from harness.study import StudyError, coerce
+
+    common = {**DENSE, "train.max_epochs": 3}
+    eager = build_config(common)
+    compiled = build_config({**common, "train.compile": "default"})
+    assert Replication("s", compiled).id != Replication("s", eager).id
+    modes, compile_ = [], torch.compile
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: modes.append(kw["mode"]) or compile_(fn, **kw))
+    lone = train(eager, digits, "cpu")
+    assert modes == []
+    assert_same(lone, train(compiled, digits, "cpu"))
+    assert modes == ["default"]  # the module's forward
+    cfgs = configs({**common, "train.compile": "default"}, [0.0, 1e-2], [0, 1])
+    packed = pack.train_pack(cfgs, digits, "cpu")
+    assert modes == ["default"] * 2  # the pack's training step
+    for config, outcome in zip(cfgs, packed):
+        assert_same(train(build_config({**flatten(config), "train.compile": "off"}), digits, "cpu"), outcome)
+    with pytest.raises(StudyError, match="train.compile"):
+        coerce("train.compile", "fast")  # as a study file or an override is read
