@@ -234,10 +234,18 @@ def _open_torchvision(name: str, root: Path, train: bool):
         return cls(str(root), train=train, download=False)
     except RuntimeError:
         pass  # files absent (or corrupt): try to fetch them
+    # torchvision makes the folders before it fetches: a failed download would leave
+    # them behind, empty (./data/MNIST/raw in the user's project, for a mistyped path).
+    absent, path = [], root / folder
+    while not path.exists():  # deepest first
+        absent, path = [*absent, path], path.parent
     try:
         with _download_timeout():
             return cls(str(root), train=train, download=True)
     except (OSError, RuntimeError, ValueError) as exc:  # URLError is an OSError
+        for made in absent:  # only what is still empty
+            with contextlib.suppress(OSError):
+                made.rmdir()
         why = "the folder is not writable" if isinstance(exc, PermissionError) else "no network?"
         raise DataError(
             f"{cls_name} not found (or incomplete) under {root / folder} and it could not be downloaded "

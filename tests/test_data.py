@@ -205,6 +205,11 @@ def test_missing_data_without_network_names_the_path(tmp_path, name, folder):
     message = str(err.value)
     assert str(tmp_path / folder) in message and "\n" not in message
     assert "--data-dir" in message
+    assert list(tmp_path.iterdir()) == []  # the folders torchvision made for the download are gone
+    (tmp_path / "mine").mkdir()  # a data directory yet to be made, under a folder of the user's
+    with pytest.raises(DataError):
+        load_splits(name, tmp_path / "mine" / "data")
+    assert [p.name for p in tmp_path.rglob("*")] == ["mine"]
 
 
 def test_missing_data_dir_comes_from_the_environment(tmp_path, monkeypatch):
