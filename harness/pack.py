@@ -33,10 +33,9 @@ is bound by memory traffic, so choose_pack_size keeps a pack's working set (weig
 gradients, Adam's moments, a step's activations) within CPU_PACK_BYTES: dense autoencoders
 pack by the dozen, a CNN's activations fill it alone and it trains one at a time there; on
 a GPU packs are as large as its memory allows. With ``train.compile`` on, every model,
-the dense autoencoder too, goes through the vmap engine and its training forward through
-``torch.compile`` (its backward through AOTAutograd): the hand-written step leaves no
-kernels for the compiler to fuse on a CPU, and on a GPU the modes worth measuring
-(CUDA graphs) need the plain autograd path.
+the dense autoencoder too, goes through the vmap engine, whose training forward
+``torch.compile`` traces (its backward through AOTAutograd); the hand-written step, which
+writes into reused buffers, is not compiled (compiled, it was no faster on a CPU: README).
 """
 
 from __future__ import annotations
