@@ -238,7 +238,8 @@ def _open_torchvision(name: str, root: Path, train: bool):
     # them behind, empty (./data/MNIST/raw in the user's project, for a mistyped path).
     absent, path = [], root / folder
     while not path.exists():  # deepest first
-        absent, path = [*absent, path], path.parent
+        absent.append(path)
+        path = path.parent
     try:
         with _download_timeout():
             return cls(str(root), train=train, download=True)

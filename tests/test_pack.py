@@ -412,20 +412,18 @@ def test_compile_is_a_recorded_setting_that_trains_the_eager_numbers(digits, mon
     pack the replication trained alone; a mode torch.compile lacks is refused when read."""
     from harness.study import StudyError, coerce
 
-    common = {**DENSE, "train.max_epochs": 3}
-    eager = build_config(common)
-    compiled = build_config({**common, "train.compile": "default"})
-    assert Replication("s", compiled).id != Replication("s", eager).id
+    cfgs = configs({**DENSE, "train.max_epochs": 3, "train.compile": "default"}, [0.0, 1e-2], [0, 1])
+    eager_cfgs = [build_config({**flatten(config), "train.compile": "off"}) for config in cfgs]
+    assert Replication("s", cfgs[0]).id != Replication("s", eager_cfgs[0]).id
     modes, compile_ = [], torch.compile
     monkeypatch.setattr(torch, "compile", lambda fn, **kw: modes.append(kw["mode"]) or compile_(fn, **kw))
-    lone = train(eager, digits, "cpu")
+    eager = [train(config, digits, "cpu") for config in eager_cfgs]
     assert modes == []
-    assert_same(lone, train(compiled, digits, "cpu"))
+    assert_same(eager[0], train(cfgs[0], digits, "cpu"))
     assert modes == ["default"]  # the module's forward
-    cfgs = configs({**common, "train.compile": "default"}, [0.0, 1e-2], [0, 1])
     packed = pack.train_pack(cfgs, digits, "cpu")
     assert modes == ["default"] * 2  # the pack's training step
-    for config, outcome in zip(cfgs, packed):
-        assert_same(train(build_config({**flatten(config), "train.compile": "off"}), digits, "cpu"), outcome)
+    for lone, outcome in zip(eager, packed):
+        assert_same(lone, outcome)
     with pytest.raises(StudyError, match="train.compile"):
         coerce("train.compile", "fast")  # as a study file or an override is read
