@@ -58,6 +58,7 @@ from torch import Tensor, nn
 from harness.data import IMAGE_DATASETS, Splits, splits_for
 from harness.entropy import entropy_loss, entropy_stats, guided_layers, logabsdet
 from harness.models import DenseAutoencoder
+from harness.stopping import EarlyStopping, EpochValidation
 from harness.study import Config, Replication, derive_seed, flatten
 from harness.workers import PROGRESS_ENV
 from harness.train import (Outcome, _guided_rows, _mean, _profile_rows, check_config, float32_math, result_dict,
@@ -508,17 +509,18 @@ class _Entropy:
 
 @dataclass
 class _Stopper:
-    """One replication on a member's trajectory: its early stopping and its result, what
-    train() keeps in local variables for the stopping rule."""
+    """One replication on a member's trajectory: its early stopping (the rule train()
+    uses too) and its result."""
 
     index: int  # position in the caller's list
     config: Config
     outcome: PackedOutcome = field(default_factory=PackedOutcome)
-    best_value: float = math.inf
-    best_epoch: int = 0
+    rule: EarlyStopping = None  # type: ignore[assignment]
     best_state: list[Tensor] | None = None
-    wait: int = 0
     stopped: bool = False
+
+    def __post_init__(self):
+        self.rule = EarlyStopping.of(self.config)
 
 
 @dataclass
@@ -596,7 +598,7 @@ def _optimizer(params: list[Tensor], config: Config) -> torch.optim.Optimizer:
     fused = params[0].device.type in ("cpu", "cuda")
     if config.train.optimizer == "sgd":
         return torch.optim.SGD(params, lr=config.train.lr, momentum=config.train.momentum, fused=fused)
-    return torch.optim.Adam(params, lr=config.train.lr, fused=fused)
+    return torch.optim.Adam(params, lr=config.train.lr, eps=config.train.adam_eps, fused=fused)
 
 
 def train_pack(configs: Sequence[Config], splits: Splits, device: str | torch.device) -> list[PackedOutcome]:
@@ -656,9 +658,10 @@ def _train_pack(configs: list[Config], splits: Splits, device: torch.device | st
     shapes = [pack.params[g].shape for g in pack.guided]
     entropy = _Entropy(pack.guided, kinds, shapes, base.entropy)
     # monitor=total_float32: the term as a Keras model reports it, in float32 (train()'s
-    # entropy_term(1.0, precision="float32")), once per epoch
+    # entropy_term(1.0, precision="float32")), and every example's float32 loss, once an epoch
+    float32_monitor = any(s.rule.needs_float32 for s in stoppers)
     entropy32 = (_Entropy(pack.guided, kinds, shapes, replace(base.entropy, precision="float32"))
-                 if any(s.config.train.monitor == "total_float32" for s in stoppers) else None)
+                 if float32_monitor else None)
 
     n, batch = len(xs), train_cfg.batch_size
     report = _epoch_reporter(base, len(members), len(stoppers))
@@ -703,7 +706,8 @@ def _train_pack(configs: list[Config], splits: Splits, device: torch.device | st
                 if not reconstruction:
                     correct += (out.argmax(-1) == y).sum(1)
 
-        val_loss, val_acc = _evaluate(engine, pack.params, splits.val_x.to(device), splits.val_y.to(device), reconstruction)
+        val_loss, val_acc, examples32 = _evaluate(engine, pack.params, splits.val_x.to(device), splits.val_y.to(device),
+                                                  reconstruction, examples=float32_monitor)
         ent_value = entropy.values(pack.params)
         ent32 = entropy32.values(pack.params) if entropy32 is not None else None
         train_loss = (loss_sum / n).tolist()
@@ -736,25 +740,15 @@ def _train_pack(configs: list[Config], splits: Splits, device: torch.device | st
                 "val_acc": None if reconstruction else val_acc[pos],
             }
             weights = None  # this epoch's weights, copied once for every stopper they are best for
+            val = EpochValidation(val_loss[pos], None if reconstruction else val_acc[pos], ent_value[pos],
+                                  None if ent32 is None else ent32[pos], None if examples32 is None else examples32[pos])
             for s in training:
-                rule = s.config.train
-                s.outcome.history.append(dict(row))
-                if rule.monitor == "acc":
-                    monitored = -val_acc[pos]
-                elif rule.monitor == "total":
-                    monitored = val_loss[pos] + m.config.lam * ent_value[pos]
-                elif rule.monitor == "total_float32":
-                    monitored = val_loss[pos] + m.config.lam * ent32[pos]
-                else:
-                    monitored = val_loss[pos]
-                if monitored < s.best_value - rule.min_delta:
-                    s.best_value, s.best_epoch, s.wait = monitored, epoch, 0
-                    if rule.restore_best:
-                        weights = weights or pack.member_weights(pos)
-                        s.best_state = weights
-                else:
-                    s.wait += 1
-                if s.wait >= rule.patience or epoch == rule.max_epochs:
+                improved, seen_by_rule = s.rule.observe(epoch, val)
+                s.outcome.history.append({**row, **seen_by_rule})
+                if improved and s.rule.restore_best:
+                    weights = weights or pack.member_weights(pos)
+                    s.best_state = weights
+                if s.rule.should_stop(epoch):
                     s.stopped = True
                     finishing.append((pos, m, s, epoch))
             if m.training():
@@ -806,14 +800,16 @@ def _grad_ratios(grads, term_grads, task_pieces, guided: list[int], members: Ten
 
 def _diverge(s: _Stopper, epoch: int, message: str) -> None:
     s.outcome.status, s.outcome.error = "diverged", message
-    s.outcome.metrics = {"stop_epoch": float(epoch), "best_epoch": float(s.best_epoch)}
+    s.outcome.metrics = {"stop_epoch": float(epoch), "best_epoch": float(s.rule.best_epoch)}
     s.outcome.finished_at = datetime.now(timezone.utc)
     s.stopped = True
 
 
 @torch.no_grad()
-def _evaluate(engine, params: list[Tensor], x: Tensor, y: Tensor, reconstruction: bool) -> tuple[list, list | None]:
-    """Per member mean task loss (and accuracy) over a whole split, as train.evaluate.
+def _evaluate(engine, params: list[Tensor], x: Tensor, y: Tensor, reconstruction: bool,
+              examples: bool = False) -> tuple[list, list | None, "np.ndarray | None"]:
+    """Per member mean task loss (and accuracy) over a whole split, as train.evaluate, and
+    with ``examples`` every example's float32 task loss, (members, examples) (else None).
 
     Batches of up to EVAL_BATCH shared examples, members a few at a time: on CPU the
     activations of one step (EVAL_FLOATS_CPU) then stay in the last-level cache, so the
@@ -824,12 +820,17 @@ def _evaluate(engine, params: list[Tensor], x: Tensor, y: Tensor, reconstruction
     chunk = max(1, min(size, budget // (batch * engine.example_floats)))
     loss_sum = torch.zeros(size, dtype=torch.float64, device=device)
     correct = torch.zeros(size, dtype=torch.int64, device=device)
+    per_example = torch.empty((size, len(x)) if examples else (0, 0), dtype=torch.float32, device=device)
     for start in range(0, len(x), batch):
         xb, yb = x[start : start + batch], y[start : start + batch]
         target = xb.flatten(1)
         for lo in range(0, size, chunk):
             hi = min(size, lo + chunk)
             out = engine.forward([p[lo:hi] for p in params], xb)
+            if examples:  # as train._example_losses: each example's mean over its pixels
+                per_example[lo:hi, start : start + len(xb)] = (
+                    (out - target).pow(2).mean(-1) if reconstruction
+                    else F.cross_entropy(out.flatten(0, 1), yb.repeat(hi - lo), reduction="none").view(hi - lo, -1))
             if reconstruction:
                 diff = out.sub_(target).flatten(1)  # in place: no megabyte temporaries (see forward)
                 loss_sum[lo:hi] += diff.mul_(diff).sum(1).double() / target.shape[1]  # vecdot's mul and sum
@@ -838,7 +839,8 @@ def _evaluate(engine, params: list[Tensor], x: Tensor, y: Tensor, reconstruction
                 loss_sum[lo:hi] += losses.view(hi - lo, -1).sum(1).double()
                 correct[lo:hi] += (out.argmax(-1) == yb).sum(1)
     loss = (loss_sum / len(x)).tolist()
-    return loss, (None if reconstruction else (correct.double() / len(x)).tolist())
+    return (loss, (None if reconstruction else (correct.double() / len(x)).tolist()),
+            per_example.cpu().numpy() if examples else None)
 
 
 def _finish(finishing, pack: _Pack, engine, splits: Splits, guided, reconstruction: bool, device) -> None:
@@ -847,8 +849,8 @@ def _finish(finishing, pack: _Pack, engine, splits: Splits, guided, reconstructi
     train sets."""
     weights = [s.best_state if s.best_state is not None else pack.member_weights(pos) for pos, _, s, _ in finishing]
     stacked = [torch.stack(ws) for ws in zip(*weights)]
-    val_loss, val_acc = _evaluate(engine, stacked, splits.val_x.to(device), splits.val_y.to(device), reconstruction)
-    train_loss, train_acc = _evaluate(engine, stacked, splits.train_x.to(device), splits.train_y.to(device), reconstruction)
+    val_loss, val_acc, _ = _evaluate(engine, stacked, splits.val_x.to(device), splits.val_y.to(device), reconstruction)
+    train_loss, train_acc, _ = _evaluate(engine, stacked, splits.train_x.to(device), splits.train_y.to(device), reconstruction)
     now = datetime.now(timezone.utc)
     guided_names = [name for name, _ in guided]
     for j, (_, m, s, epoch) in enumerate(finishing):
@@ -871,8 +873,8 @@ def _finish(finishing, pack: _Pack, engine, splits: Splits, guided, reconstructi
         metrics = {k: float(v) for k, v in metrics.items()}
         metrics.update(
             stop_epoch=float(epoch),
-            best_epoch=float(s.best_epoch),
-            hit_max_epochs=float(s.wait < config.train.patience),
+            best_epoch=float(s.rule.best_epoch),
+            hit_max_epochs=float(s.rule.hit_max_epochs),
             grad_ratio=_mean(m.grad_ratios),
             term_led=_mean(m.term_leds),
         )

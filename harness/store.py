@@ -80,7 +80,11 @@ metrics_table = sa.Table(
 # One row per replication and epoch, a column per quantity the training loop records
 # (train.py). Named rather than keyed by a name column: a (rep_pk, epoch, name, value) row
 # spent more on its name than on its value, and the history was most of a study's file.
-EPOCH_COLUMNS = ["train_loss", "val_loss", "entropy_loss", "train_acc", "val_acc", "val_iou"]
+# The last three are what early stopping saw (harness.stopping): added after the first
+# files were written, so an older file gets them at its first write (_add_epoch_columns)
+# and reads as NaN where it has none.
+EPOCH_COLUMNS = ["train_loss", "val_loss", "entropy_loss", "train_acc", "val_acc", "val_iou",
+                 "monitored", "monitor_task", "monitor_term"]
 epochs_table = sa.Table(
     "epochs",
     metadata,
@@ -217,6 +221,7 @@ class Store:
         if "://" not in str(url):  # a plain file path: a SQLite database there
             url = f"sqlite:///{url}"
         self.url = url
+        self._epoch_columns_added = False
         try:
             parsed = sa.engine.make_url(url)
         except (sa.exc.ArgumentError, ValueError):
@@ -306,6 +311,8 @@ class Store:
             git_commit=versions.get("git_commit"),
         )
         with self._writing() as conn:
+            if not self._epoch_columns_added:
+                _add_epoch_columns(conn)
             old = sa.select(replications_table.c.pk).where(
                 replications_table.c.study == row["study"], replications_table.c.id == row["id"]
             )
@@ -329,6 +336,7 @@ class Store:
                 self._upsert_host(conn, row["host"], result["machine"])
             if release is not None:
                 conn.execute(_own_claims(release).where(claims_table.c.study == row["study"], claims_table.c.id == row["id"]))
+        self._epoch_columns_added = True  # committed with this write
 
     def record_host(self, host: str, description: dict[str, Any]) -> None:
         """Save what machine ``host`` is (harness.train.machine())."""
@@ -464,13 +472,15 @@ class Store:
     def history(self, study: str) -> pd.DataFrame:
         """One row per (replication, epoch) with the per-epoch losses and accuracies."""
         columns = ["id", "epoch", *EPOCH_COLUMNS]
-        query = (
-            sa.select(replications_table.c.id, *(epochs_table.c[c] for c in columns[1:]))
-            .join(replications_table)
-            .where(replications_table.c.study == study)
-        )
         with self.engine.connect() as conn:
-            frames = [pd.read_sql(query, conn)]
+            present = _epoch_columns(conn)  # an older file lacks the newer quantities
+            query = (
+                sa.select(replications_table.c.id, epochs_table.c.epoch,
+                          *(epochs_table.c[c] for c in EPOCH_COLUMNS if c in present))
+                .join(replications_table)
+                .where(replications_table.c.study == study)
+            )
+            frames = [pd.read_sql(query, conn).reindex(columns=columns)]
             if _legacy_tables(conn):  # an older file's rows, not yet moved by harness compact
                 frames.append(_legacy_history(conn, study))
         frames = [f for f in frames if not f.empty]
@@ -541,6 +551,7 @@ def compact(url: str) -> tuple[int, int, list[str]]:
         upgraded = []
         with store._writing() as conn:
             conn.execute(sa.delete(claims_table))  # none is live (checked above)
+            _add_epoch_columns(conn)  # before a rebuild copies every column
             for table in ROWID_FREE:
                 ddl = conn.exec_driver_sql("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?", (table.name,)).scalar()
                 if ddl is None or "WITHOUT ROWID" in ddl.upper():
@@ -575,6 +586,19 @@ def _epoch_row(rep_pk: int, epoch: dict[str, Any]) -> dict[str, Any]:
     if unknown:  # a quantity the training loop records needs its column here
         raise ValueError(f"no history column for {', '.join(sorted(unknown))}")
     return {"rep_pk": rep_pk, "epoch": int(epoch["epoch"]), **{c: _float(epoch.get(c)) for c in EPOCH_COLUMNS}}
+
+
+def _epoch_columns(conn: sa.Connection) -> set[str]:
+    return {c["name"] for c in sa.inspect(conn).get_columns(epochs_table.name)}
+
+
+def _add_epoch_columns(conn: sa.Connection) -> None:
+    """Add the epochs columns an older file lacks, in the caller's write transaction (so
+    two runs add them once). Existing rows read NULL there."""
+    present = _epoch_columns(conn)
+    for name in EPOCH_COLUMNS:
+        if name not in present:
+            conn.execute(sa.text(f"ALTER TABLE {epochs_table.name} ADD COLUMN {name} FLOAT"))
 
 
 def _legacy_tables(conn: sa.Connection) -> list[sa.Table]:

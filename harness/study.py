@@ -37,6 +37,9 @@ class StudyError(UserError):
 class TrainConfig:
     optimizer: str = "adam"  # "adam" | "sgd" (the paper: Adam for E1-E3, SGD for E4)
     lr: float = 1e-3  # not given by the paper; Keras' Adam default
+    # Adam's ε (the denominator's fuzz): PyTorch's default 1e-8; tf.keras' Adam uses 1e-7
+    # (protocol=keras). It matters for a weight whose gradient is always 0 or tiny.
+    adam_eps: float = 1e-8
     momentum: float = 0.0  # SGD only
     batch_size: int = 32  # not given by the paper; Keras' default
     max_epochs: int = 200  # not given by the paper; a cap on runs early stopping never ends
@@ -44,8 +47,11 @@ class TrainConfig:
     min_delta: float = 0.0  # an improvement must exceed this (Keras' default 0)
     # What early stopping watches on the validation set: "task" = the task loss alone,
     # "total" = task loss + the entropy term (what Keras does with add_loss);
-    # "total_float32" = the same with the term computed in float32, as a Keras model would
-    # (|det W| underflows to 0 there, so the term is often the constant λ/ε);
+    # "total_float32" = the val_loss a tf.keras model reports with the term added by
+    # add_loss: per validation batch the float32 task loss plus the float32 λ·term, their
+    # running mean kept in float32 (harness.stopping.keras_val_loss). |det W| underflows
+    # to 0 in float32, so the term is often the constant λ/ε and the total cannot see the
+    # task loss improve;
     # "acc" = validation accuracy (E4: "no improvements in 25 epochs" of val accuracy;
     # pixel accuracy for segmentation), maximised.
     monitor: str = "task"
@@ -164,6 +170,7 @@ KEYS = tuple(FIELD_TYPES)
 # Keys added after results were first recorded. They enter a replication's id only when
 # they differ from their default, so every config that existed before keeps its id.
 LATE_KEYS = (
+    "train.adam_eps",
     "train.seg_loss",
     "train.tf32",
     "train.flush_denormals",
@@ -202,6 +209,43 @@ CHOICES = {
 }
 
 
+# Presets: one named setting that stands for several keys, so a user need not know which
+# keys make "what a model in that framework would have done". A preset expands into its
+# keys before a config is built: each expanded key is recorded (and enters the id) on its
+# own, the preset's name is not. "default" is the harness's own defaults (nothing set), so
+# that `protocol=default,keras` is a grid axis.
+PRESET_KEY = "protocol"
+PRESETS: dict[str, dict[str, Any]] = {
+    "default": {},
+    # What a tf.keras 2.x model trained as the paper describes would do: the determinant
+    # in float32 (the framework's dtype), early stopping on the val_loss Keras reports
+    # (task loss + add_loss term, float32), glorot-uniform weights with zero biases, Adam's
+    # ε = 1e-7, and EarlyStopping(restore_best_weights=False): the last weights are the
+    # ones evaluated. The guidance term's ε stays its own setting (the paper: "< 1e-3").
+    "keras": {
+        "entropy.precision": "float32",
+        "train.monitor": "total_float32",
+        "net.init": "keras",
+        "train.adam_eps": 1e-7,
+        "train.restore_best": False,
+    },
+}
+
+
+def expand_presets(values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` with its ``protocol`` (if any) replaced by the keys it stands for. A key
+    given beside the preset with another value is an error, not silently overridden."""
+    if PRESET_KEY not in values:
+        return values
+    values = dict(values)
+    name = values.pop(PRESET_KEY)
+    preset = PRESETS[coerce(PRESET_KEY, name)]
+    for key, value in preset.items():
+        if key in values and values[key] != value:
+            raise StudyError(f"{PRESET_KEY}={name} sets {key}={value!r}, but {key}={values[key]!r} is given too: drop one")
+    return {**values, **preset}
+
+
 def flatten(config: Config) -> dict[str, Any]:
     """Config -> {dotted key: value}, tuples kept as tuples."""
     out = {}
@@ -216,7 +260,7 @@ def flatten(config: Config) -> dict[str, Any]:
 def build_config(values: dict[str, Any]) -> Config:
     """{dotted key: value} (validated) -> Config; missing keys take their defaults."""
     nested: dict[str, Any] = {}
-    for key, value in values.items():
+    for key, value in expand_presets(values).items():
         check_key(key)
         head, _, rest = key.partition(".")
         if rest:
@@ -232,7 +276,7 @@ def build_config(values: dict[str, Any]) -> Config:
 
 
 def check_key(key: str) -> None:
-    if key not in FIELD_TYPES:
+    if key not in FIELD_TYPES and key != PRESET_KEY:
         close = difflib.get_close_matches(key, KEYS, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise StudyError(f"unknown key {key!r}{hint}; allowed keys: {', '.join(KEYS)}")
@@ -241,6 +285,10 @@ def check_key(key: str) -> None:
 def coerce(key: str, value: Any) -> Any:
     """Check a value against the key's type, converting strings from the command line."""
     check_key(key)
+    if key == PRESET_KEY:
+        if value not in PRESETS:
+            raise StudyError(f"bad value {value!r} for {key}: choose one of {', '.join(PRESETS)}")
+        return value
     kind = FIELD_TYPES[key]
     try:
         if kind is bool:
@@ -375,7 +423,8 @@ class Study:
         reps = []
         for combo in itertools.product(*(self.grid[k] for k in keys)):
             values = {**self.settings, **dict(zip(keys, combo))}
-            if any(all(values.get(k, _DEFAULTS[k]) == v for k, v in entry.items()) for entry in self.exclude):
+            expanded = expand_presets(values)
+            if any(all(expanded.get(k, _DEFAULTS.get(k)) == v for k, v in entry.items()) for entry in self.exclude):
                 continue
             reps.append(Replication(self.name, build_config(values)))
         return reps
@@ -465,7 +514,7 @@ def merged_definition(old: dict[str, Any] | None, new: dict[str, Any]) -> dict[s
 def _parse_values(key: str, text: str) -> list:
     if text == "":
         raise StudyError(f"bad override {key}=: no value")
-    kind = FIELD_TYPES[key]
+    kind = FIELD_TYPES.get(key, str)  # the preset key takes names
     if kind is int and ":" in text and "," not in text:
         start, _, stop = text.partition(":")
         try:

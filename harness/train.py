@@ -31,6 +31,7 @@ import harness
 from harness.data import Splits, splits_for
 from harness.entropy import candidate_layers, entropy_loss, entropy_profile, entropy_stats, guided_layers
 from harness.models import build_model
+from harness.stopping import EarlyStopping, EpochValidation
 from harness.study import Config, Replication, StudyError, derive_seed, flatten
 
 EVAL_BATCH = 1024  # evaluation batch: large for speed, bounded for memory
@@ -231,7 +232,8 @@ def _train(config: Config, splits, device: str) -> Outcome:
     task_loss = _task_loss(config.task, config.train.seg_loss)
     augment = _augmenter(config, device)
 
-    best_value, best_epoch, best_state, wait, lr_wait = math.inf, 0, None, 0, 0
+    stopping = EarlyStopping.of(config)
+    best_state, lr_wait = None, 0
     best_monitor_acc = -math.inf
     grad_ratios, term_leds = [], []
     epoch = 0
@@ -262,12 +264,16 @@ def _train(config: Config, splits, device: str) -> Outcome:
                 elif config.task == "segmentation":  # pixel accuracy, averaged over images
                     correct += ((out > 0) == (_crop_like(y, out) > 0.5)).float().mean().item() * len(x)
 
-            val = _evaluate(model, batches.eval("val"), config.task, config.train.seg_loss)
+            val = _evaluate(model, batches.eval("val"), config.task, config.train.seg_loss,
+                            examples=stopping.needs_float32)
             val_loss, val_acc = val["loss"], val.get("acc")
             with torch.no_grad():
                 ent_value = entropy_term(1.0).item()
+                term32 = entropy_term(1.0, precision="float32").item() if stopping.needs_float32 else None
             if not math.isfinite(val_loss):
                 raise Diverged(f"non-finite validation loss at epoch {epoch}")
+            improved, seen_by_rule = stopping.observe(
+                epoch, EpochValidation(val_loss, val_acc, ent_value, term32, val.get("examples32")))
             outcome.history.append(
                 {
                     "epoch": epoch,
@@ -277,23 +283,11 @@ def _train(config: Config, splits, device: str) -> Outcome:
                     "train_acc": correct / seen if config.task != "reconstruction" else None,
                     "val_acc": val_acc,
                     **({"val_iou": val["iou"]} if "iou" in val else {}),
+                    **seen_by_rule,
                 }
             )
-            if config.train.monitor == "acc":  # E4: stop on validation accuracy (maximised)
-                monitored = -val_acc
-            elif config.train.monitor == "total":
-                monitored = val_loss + config.lam * ent_value
-            elif config.train.monitor == "total_float32":  # what a Keras model's add_loss reports
-                with torch.no_grad():
-                    monitored = val_loss + config.lam * entropy_term(1.0, precision="float32").item()
-            else:
-                monitored = val_loss
-            if monitored < best_value - config.train.min_delta:
-                best_value, best_epoch, wait = monitored, epoch, 0
-                if config.train.restore_best:
-                    best_state = copy.deepcopy(model.state_dict())
-            else:
-                wait += 1
+            if improved and config.train.restore_best:
+                best_state = copy.deepcopy(model.state_dict())
             if config.train.lr_patience:  # E4: lr / 10 after lr_patience epochs without val gain
                 metric = val_acc if val_acc is not None else -val_loss
                 lr_wait = 0 if metric > best_monitor_acc else lr_wait + 1
@@ -302,11 +296,11 @@ def _train(config: Config, splits, device: str) -> Outcome:
                     for group in optimizer.param_groups:
                         group["lr"] /= 10
                     lr_wait = 0
-            if wait >= config.train.patience:
+            if stopping.should_stop(epoch):
                 break
     except Diverged as err:
         outcome.status, outcome.error = "diverged", str(err)
-        outcome.metrics = {"stop_epoch": float(epoch), "best_epoch": float(best_epoch)}
+        outcome.metrics = {"stop_epoch": float(epoch), "best_epoch": float(stopping.best_epoch)}
         return outcome
 
     if best_state is not None:
@@ -314,8 +308,8 @@ def _train(config: Config, splits, device: str) -> Outcome:
     outcome.metrics = _final_metrics(model, batches, config, entropy_term, guided)
     outcome.metrics.update(
         stop_epoch=float(epoch),
-        best_epoch=float(best_epoch),
-        hit_max_epochs=float(wait < config.train.patience),
+        best_epoch=float(stopping.best_epoch),
+        hit_max_epochs=float(stopping.hit_max_epochs),
         grad_ratio=_mean(grad_ratios),
         term_led=_mean(term_leds),
     )
@@ -375,7 +369,7 @@ def _augmenter(config: Config, device: str):
 def _optimizer(model: torch.nn.Module, config: Config) -> torch.optim.Optimizer:
     if config.train.optimizer == "sgd":
         return torch.optim.SGD(model.parameters(), lr=config.train.lr, momentum=config.train.momentum)
-    return torch.optim.Adam(model.parameters(), lr=config.train.lr)
+    return torch.optim.Adam(model.parameters(), lr=config.train.lr, eps=config.train.adam_eps)
 
 
 def _grad_ratio(task: torch.Tensor, term: torch.Tensor, params: list, lam: float) -> tuple[float, float]:
@@ -411,18 +405,22 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, task: str
 
 
 @torch.no_grad()
-def _evaluate(model: torch.nn.Module, batches, task: str, seg_loss: str = "mse") -> dict:
+def _evaluate(model: torch.nn.Module, batches, task: str, seg_loss: str = "mse", examples: bool = False) -> dict:
     """Over every (x, y) batch of a split: {"loss"} (mean per example; per pixel for
     segmentation), "acc" (classification; pixel accuracy at sigmoid 0.5 for segmentation),
     and for segmentation "iou" = the mean over background and foreground of each class's
     intersection over union summed over the split (Keras' MeanIoU(num_classes=2)), and
-    "iou_fg" = the foreground's alone."""
+    "iou_fg" = the foreground's alone. With ``examples``, "examples32" = every example's
+    task loss in float32, in order (a numpy array; what the total_float32 monitor sums)."""
     model.eval()
     loss_sum, correct, n, pixels = 0.0, 0, 0, 0
+    per_example = []
     confusion = torch.zeros(4, dtype=torch.float64)  # tp, fp, fn, tn
     for xb, yb in batches:
         out = model(xb)
         n += len(xb)
+        if examples:
+            per_example.append(_example_losses(out, xb, yb, task, seg_loss).float().cpu())
         if task == "reconstruction":
             loss_sum += F.mse_loss(out, xb.flatten(1), reduction="sum").item() / out.shape[1]
         elif task == "segmentation":
@@ -437,14 +435,28 @@ def _evaluate(model: torch.nn.Module, batches, task: str, seg_loss: str = "mse")
         else:
             loss_sum += F.cross_entropy(out, yb, reduction="sum").item()
             correct += (out.argmax(1) == yb).sum().item()
+    extra = {"examples32": torch.cat(per_example).numpy()} if examples else {}
     if task == "reconstruction":
-        return {"loss": loss_sum / n}
+        return {"loss": loss_sum / n, **extra}
     if task == "classification":
-        return {"loss": loss_sum / n, "acc": correct / n}
+        return {"loss": loss_sum / n, "acc": correct / n, **extra}
     tp, fp, fn, tn = confusion.tolist()
     ious = [v for v in (_ratio(tp, tp + fp + fn), _ratio(tn, tn + fn + fp)) if not math.isnan(v)]
     return {"loss": loss_sum / pixels, "acc": (tp + tn) / pixels, "iou": sum(ious) / len(ious) if ious else math.nan,
-            "iou_fg": _ratio(tp, tp + fp + fn)}
+            "iou_fg": _ratio(tp, tp + fp + fn), **extra}
+
+
+def _example_losses(out: torch.Tensor, x: torch.Tensor, y: torch.Tensor, task: str, seg_loss: str) -> torch.Tensor:
+    """Each example's task loss (its mean over pixels for an image output), in the
+    output's dtype: what a Keras loss function returns before its batch reduction."""
+    if task == "reconstruction":
+        return F.mse_loss(out, x.flatten(1), reduction="none").mean(1)
+    if task == "segmentation":
+        y = _crop_like(y, out)
+        if seg_loss == "bce":
+            return F.binary_cross_entropy_with_logits(out, y, reduction="none").flatten(1).mean(1)
+        return F.mse_loss(torch.sigmoid(out), y, reduction="none").flatten(1).mean(1)
+    return F.cross_entropy(out, y, reduction="none")
 
 
 def _ratio(a: float, b: float) -> float:
