@@ -157,3 +157,23 @@ def test_paired_ttest_hand_worked_and_degenerate():
     assert stats.paired_ttest([5, 6, 7], [5, 6, 7]).p == 1.0  # identical pairs
     assert stats.paired_ttest([6, 7, 8], [5, 6, 7]).p == 0.0  # the same shift in every pair
     assert math.isnan(stats.paired_ttest([1.0], [2.0]).p)
+
+
+def test_constant_groups_are_not_significant_from_rounding():
+    """Defect: the mean of seven 0.1s differs from the mean of ten in the last bit, their
+    variance was 2e-34, and the test gave p = 0.0095 ("+" in a sign table)."""
+    a, b = np.full(10, 0.1), np.full(7, 0.1)
+    assert a.mean() != b.mean()  # the rounding the tests must not read as an effect
+    for welch in (False, True):
+        tt = stats.ttest(a, b, welch=welch)
+        assert (tt.diff, tt.p) == (0.0, 1.0)
+        assert stats.sign(tt.diff, tt.p, 0.01) == ""
+    assert stats.ttest(a, b, alternative="greater").p == 1.0
+    assert math.isnan(stats.hedges_g(a, b)[0])
+    # a paired difference that is rounding alone: 0.1 * 3 is 0.30000000000000004
+    paired = stats.paired_ttest(np.full(7, 0.1) * 3, np.full(7, 0.3))
+    assert (paired.diff, paired.p) == (0.0, 1.0)
+    # a real difference between constant groups still counts, and a small spread is not rounding
+    assert stats.ttest(np.full(5, 0.2), np.full(5, 0.1)).p == 0.0
+    spread = np.full(10, 0.1) + np.r_[1e-9, np.zeros(9)]
+    assert stats.ttest(spread, b).p == pytest.approx(sps.ttest_ind(spread, b).pvalue)

@@ -281,8 +281,29 @@ def test_guidance_sentence_reads_the_gradient_and_the_targeted_weights():
     # block reads pixels of the blank top row) makes the ratio infinite: said so, not "at most inf"
     frame.loc[6, "grad_ratio"] = np.inf
     sentence = tables.guidance_sentence(frame)
-    assert "the task gradient there was 0: grad_ratio = inf at lam = 1" in sentence and "at most inf" not in sentence
+    assert ("the task gradient there was 0: grad_ratio = inf in 1 replication(s), at lam = 1" in sentence
+            and "at most inf" not in sentence)
     assert "at most 2e-08 of the task gradient in norm (grad_ratio, mean at lam = 0.0001)" in sentence
+
+
+def test_one_infinite_grad_ratio_drops_the_run_not_its_level():
+    """Defect: one inf at λ = 10 hid the level (its mean was inf), and the sentence gave
+    the other levels' maximum. The finite runs of λ = 10 still count."""
+    frame = pd.DataFrame({"status": "done", "lam": [0.0] * 3 + [1e-4] * 3 + [10.0] * 3,
+                          "grad_ratio": [0, 0, 0, 298.0, 290.0, 280.0, np.inf, 3e5, 3.7e5]})
+    sentence = tables.guidance_sentence(frame)
+    assert "at most 3.35e+05 of the task gradient in norm (grad_ratio, mean at lam = 10)" in sentence
+    assert "grad_ratio = inf in 1 replication(s), at lam = 10" in sentence
+
+
+def test_level_labels_never_collide():
+    """Defect: :g printed 1e-4 and 1.0000001e-4 both as "0.0001", and one overwrote the
+    other in a square table."""
+    assert tables.level_label(1e-4) == "0.0001" and tables.level_label(10.0) == "10"
+    assert tables.level_label(1.0000001e-4) != tables.level_label(1e-4)
+    frame = pd.DataFrame({"status": "done", "lam": [1e-4] * 3 + [1.0000001e-4] * 3, "y": [1.0, 2, 3, 4, 5, 6]})
+    square = tables.sign_matrix(tables.pairwise(tables.groups(frame, "y", "lam")))
+    assert square.shape == (2, 2)
 
 
 def test_paired_by_seed_pairs_replications_with_the_same_seed():

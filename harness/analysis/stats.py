@@ -30,12 +30,33 @@ def _arr(x) -> np.ndarray:
     return np.asarray(x, dtype=float).ravel()
 
 
+# "Constant" and "equal" are decided to within this many units in the last place of the
+# values' magnitude: the mean of seven 0.1s differs from the mean of ten in the last bit,
+# and their variance is 2e-34, not 0; tested as exact, that would be a "significant"
+# difference of 1e-17 with p = 0.01.
+ULPS = 8
+
+
+def tolerance(*groups) -> float:
+    """The rounding tolerance of values of these groups' magnitude (ULPS ulps of the largest)."""
+    scale = max((float(np.abs(g).max()) for g in map(_arr, groups) if len(g)), default=0.0)
+    return ULPS * float(np.finfo(float).eps) * scale
+
+
+def constant(x, tol: float) -> bool:
+    """Every value within ``tol`` of every other (an empty group counts as constant)."""
+    x = _arr(x)
+    return not len(x) or float(np.ptp(x)) <= tol
+
+
 def ttest(a, b, *, welch: bool = False, alternative: str = "two-sided") -> TTest:
     """Student (pooled variance) or Welch two-sample t-test; ``alternative="greater"``
     tests H1: mean(a) > mean(b).
 
-    Both groups constant is a degenerate case that scipy answers with NaN; here a
-    nonzero difference gets p = 0 (every replication agrees) and no difference p = 1.
+    Both groups constant (to rounding: ``constant``, ``tolerance``) is a degenerate case
+    that scipy answers with NaN or, from rounding noise, a spurious p; here a nonzero
+    difference gets p = 0 (every replication agrees) and no difference (within rounding)
+    diff = 0 and p = 1.
     """
     if alternative not in ALTERNATIVES:
         raise ValueError(f"alternative must be one of {ALTERNATIVES}, got {alternative!r}")
@@ -44,7 +65,12 @@ def ttest(a, b, *, welch: bool = False, alternative: str = "two-sided") -> TTest
     diff = float(a.mean() - b.mean()) if n1 and n2 else float("nan")
     if min(n1, n2) < 2:
         return TTest(diff, float("nan"), float("nan"), float("nan"))
-    v1, v2 = a.var(ddof=1), b.var(ddof=1)
+    tol = tolerance(a, b)
+    if constant(a, tol) and constant(b, tol):
+        v1 = v2 = 0.0
+        diff = 0.0 if abs(diff) <= tol else diff
+    else:
+        v1, v2 = a.var(ddof=1), b.var(ddof=1)
     if welch:
         se2 = v1 / n1 + v2 / n2
         df = se2**2 / ((v1 / n1) ** 2 / (n1 - 1) + (v2 / n2) ** 2 / (n2 - 1)) if se2 > 0 else n1 + n2 - 2
@@ -64,12 +90,15 @@ def paired_ttest(a, b) -> TTest:
     """Paired t-test of mean(a - b), a[i] and b[i] one pair (two replications with the same
     seed); scipy's ttest_rel, with the degenerate case of ``ttest`` (every difference
     equal: p = 0 if nonzero, 1 if zero) instead of NaN."""
-    d = _arr(a) - _arr(b)
+    a, b = _arr(a), _arr(b)
+    d = a - b
     n = len(d)
     diff = float(d.mean()) if n else float("nan")
     if n < 2:
         return TTest(diff, float("nan"), float("nan"), float("nan"))
-    sd = float(d.std(ddof=1))
+    tol = tolerance(a, b)
+    sd = 0.0 if constant(d, tol) else float(d.std(ddof=1))
+    diff = 0.0 if sd == 0 and abs(diff) <= tol else diff
     if sd == 0:
         if diff == 0:
             return TTest(diff, float("nan"), float(n - 1), 1.0)
@@ -110,6 +139,9 @@ def hedges_g(a, b, confidence: float = 0.95) -> tuple[float, float, float]:
     if not np.isfinite(sd):
         return float("nan"), float("nan"), float("nan")
     diff = a.mean() - b.mean()
+    tol = tolerance(a, b)
+    if constant(a, tol) and constant(b, tol):
+        sd, diff = 0.0, (0.0 if abs(diff) <= tol else diff)
     if sd == 0:
         g = float(np.copysign(np.inf, diff)) if diff else float("nan")
         return g, float("nan"), float("nan")

@@ -19,9 +19,12 @@ DONE = "done"
 # ---------------------------------------------------------------- levels and slicing
 
 def level_label(value) -> str:
-    """Short stable label of a factor level: 0.0001 → "0.0001", 80 → "80", 10.0 → "10"."""
+    """Short stable label of a factor level: 0.0001 → "0.0001", 80 → "80", 10.0 → "10".
+    Two different numbers never share a label: where the short form would lose digits
+    (1.0000001e-4 prints "0.0001" with :g), the shortest exact form is used."""
     if isinstance(value, (float, np.floating)):
-        return f"{float(value):g}"
+        short = f"{float(value):g}"
+        return short if float(short) == float(value) else repr(float(value))
     if isinstance(value, (np.integer,)):
         return str(int(value))
     return str(value)
@@ -336,18 +339,22 @@ def _gradient_parts(done: pd.DataFrame, factor: str) -> list[str]:
     guided = done[done[factor].astype(float) > 0]
     parts = []
     for metric in ("grad_ratio", "term_led"):
-        means = guided.groupby(factor)[metric].mean().dropna() if metric in guided.columns else pd.Series(dtype=float)
-        if not len(means):
+        if metric not in guided.columns:
             continue
-        where = f"({metric}, mean at {factor} = {level_label(means.idxmax())})"
+        values = guided[metric].astype(float)
+        infinite = guided[np.isinf(values)]
+        # a replication whose ratio is inf (the task gradient was 0 in a measured batch) is
+        # left out of its level's mean, not the level: the others' mean still tells
+        means = guided[np.isfinite(values)].groupby(factor)[metric].mean().dropna()
+        if not len(means) and not len(infinite):
+            continue
+        where = f"({metric}, mean at {factor} = {level_label(means.idxmax())})" if len(means) else ""
         if metric == "grad_ratio":
-            unbounded = means[~np.isfinite(means)]
-            if len(unbounded):  # the task gradient on the guided weights was 0 in a measured batch
+            if len(infinite):
+                levels = sorted_levels(infinite[factor])
                 parts.append(f"in some measured batches it was the only gradient on the weights it guides (the task "
-                             f"gradient there was 0: grad_ratio = inf at {factor} = "
-                             f"{', '.join(level_label(l) for l in unbounded.index)})")
-                means = means[np.isfinite(means)]
-                where = f"({metric}, mean at {factor} = {level_label(means.idxmax())})" if len(means) else ""
+                             f"gradient there was 0: grad_ratio = inf in {len(infinite)} replication(s), at {factor} = "
+                             f"{', '.join(level_label(l) for l in levels)}; left out of the means below)")
             if len(means):
                 parts.append(f"its gradient is at most {float(means.max()):.3g} of the task gradient in norm {where}")
         else:
