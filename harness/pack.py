@@ -58,7 +58,7 @@ from torch import Tensor, nn
 from harness.data import IMAGE_DATASETS, Splits, splits_for
 from harness.entropy import entropy_loss, entropy_stats, guided_layers, logabsdet
 from harness.models import DenseAutoencoder
-from harness.stopping import EarlyStopping, EpochValidation
+from harness.stopping import STOPPING_RULE, EarlyStopping, EpochValidation
 from harness.study import Config, Replication, derive_seed, flatten
 from harness.workers import PROGRESS_ENV
 from harness.train import (Outcome, _guided_rows, _mean, _profile_rows, check_config, float32_math, result_dict,
@@ -85,11 +85,8 @@ EVAL_FLOATS_GPU = 1 << 28
 # step's matmuls. Does nothing otherwise.
 step_context: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
 _VARYING = ("lam", "seed")  # what members of one pack may differ in
-# What decides only when a replication stops and which weights it reports, not how it
-# trains: replications that differ only in these follow one training trajectory, which a
-# pack trains once and stops for each of them in turn (a grid over what early stopping
-# monitors costs one training, not two).
-STOPPING_RULE = ("train.monitor", "train.patience", "train.min_delta", "train.max_epochs", "train.restore_best")
+# STOPPING_RULE (harness.stopping): replications that differ only in it follow one training
+# trajectory, which a pack trains once and stops for each of them in turn.
 
 
 @dataclass

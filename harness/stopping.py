@@ -31,6 +31,10 @@ from dataclasses import dataclass
 import numpy as np
 
 MONITORS = ("task", "total", "total_float32", "acc")
+# What decides only when a replication stops and which weights it reports, not how it
+# trains: replications that differ only in these follow one training trajectory
+# (harness.pack trains it once; a grid over the monitor costs one training, not two).
+STOPPING_RULE = ("train.monitor", "train.patience", "train.min_delta", "train.max_epochs", "train.restore_best")
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import difflib
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -17,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from harness.analysis import paper, plots, render, stats, tables
+from harness.analysis import paper, plots, protocol, render, stats, tables
 from harness.analysis.spec import (AnalysisError, CIPlot, Claims, CurvePlot, ProfilePlot, ProtocolEffect,
                                    SignificanceTable, SummaryTable, Table1, Table2, describe,
                                    spec_from_dict)
@@ -98,6 +100,7 @@ def study_report(definition: dict, frame: pd.DataFrame, profiles: pd.DataFrame |
         history = history.sort_values(["id", "epoch"], kind="stable")
     recorded = _Recorded(profiles, history)
     factors, stray = study_factors(definition, frame)
+    _which_protocol(r, specs, frame, factors)
     _header(r, definition, frame, factors)
     _where_and_how_long(r, frame, hosts or {})
     if stray:
@@ -136,6 +139,7 @@ class _Report:
         self.dir, self.study = out_dir, study
         self.lines: list[str] = []
         self.summary: list[str] = []
+        self.front: list[str] = []  # the first screen's sections, before the summary
         self.paths: list[Path] = []
         self.names: set[str] = set()
         self.description = ""
@@ -143,6 +147,15 @@ class _Report:
 
     def md(self, *lines: str):
         self.lines.extend(lines)
+
+    @contextmanager
+    def first_screen(self) -> Iterator[None]:
+        """What is written in the block goes to the top of the report, after its title."""
+        saved, self.lines = self.lines, []
+        try:
+            yield
+        finally:
+            self.front, self.lines = self.front + self.lines, saved
 
     def _name(self, base: str, exts: tuple[str, ...]) -> str:
         """A file stem not yet used with any of ``exts`` (a figure and its table share one)."""
@@ -193,6 +206,7 @@ class _Report:
         head = [f"# Report: {self.study}", "", f"_Generated {stamp} by `harness analyze`._", ""]
         if self.description:
             head += [self.description, ""]
+        head += self.front
         if self.summary:
             head += ["## Published vs replicated", ""] + [f"- {s}" for s in self.summary] + [""]
         text = "\n".join(head + self.lines).rstrip() + "\n"
@@ -217,6 +231,29 @@ def _stem(*parts: str, labels: dict | None = None) -> str:
 
 
 # ---------------------------------------------------------------- fixed sections
+
+def _which_protocol(r: _Report, specs: list, frame: pd.DataFrame, factors: list[str]):
+    """'Which protocol reproduces the paper?': on the first screen, where the results hold
+    more than one protocol arm (harness.analysis.protocol) and the study compares with
+    published tables or claims."""
+    sign_specs = [s for s in specs if isinstance(s, SignificanceTable) and s.published in paper.SIGN_TABLES]
+    claims = next((paper.CLAIMS[s.published] for s in specs if isinstance(s, Claims) and s.published in paper.CLAIMS), None)
+    if not protocol.arm_keys(frame) or not (sign_specs or claims):
+        return
+    arms = protocol.protocol_arms(frame, sign_specs, claims, factors)
+    with r.first_screen():
+        r.md("## Which protocol reproduces the paper?", "",
+             "One row per protocol arm in the results (the settings that make a framework's protocol: "
+             f"{', '.join(protocol.arm_keys(frame))}). Sign-table cells: uncorrected tests, as the paper's. "
+             "Claims, in order: " + "; ".join(f"{i}. “{c['text']}”" for i, c in enumerate((claims or {}).get("claims", ()), 1))
+             + ". grad_ratio: the guidance gradient's norm over the task gradient's on the guided weights, the "
+             "largest mean over λ > 0; term_led: the share of the weights it acts on where it outweighs the task gradient; "
+             "target moved: the λ > 0 levels whose final log|det W| (log|c11|) differs from λ = 0's (Welch, α = 0.01), "
+             "which an arm that stops earlier also changes.",
+             "")
+        r.table(arms, "protocol_arms", "Protocol arms against the published tables and claims")
+        r.md(f"**{protocol.protocol_sentence(arms, sign_specs)}**", "")
+
 
 def _header(r: _Report, definition: dict, frame: pd.DataFrame, factors: list[str]):
     settings = definition.get("settings", {}) or {}
