@@ -365,3 +365,32 @@ def test_seed_plan_reads_the_spread_and_sizes_the_comparison():
     assert "seeds" not in tables.seed_plan(frame, "val_mse", "lam", ["lam", "latent"])
     with pytest.raises(KeyError, match="no metric"):
         tables.seed_plan(frame, "val_acc", "lam", ["lam", "latent"])
+
+
+def test_arms_that_share_a_trajectory_are_repeated_measures_of_one_seed():
+    """Defect: the two monitor arms of a (λ, seed) are one trained model, yet the ANOVA
+    counted them as independent (126 residual df instead of 54) and found λ 'significant'.
+    Seed as the unit, the λ effect is the one-way repeated-measures ANOVA of one arm
+    (computed here by hand), and the monitor's effect is exactly 0."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for lam in range(7):
+        for seed in range(10):
+            y = 50 + 10 * rng.normal() + 0.5 * lam + seed
+            for monitor in ("task", "total_float32"):
+                rows.append(dict(status="done", lam=float(lam), seed=seed, monitor=monitor, y=y))
+    frame = pd.DataFrame(rows)
+    assert tables.two_way_anova(frame, "y", "lam", "monitor").set_index("effect").loc["residual", "df"] == 126
+    rm = tables.repeated_measures_anova(frame, "y", "lam", "monitor").set_index("effect")
+    one = frame[frame["monitor"] == "task"].pivot(index="seed", columns="lam", values="y").to_numpy()
+    s, k = one.shape
+    grand = one.mean()
+    ss_lam = s * ((one.mean(0) - grand) ** 2).sum()
+    ss_seed = k * ((one.mean(1) - grand) ** 2).sum()
+    ss_err = ((one - grand) ** 2).sum() - ss_lam - ss_seed
+    f = (ss_lam / (k - 1)) / (ss_err / ((k - 1) * (s - 1)))
+    assert rm.loc["lam", "F"] == pytest.approx(f) and rm.loc["lam", "df_error"] == 54
+    assert rm.loc["lam", "p"] == pytest.approx(sps.f.sf(f, k - 1, (k - 1) * (s - 1)))
+    assert rm.loc["monitor", "F"] == 0 and rm.loc["monitor", "p"] == 1 and rm.loc["lam × monitor", "p"] == 1
+    # a seed missing one cell leaves the design incomplete for it: that seed is dropped
+    assert tables.repeated_measures_anova(frame.iloc[1:], "y", "lam", "monitor").loc[0, "df_error"] == 48

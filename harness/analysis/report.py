@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from harness.analysis import paper, plots, protocol, render, stats, tables
+from harness.stopping import STOPPING_RULE
 from harness.analysis.spec import (AnalysisError, CIPlot, Claims, CurvePlot, ProfilePlot, ProtocolEffect,
                                    SignificanceTable, SummaryTable, Table1, Table2, describe,
                                    spec_from_dict)
@@ -664,7 +665,11 @@ def _protocol(r: _Report, spec: ProtocolEffect, frame, recorded, factors):
                                      alpha=spec.alpha, test=spec.test, correction=spec.correction)
         r.table(eff, base, f"{spec.protocol} values compared at each {spec.factor} "
                 f"(two-sided, α = {spec.alpha:g}, {spec.correction} across the table), {where}")
-        anova = tables.two_way_anova(sub, spec.metric, spec.factor, spec.protocol)
+        if spec.protocol in STOPPING_RULE:
+            _protocol_rm_anova(r, spec, sub, base, where)
+            anova = []
+        else:
+            anova = tables.two_way_anova(sub, spec.metric, spec.factor, spec.protocol)
         if len(anova):
             effects = {row.effect: row for row in anova.itertuples(index=False)}
             method, protocol = effects[spec.factor], effects[spec.protocol]
@@ -689,6 +694,25 @@ def _protocol(r: _Report, spec: ProtocolEffect, frame, recorded, factors):
                      f"{tables.level_label(a)} vs {tables.level_label(b)}: "
                      f"{tables.agreement_sentence(counts)}.")
         r.md("")
+
+
+def _protocol_rm_anova(r, spec, sub, base, where):
+    """λ × a stopping-rule setting: its arms of a (λ, seed) are one trained model, so the
+    seed is the unit measured under every arm (repeated measures), not two replications."""
+    anova = tables.repeated_measures_anova(sub, spec.metric, spec.factor, spec.protocol)
+    shared = (f"the {spec.protocol} arms of a ({spec.factor}, seed) share one trained model "
+              "(a stopping rule decides only when it stops)")
+    if not len(anova):
+        r.md(f"No ANOVA: {shared}, so an unpaired ANOVA would count each training twice, and the seeds do "
+             f"not cover every {spec.factor} × {spec.protocol} cell once, which a repeated-measures ANOVA needs.", "")
+        return
+    effects = {row.effect: row for row in anova.itertuples(index=False)}
+    method, protocol_ = effects[spec.factor], effects[spec.protocol]
+    r.md(f"Repeated-measures ANOVA ({spec.factor} × {spec.protocol}, seed as the unit: {shared}): "
+         f"{spec.factor} partial η² = {method.partial_eta_sq:.3f} (p = {method.p:.2g}), {spec.protocol} "
+         f"{protocol_.partial_eta_sq:.3f} (p = {protocol_.p:.2g}).", "")
+    r.table(anova, base + "_anova", f"Repeated-measures ANOVA of {spec.metric}: {spec.factor} × "
+            f"{spec.protocol}, seed as the unit, {where}")
 
 
 def _protocol_paired(r, spec, sub, base, where):

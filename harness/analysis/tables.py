@@ -666,6 +666,55 @@ def protocol_effect(frame: pd.DataFrame, metric: str, protocol: str, factor: str
     return out
 
 
+RM_COLUMNS = ["effect", "F", "df", "df_error", "p", "partial_eta_sq"]
+
+
+def repeated_measures_anova(frame: pd.DataFrame, metric: str, a: str, b: str, subject: str = "seed") -> pd.DataFrame:
+    """Two-way repeated-measures ANOVA of ``metric`` (statsmodels AnovaRM), ``subject`` the
+    unit measured in every ``a`` × ``b`` cell: what the λ × monitor design is when the
+    monitor arms of a (λ, seed) share one trained model (harness.stopping.STOPPING_RULE),
+    so that an unpaired ANOVA would count each training twice. Per effect: F, its df and
+    error df, p, and partial η² = F·df / (F·df + df_error). Empty when the design is not
+    complete (a subject missing a cell), which this test cannot take."""
+    from statsmodels.stats.anova import AnovaRM
+
+    done = frame[frame["status"] == DONE]
+    if subject not in done.columns:
+        return pd.DataFrame(columns=RM_COLUMNS)
+    data = pd.DataFrame({"y": done[metric].astype(float), "a": done[a].map(level_label),
+                         "b": done[b].map(level_label), "s": done[subject].map(level_label)}).dropna()
+    data = data[np.isfinite(data["y"])]
+    cells = data["a"].nunique() * data["b"].nunique()
+    per_subject = data.groupby("s")[["a", "b"]].apply(lambda g: len(g.drop_duplicates()) == len(g) == cells)
+    data = data[data["s"].isin(per_subject[per_subject].index)]  # subjects with every cell once
+    if data["a"].nunique() < 2 or data["b"].nunique() < 2 or data["s"].nunique() < 2:
+        return pd.DataFrame(columns=RM_COLUMNS)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        table = AnovaRM(data, "y", "s", within=["a", "b"]).fit().anova_table
+    names = {"a": a, "b": b, "a:b": f"{a} × {b}"}
+    effect_ss = _cell_effects(data)
+    tol = stats.tolerance(data["y"]) ** 2 * len(data)
+    rows = []
+    for key, row in table.iterrows():
+        f, df, df_err = float(row["F Value"]), float(row["Num DF"]), float(row["Den DF"])
+        if effect_ss[key] <= tol:  # no effect but rounding: AnovaRM divides noise by noise
+            row, f = {**row, "Pr > F": 1.0}, 0.0
+        elif not np.isfinite(f) or f < 0:  # an error term of 0 (every subject agrees): rounding made it <= 0
+            row, f = {**row, "Pr > F": 0.0}, float("inf")
+        rows.append({"effect": names.get(key, key), "F": f, "df": df, "df_error": df_err, "p": float(row["Pr > F"]),
+                     "partial_eta_sq": f * df / (f * df + df_err) if np.isfinite(f) else 1.0})
+    return pd.DataFrame(rows, columns=RM_COLUMNS)
+
+
+def _cell_effects(data: pd.DataFrame) -> dict:
+    """Sums of squares of a, b and a:b from the cell means of a complete design."""
+    grand = data["y"].mean()
+    ma, mb = data.groupby("a")["y"].transform("mean"), data.groupby("b")["y"].transform("mean")
+    mab = data.groupby(["a", "b"])["y"].transform("mean")
+    return {"a": float(((ma - grand) ** 2).sum()), "b": float(((mb - grand) ** 2).sum()),
+            "a:b": float(((mab - ma - mb + grand) ** 2).sum())}
+
+
 def two_way_anova(frame: pd.DataFrame, metric: str, a: str, b: str) -> pd.DataFrame:
     """Type II two-way ANOVA of ``metric`` on factors ``a`` × ``b`` (statsmodels OLS with
     categorical factors) over the done replications: per effect (a, b, interaction) its
