@@ -394,3 +394,15 @@ def test_arms_that_share_a_trajectory_are_repeated_measures_of_one_seed():
     assert rm.loc["monitor", "F"] == 0 and rm.loc["monitor", "p"] == 1 and rm.loc["lam × monitor", "p"] == 1
     # a seed missing one cell leaves the design incomplete for it: that seed is dropped
     assert tables.repeated_measures_anova(frame.iloc[1:], "y", "lam", "monitor").loc[0, "df_error"] == 48
+
+
+def test_a_done_replication_with_a_nan_metric_is_counted_as_left_out():
+    """Defect: a done replication whose metric is NaN vanished from its level (n 10 -> 9)
+    and no note said so."""
+    frame = pd.DataFrame({"status": ["done"] * 6 + ["diverged"], "lam": [0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0],
+                          "val_mse": [0.1, 0.2, 0.3, 0.1, 0.2, np.nan, np.nan]})
+    assert {k: len(v) for k, v in tables.groups(frame, "val_mse", "lam").items()} == {0.0: 3, 1.0: 2}
+    assert tables.left_out(frame, "val_mse", "lam") == {1.0: "1 done with val_mse not finite, 1 diverged"}
+    assert tables.left_out_sentence(frame, "val_mse", "lam") == (
+        "Left out of the statistics: at lam = 1, 1 done with val_mse not finite, 1 diverged.")
+    assert tables.left_out_sentence(frame.iloc[:3], "val_mse", "lam") is None

@@ -417,6 +417,9 @@ def _significance(r: _Report, spec: SignificanceTable, frame, recorded, factors)
              f"{n_pairs} pair{'s' * (n_pairs != 1)}; {spec.correction} correction across them "
              "shown beside.", "")
         _levels_table(r, grp, spec.factor, spec.metric, base)
+        gone = tables.left_out_sentence(sub, spec.metric, spec.factor)
+        if gone:
+            r.md(f"**{gone}**", "")
         raw = tables.sign_matrix(long, "sign")
         adj = tables.sign_matrix(long, "sign_adj")
         raw.index.name = adj.index.name = f"{spec.factor} row \\ col"

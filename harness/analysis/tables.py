@@ -102,6 +102,35 @@ def groups(frame: pd.DataFrame, metric: str, factor: str) -> dict:
     return out
 
 
+def left_out(frame: pd.DataFrame, metric: str, factor: str) -> dict:
+    """{level: "k reasons"} for every level where replications recorded for it do not
+    enter its statistics: done but with a non-finite ``metric`` (NaN, inf), or not done
+    (diverged, failed). Levels with none left out are absent."""
+    out = {}
+    for level in sorted_levels(frame[factor]):
+        sub = frame[matches(frame[factor], level)]
+        done = sub["status"] == DONE
+        values = sub[metric].astype(float) if metric in sub.columns else pd.Series(np.nan, index=sub.index)
+        reasons = []
+        bad = int((done & ~np.isfinite(values)).sum())
+        if bad:
+            reasons.append(f"{bad} done with {metric} not finite")
+        for status, n in sub.loc[~done, "status"].value_counts().sort_index().items():
+            reasons.append(f"{int(n)} {status}")
+        if reasons:
+            out[level] = ", ".join(reasons)
+    return out
+
+
+def left_out_sentence(frame: pd.DataFrame, metric: str, factor: str) -> str | None:
+    """'Left out of the statistics: at lam = 10, 1 done with val_mse not finite.' or None."""
+    gone = left_out(frame, metric, factor)
+    if not gone:
+        return None
+    return ("Left out of the statistics: " + "; ".join(f"at {factor} = {level_label(l)}, {why}" for l, why in gone.items())
+            + ".")
+
+
 # ---------------------------------------------------------------- significance tables
 
 def pairwise(groups_: dict, *, alpha: float = 0.01, test: str = "student",
