@@ -374,3 +374,29 @@ def test_a_store_that_only_reads_leaves_a_committed_database_as_it_is(tmp_path, 
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert sorted(store.frame("st")["val_mse"].tolist()) == [0.1, 0.2]
     store.engine.dispose()
+
+
+def test_a_file_without_the_stopping_columns_reads_as_nan_and_gets_them_at_its_first_write(tmp_path, study):
+    """A database written before the epochs table had monitored/monitor_task/monitor_term
+    (the committed E1 file): a reader leaves it byte for byte and reads NaN there; the
+    first record adds the columns and keeps every older row."""
+    path = tmp_path / "old.db"
+    store = Store(str(path))
+    store.record_study(study)
+    first, second = study.replications()[:2]
+    store.record(make_result(first))
+    store.engine.dispose()
+    with closing(sqlite3.connect(path)) as conn:  # the epochs table as an older version made it
+        for column in ("monitored", "monitor_task", "monitor_term"):
+            conn.execute(f"ALTER TABLE epochs DROP COLUMN {column}")
+        conn.commit()
+    before = path.read_bytes()
+    history = Store(str(path), reader=True).history("st")
+    assert path.read_bytes() == before
+    assert history["monitored"].isna().all() and list(history["val_loss"]) == [0.6, 0.5]
+    result = make_result(second)
+    result["history"][0].update(monitored=0.6, monitor_task=0.5, monitor_term=0.1)
+    Store(str(path)).record(result)
+    history = Store(str(path), reader=True).history("st").set_index("id")
+    assert history.loc[first.id, "monitored"].isna().all() and list(history.loc[first.id, "val_loss"]) == [0.6, 0.5]
+    assert history.loc[second.id, "monitor_term"].tolist()[0] == 0.1
