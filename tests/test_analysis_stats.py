@@ -177,3 +177,15 @@ def test_constant_groups_are_not_significant_from_rounding():
     assert stats.ttest(np.full(5, 0.2), np.full(5, 0.1)).p == 0.0
     spread = np.full(10, 0.1) + np.r_[1e-9, np.zeros(9)]
     assert stats.ttest(spread, b).p == pytest.approx(sps.ttest_ind(spread, b).pvalue)
+
+
+def test_paired_tost_matches_statsmodels_and_its_degenerate_cases():
+    from statsmodels.stats.weightstats import ttost_paired
+
+    rng = np.random.default_rng(3)
+    a = rng.normal(10, 1, 10)
+    for shift, delta in ((0.1, 0.5), (0.4, 0.5), (1.0, 0.5), (-0.2, 0.3)):
+        b = a + shift + rng.normal(0, 0.3, 10)
+        assert stats.paired_tost(a, b, delta) == pytest.approx(ttost_paired(a, b, -delta, delta)[0], rel=1e-10)
+    assert stats.paired_tost(a, a + 0.1, 0.5) == 0.0 and stats.paired_tost(a, a + 1.0, 0.5) == 1.0
+    assert math.isnan(stats.paired_tost(a[:1], a[:1], 0.5)) and math.isnan(stats.paired_tost(a, a, 0.0))

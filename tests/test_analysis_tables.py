@@ -406,3 +406,19 @@ def test_a_done_replication_with_a_nan_metric_is_counted_as_left_out():
     assert tables.left_out_sentence(frame, "val_mse", "lam") == (
         "Left out of the statistics: at lam = 1, 1 done with val_mse not finite, 1 diverged.")
     assert tables.left_out_sentence(frame.iloc[:3], "val_mse", "lam") is None
+
+
+def test_paired_table_says_differs_equivalent_or_inconclusive():
+    """Level 1 = level 0 + 20% (differs), level 2 = level 0 + 0.1% (equivalent within ±5%),
+    level 3 = level 0 + 3% with a spread that cannot tell (inconclusive)."""
+    rng = np.random.default_rng(0)
+    base = rng.normal(1.0, 0.2, 10)
+    shifts = {0.0: base, 1.0: base * 1.2, 2.0: base * 1.001 + rng.normal(0, 1e-3, 10),
+              3.0: base * 1.03 + rng.normal(0, 0.1, 10)}
+    frame = pd.DataFrame([{"status": "done", "lam": lam, "seed": seed, "y": float(v[seed])}
+                          for lam, v in shifts.items() for seed in range(10)])
+    paired = tables.paired_by_seed(frame, "y", "lam").set_index("lam")
+    assert paired["verdict"].to_dict() == {1.0: "differs", 2.0: "equivalent", 3.0: "inconclusive"}
+    assert paired.loc[2.0, "delta"] == pytest.approx(0.05 * base.mean())
+    assert "1 are shown equivalent to it within ±5% of its mean (paired TOST, α = 0.01), 1 inconclusive" in \
+        tables.paired_sentence(tables.paired_by_seed(frame, "y", "lam"), "y", "lam", 0.01)

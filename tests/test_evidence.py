@@ -36,7 +36,9 @@ def test_every_recorded_replication_keeps_its_id(committed):
     assert changed == []
     study = load_study(ROOT / "studies" / "mnist_autoencoder.py")
     grid = {r.id for r in study.with_overrides(["train.monitor=task,total_float32"]).replications()}
-    assert {rid for _, rid, _ in rows} <= grid  # every recorded replication is a point of the study's grid
+    # the protocol arm (README, Evidence): what a tf.keras model would have done, at two ε
+    grid |= {r.id for r in study.with_overrides(["latent=80,180", "protocol=keras", "entropy.eps=1e-4,1e-7"]).replications()}
+    assert {rid for _, rid, _ in rows} <= grid  # every recorded replication is a point of the study's grids
 
 
 def test_the_committed_database_is_compacted(committed):

@@ -107,6 +107,28 @@ def paired_ttest(a, b) -> TTest:
     return TTest(diff, float(t), float(n - 1), float(min(2 * stats.t.sf(abs(t), n - 1), 1.0)))
 
 
+def paired_tost(a, b, delta: float) -> float:
+    """Equivalence of paired values: the TOST p-value (two one-sided paired t-tests,
+    Schuirmann 1987) of H0: |mean(a - b)| >= delta against H1: |mean(a - b)| < delta, as
+    statsmodels' ttost_paired(a, b, -delta, delta). p < α shows the two equivalent within
+    ±delta, where a t-test's blank cell shows only that they were not shown different.
+    Every difference equal (to rounding): p = 0 inside the margin, 1 outside; NaN for
+    fewer than 2 pairs or a margin that is not positive."""
+    a, b = _arr(a), _arr(b)
+    d = a - b
+    n = len(d)
+    if n < 2 or not (delta > 0):
+        return float("nan")
+    mean = float(d.mean())
+    tol = tolerance(a, b)
+    if constant(d, tol):
+        return 0.0 if abs(mean) < delta else 1.0
+    se = float(d.std(ddof=1)) / np.sqrt(n)
+    p_low = stats.t.sf((mean + delta) / se, n - 1)  # H0: mean <= -delta
+    p_high = stats.t.cdf((mean - delta) / se, n - 1)  # H0: mean >= delta
+    return float(max(p_low, p_high))
+
+
 def t_interval(x, confidence: float = 0.95) -> tuple[float, float, float]:
     """(mean, lower, upper) of the t confidence interval of the mean; bounds NaN for n < 2."""
     x = _arr(x)

@@ -559,16 +559,35 @@ def seed_pairs(frame: pd.DataFrame, metric: str, factor: str, a, b) -> tuple[np.
     return x.loc[seeds].to_numpy(), y.loc[seeds].to_numpy()
 
 
+# The equivalence margin of a paired comparison, as a fraction of the baseline's mean: a
+# level "equivalent" to the baseline differs from it by less than this, shown by TOST. 5%
+# unless the metric has its own (a stopping epoch moves in whole epochs: 10%).
+EQUIVALENCE = {"stop_epoch": 0.10, "best_epoch": 0.10}
+EQUIVALENCE_DEFAULT = 0.05
+
+
+def verdict(sign: str, p_equiv: float, alpha: float) -> str:
+    """'differs' (the t-test's sign), 'equivalent' (TOST), or 'inconclusive' (neither)."""
+    if sign in ("+", "-"):
+        return "differs"
+    if np.isfinite(p_equiv) and p_equiv < alpha:
+        return "equivalent"
+    return UNTESTABLE if sign == UNTESTABLE else "inconclusive"
+
+
 def paired_by_seed(frame: pd.DataFrame, metric: str, factor: str, *, baseline=None, alpha: float = 0.01,
-                   correction: str = "holm", confidence: float = 0.95) -> pd.DataFrame:
+                   correction: str = "holm", confidence: float = 0.95, equivalence: float | None = None) -> pd.DataFrame:
     """Each level of ``factor`` against ``baseline`` (default: its lowest level), seed by
     seed: per level the pairs, how many are identical / higher / lower, the mean paired
     difference (level − baseline) with its t-interval and paired t-test (corrected across
     the levels), and ``seed_r``, the correlation of the two over seeds (near 1: the seed,
     not the level, sets the value). Removes the seed-to-seed spread that the unpaired
-    tests of the paper keep. Empty when no level has a pair."""
+    tests of the paper keep. ``delta`` = ``equivalence`` (default EQUIVALENCE) times the
+    baseline's mean; ``p_equiv`` its paired TOST; ``verdict`` differs / equivalent /
+    inconclusive (uncorrected, as ``sign``). Empty when no level has a pair."""
     columns = [factor, "vs", "n_pairs", "identical", "higher", "lower", "mean_diff", "ci_lo", "ci_hi",
-               "rel_diff", "p", "p_adj", "sign", "sign_adj", "seed_r"]
+               "rel_diff", "p", "p_adj", "sign", "sign_adj", "seed_r", "delta", "p_equiv", "verdict"]
+    margin = EQUIVALENCE.get(metric, EQUIVALENCE_DEFAULT) if equivalence is None else equivalence
     if "seed" not in frame.columns:
         return pd.DataFrame(columns=columns)
     levels = sorted_levels(frame[factor])
@@ -588,10 +607,12 @@ def paired_by_seed(frame: pd.DataFrame, metric: str, factor: str, *, baseline=No
         rows.append({factor: level, "vs": baseline, "n_pairs": len(d), "identical": int((d == 0).sum()),
                      "higher": int((d > 0).sum()), "lower": int((d < 0).sum()), "mean_diff": mean,
                      "ci_lo": lo, "ci_hi": hi, "rel_diff": mean / y.mean() if y.mean() else np.nan,
-                     "p": test.p, "seed_r": r})
+                     "p": test.p, "seed_r": r, "delta": margin * abs(float(y.mean())),
+                     "p_equiv": stats.paired_tost(x, y, margin * abs(float(y.mean())))})
     out = pd.DataFrame(rows, columns=columns)
     if len(out):
         add_signs(out, "mean_diff", "n_pairs", "n_pairs", alpha=alpha, correction=correction)
+        out["verdict"] = [verdict(sg, pe, alpha) for sg, pe in zip(out["sign"], out["p_equiv"])]
     return out
 
 
@@ -661,8 +682,11 @@ def paired_sentence(paired: pd.DataFrame, metric: str, factor: str, alpha: float
     base = level_label(paired["vs"].iloc[0])
     tested = paired[paired["n_pairs"] >= 2]
     differ = tested[tested["sign"].isin(["+", "-"])]
+    equivalent = tested[tested["verdict"] == "equivalent"] if "verdict" in tested.columns else tested.iloc[:0]
+    margin = f" within ±{100 * EQUIVALENCE.get(metric, EQUIVALENCE_DEFAULT):g}% of its mean"
     text = (f"{len(differ)} of {len(tested)} {factor} levels differ from {factor} = {base} "
-            f"(paired t, α = {alpha:g}, uncorrected)")
+            f"(paired t, α = {alpha:g}, uncorrected), {len(equivalent)} are shown equivalent to it{margin} "
+            f"(paired TOST, α = {alpha:g}), {len(tested) - len(differ) - len(equivalent)} inconclusive")
     if len(tested):
         big = tested.loc[tested["mean_diff"].abs().idxmax()]
         rel = f", {100 * float(big['rel_diff']):+.3g}% of the mean at {base}" if np.isfinite(big["rel_diff"]) else ""
