@@ -189,3 +189,13 @@ def test_paired_tost_matches_statsmodels_and_its_degenerate_cases():
         assert stats.paired_tost(a, b, delta) == pytest.approx(ttost_paired(a, b, -delta, delta)[0], rel=1e-10)
     assert stats.paired_tost(a, a + 0.1, 0.5) == 0.0 and stats.paired_tost(a, a + 1.0, 0.5) == 1.0
     assert math.isnan(stats.paired_tost(a[:1], a[:1], 0.5)) and math.isnan(stats.paired_tost(a, a, 0.0))
+
+
+def test_tost_matches_statsmodels_and_its_degenerate_cases():
+    from statsmodels.stats.weightstats import ttost_ind
+
+    for a, b, delta in ((A, A + 1e-5, 2e-4), (A, B, 1e-3), (C, D, 40.0), (A, A * 1.02, 1e-4)):
+        assert stats.tost(a, b, delta) == pytest.approx(ttost_ind(a, b, -delta, delta)[0], rel=1e-10)
+    assert stats.tost(np.full(10, 0.1), np.full(7, 0.1), 1e-3) == 0.0
+    assert stats.tost(np.full(5, 0.2), np.full(5, 0.1), 1e-3) == 1.0
+    assert math.isnan(stats.tost(A[:1], B, 1.0)) and math.isnan(stats.tost(A, B, 0.0))

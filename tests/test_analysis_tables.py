@@ -422,3 +422,14 @@ def test_paired_table_says_differs_equivalent_or_inconclusive():
     assert paired.loc[2.0, "delta"] == pytest.approx(0.05 * base.mean())
     assert "1 are shown equivalent to it within ±5% of its mean (paired TOST, α = 0.01), 1 inconclusive" in \
         tables.paired_sentence(tables.paired_by_seed(frame, "y", "lam"), "y", "lam", 0.01)
+
+
+def test_pairwise_cells_are_differs_equivalent_or_inconclusive():
+    rng = np.random.default_rng(5)
+    base = rng.normal(1.0, 0.01, 10)
+    grp = {0.0: base, 1.0: base * 1.5, 2.0: rng.normal(1.0, 0.01, 10), 3.0: rng.normal(1.03, 0.5, 10)}
+    long = tables.pairwise(grp, equivalence=0.05).set_index(["row", "col"])
+    assert long.loc[(0.0, 1.0), "verdict3"] == "differs"
+    assert long.loc[(0.0, 2.0), "verdict3"] == "equivalent" and long.loc[(2.0, 0.0), "verdict3"] == "equivalent"
+    assert long.loc[(0.0, 3.0), "verdict3"] == "inconclusive"
+    assert tables.verdict_counts(long.reset_index()) == "3 differ, 1 equivalent, 2 inconclusive"

@@ -411,7 +411,7 @@ def _significance(r: _Report, spec: SignificanceTable, frame, recorded, factors)
                  f"at {where}: nothing to compare yet.", "")
             continue
         long = tables.pairwise(grp, alpha=spec.alpha, test=spec.test,
-                               correction=spec.correction, power=spec.power)
+                               correction=spec.correction, power=spec.power, equivalence=tables.margin(spec.metric))
         n_pairs = len(grp) * (len(grp) - 1) // 2
         r.md(f"{spec.test.capitalize()} two-sided t-tests, α = {spec.alpha:g}, "
              f"{n_pairs} pair{'s' * (n_pairs != 1)}; {spec.correction} correction across them "
@@ -430,7 +430,7 @@ def _significance(r: _Report, spec: SignificanceTable, frame, recorded, factors)
                 f"Sign table, {spec.correction}-corrected: {spec.metric}, {where}", index=True)
         _blank_cells(r, long, spec)
         if pub is not None:
-            _vs_published(r, spec, labels, raw, adj, pub, base)
+            _vs_published(r, spec, labels, raw, adj, pub, base, long)
         _paired(r, sub, spec, labels, base)
 
 
@@ -476,7 +476,7 @@ def _paired(r, sub, spec, labels, base):
             f"{tables.level_label(paired['vs'].iloc[0])}, paired by seed ({spec.correction} across levels)")
 
 
-def _vs_published(r, spec, labels, raw, adj, pub, base):
+def _vs_published(r, spec, labels, raw, adj, pub, base, long):
     theirs = tables.published_signs(spec.published)
     theirs.index.name = f"{spec.factor} row \\ col"
     note = ""
@@ -487,7 +487,9 @@ def _vs_published(r, spec, labels, raw, adj, pub, base):
     cmp_raw.index.name = theirs.index.name
     sentence = (f"{pub['title']}{note}: {counts['agree']} of {counts['compared']} cells agree "
                 f"uncorrected, {counts_adj['agree']} of {counts_adj['compared']} after "
-                f"{spec.correction}{tables.caveats(counts)}.")
+                f"{spec.correction}{tables.caveats(counts)}; of its {len(long) // 2} pairs, "
+                f"{tables.verdict_counts(long)} (t-test; pooled TOST within ±"
+                f"{100 * tables.margin(spec.metric):g}% of the pair's mean).")
     r.summary.append(f"{spec.metric} by {spec.factor} at {_at_label(labels)} vs {sentence}")
     r.md(f"**Published vs replicated.** {sentence}", "")
     r.table(theirs, base + f"_{spec.published}", f"Published: {pub['title']}", index=True)

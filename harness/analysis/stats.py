@@ -129,6 +129,24 @@ def paired_tost(a, b, delta: float) -> float:
     return float(max(p_low, p_high))
 
 
+def tost(a, b, delta: float) -> float:
+    """Equivalence of two independent groups: the TOST p-value (two one-sided pooled
+    t-tests) of H0: |mean(a) - mean(b)| >= delta, as statsmodels' ttost_ind(a, b, -delta,
+    delta). Both groups constant (to rounding): 0 inside the margin, 1 outside; NaN for
+    fewer than 2 values in a group or a margin that is not positive."""
+    a, b = _arr(a), _arr(b)
+    n1, n2 = len(a), len(b)
+    if min(n1, n2) < 2 or not (delta > 0):
+        return float("nan")
+    diff = float(a.mean() - b.mean())
+    tol = tolerance(a, b)
+    if constant(a, tol) and constant(b, tol):
+        return 0.0 if abs(diff) < delta else 1.0
+    df = n1 + n2 - 2
+    se = np.sqrt(((n1 - 1) * a.var(ddof=1) + (n2 - 1) * b.var(ddof=1)) / df * (1 / n1 + 1 / n2))
+    return float(max(stats.t.sf((diff + delta) / se, df), stats.t.cdf((diff - delta) / se, df)))
+
+
 def t_interval(x, confidence: float = 0.95) -> tuple[float, float, float]:
     """(mean, lower, upper) of the t confidence interval of the mean; bounds NaN for n < 2."""
     x = _arr(x)

@@ -133,13 +133,28 @@ def left_out_sentence(frame: pd.DataFrame, metric: str, factor: str) -> str | No
 
 # ---------------------------------------------------------------- significance tables
 
+# The equivalence margin of a comparison, as a fraction of the compared means (paired: of
+# the baseline's): two levels "equivalent" differ by less than this, shown by TOST. 5%
+# unless the metric has its own (a stopping epoch moves in whole epochs: 10%).
+EQUIVALENCE = {"stop_epoch": 0.10, "best_epoch": 0.10}
+EQUIVALENCE_DEFAULT = 0.05
+
+
+def margin(metric: str) -> float:
+    """The equivalence margin of ``metric``, a fraction of the compared means."""
+    return EQUIVALENCE.get(metric, EQUIVALENCE_DEFAULT)
+
+
+
 def pairwise(groups_: dict, *, alpha: float = 0.01, test: str = "student",
-             correction: str = "holm", power: float = 0.8) -> pd.DataFrame:
+             correction: str = "holm", power: float = 0.8, equivalence: float = EQUIVALENCE_DEFAULT) -> pd.DataFrame:
     """Two-sided t-test of every ordered pair (row ≠ col) of levels; long form.
 
     The correction family is the unordered pairs (each test once); the mirrored cell gets
     the same p with the difference's sign flipped. ``mde`` is the smallest |difference|
     (metric units) detectable with probability ``power`` at ``alpha`` (raw) with these n.
+    ``p_equiv``: the pooled TOST within ±``equivalence`` × the mean of the two groups'
+    means; ``verdict3``: differs (uncorrected sign) / equivalent / inconclusive.
     """
     levels = list(groups_)
     tests = {}
@@ -149,7 +164,8 @@ def pairwise(groups_: dict, *, alpha: float = 0.01, test: str = "student",
             tt = stats.ttest(x, y, welch=test == "welch")
             g = stats.hedges_g(x, y)
             mde_sd = stats.min_detectable_effect(len(x), len(y), alpha, power)
-            tests[a, b] = (tt, g, mde_sd, mde_sd * stats.pooled_sd(x, y))
+            delta = equivalence * abs(float(np.mean([x.mean(), y.mean()]))) if len(x) and len(y) else np.nan
+            tests[a, b] = (tt, g, mde_sd, mde_sd * stats.pooled_sd(x, y), stats.tost(x, y, delta))
     keys = list(tests)
     adjusted = dict(zip(keys, stats.adjust([tests[k][0].p for k in keys], correction)))
     rows = []
@@ -158,7 +174,7 @@ def pairwise(groups_: dict, *, alpha: float = 0.01, test: str = "student",
             if a == b:
                 continue
             flip = (a, b) not in tests
-            tt, g, mde_sd, mde = tests[(b, a) if flip else (a, b)]
+            tt, g, mde_sd, mde, p_equiv = tests[(b, a) if flip else (a, b)]
             s = -1.0 if flip else 1.0
             g_lo, g_hi = (-g[2], -g[1]) if flip else (g[1], g[2])
             p_adj = adjusted[(b, a) if flip else (a, b)]
@@ -170,10 +186,20 @@ def pairwise(groups_: dict, *, alpha: float = 0.01, test: str = "student",
                 sign=_cell(s * tt.diff, tt.p, alpha, len(x), len(y)),
                 sign_adj=_cell(s * tt.diff, p_adj, alpha, len(x), len(y)),
                 g=s * g[0], g_lo=g_lo, g_hi=g_hi, mde_sd=mde_sd, mde=mde,
-                verdict=_verdict(tt.p, alpha, len(x), len(y), mde, power)))
+                verdict=_verdict(tt.p, alpha, len(x), len(y), mde, power), p_equiv=p_equiv,
+                verdict3=verdict(_cell(s * tt.diff, tt.p, alpha, len(x), len(y)), p_equiv, alpha)))
     return pd.DataFrame(rows, columns=[
         "row", "col", "n_row", "n_col", "mean_row", "mean_col", "diff", "t", "df", "p", "p_adj",
-        "sign", "sign_adj", "g", "g_lo", "g_hi", "mde_sd", "mde", "verdict"])
+        "sign", "sign_adj", "g", "g_lo", "g_hi", "mde_sd", "mde", "verdict", "p_equiv", "verdict3"])
+
+
+def verdict_counts(long: pd.DataFrame) -> str:
+    """'a differ, b equivalent, c inconclusive' over the unordered pairs of a pairwise table."""
+    once = long[[sort_key(r) < sort_key(c) for r, c in zip(long["row"], long["col"])]]
+    counts = once["verdict3"].value_counts()
+    text = ", ".join(f"{int(counts.get(v, 0))} {w}" for v, w in
+                     (("differs", "differ"), ("equivalent", "equivalent"), ("inconclusive", "inconclusive")))
+    return text + (f", {int(counts[UNTESTABLE])} untestable" if UNTESTABLE in counts else "")
 
 
 def _cell(diff, p, alpha, n1, n2) -> str:
@@ -559,13 +585,6 @@ def seed_pairs(frame: pd.DataFrame, metric: str, factor: str, a, b) -> tuple[np.
     return x.loc[seeds].to_numpy(), y.loc[seeds].to_numpy()
 
 
-# The equivalence margin of a paired comparison, as a fraction of the baseline's mean: a
-# level "equivalent" to the baseline differs from it by less than this, shown by TOST. 5%
-# unless the metric has its own (a stopping epoch moves in whole epochs: 10%).
-EQUIVALENCE = {"stop_epoch": 0.10, "best_epoch": 0.10}
-EQUIVALENCE_DEFAULT = 0.05
-
-
 def verdict(sign: str, p_equiv: float, alpha: float) -> str:
     """'differs' (the t-test's sign), 'equivalent' (TOST), or 'inconclusive' (neither)."""
     if sign in ("+", "-"):
@@ -587,7 +606,7 @@ def paired_by_seed(frame: pd.DataFrame, metric: str, factor: str, *, baseline=No
     inconclusive (uncorrected, as ``sign``). Empty when no level has a pair."""
     columns = [factor, "vs", "n_pairs", "identical", "higher", "lower", "mean_diff", "ci_lo", "ci_hi",
                "rel_diff", "p", "p_adj", "sign", "sign_adj", "seed_r", "delta", "p_equiv", "verdict"]
-    margin = EQUIVALENCE.get(metric, EQUIVALENCE_DEFAULT) if equivalence is None else equivalence
+    margin_ = margin(metric) if equivalence is None else equivalence
     if "seed" not in frame.columns:
         return pd.DataFrame(columns=columns)
     levels = sorted_levels(frame[factor])
@@ -607,8 +626,8 @@ def paired_by_seed(frame: pd.DataFrame, metric: str, factor: str, *, baseline=No
         rows.append({factor: level, "vs": baseline, "n_pairs": len(d), "identical": int((d == 0).sum()),
                      "higher": int((d > 0).sum()), "lower": int((d < 0).sum()), "mean_diff": mean,
                      "ci_lo": lo, "ci_hi": hi, "rel_diff": mean / y.mean() if y.mean() else np.nan,
-                     "p": test.p, "seed_r": r, "delta": margin * abs(float(y.mean())),
-                     "p_equiv": stats.paired_tost(x, y, margin * abs(float(y.mean())))})
+                     "p": test.p, "seed_r": r, "delta": margin_ * abs(float(y.mean())),
+                     "p_equiv": stats.paired_tost(x, y, margin_ * abs(float(y.mean())))})
     out = pd.DataFrame(rows, columns=columns)
     if len(out):
         add_signs(out, "mean_diff", "n_pairs", "n_pairs", alpha=alpha, correction=correction)
@@ -683,9 +702,9 @@ def paired_sentence(paired: pd.DataFrame, metric: str, factor: str, alpha: float
     tested = paired[paired["n_pairs"] >= 2]
     differ = tested[tested["sign"].isin(["+", "-"])]
     equivalent = tested[tested["verdict"] == "equivalent"] if "verdict" in tested.columns else tested.iloc[:0]
-    margin = f" within ±{100 * EQUIVALENCE.get(metric, EQUIVALENCE_DEFAULT):g}% of its mean"
+    within = f" within ±{100 * margin(metric):g}% of its mean"
     text = (f"{len(differ)} of {len(tested)} {factor} levels differ from {factor} = {base} "
-            f"(paired t, α = {alpha:g}, uncorrected), {len(equivalent)} are shown equivalent to it{margin} "
+            f"(paired t, α = {alpha:g}, uncorrected), {len(equivalent)} are shown equivalent to it{within} "
             f"(paired TOST, α = {alpha:g}), {len(tested) - len(differ) - len(equivalent)} inconclusive")
     if len(tested):
         big = tested.loc[tested["mean_diff"].abs().idxmax()]
