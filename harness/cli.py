@@ -233,7 +233,7 @@ def cmd_status(args) -> int:
     store = Store(args.db, reader=True)
     names = args.study or store.studies()
     if not names:
-        print(f"no studies recorded in {args.db}")
+        print(f"no studies recorded in {store.shown_url}")
         return 0
     print(format_status([study_status(store, name) for name in names]))
     return 0
@@ -262,7 +262,7 @@ def cmd_export(args) -> int:
     store = Store(args.db, reader=True)
     store.study_definition(args.study)  # an unknown name is a one-line error listing the known ones
     if not store.counts(args.study):
-        raise StoreError(f"study {args.study!r} has nothing recorded in {args.db}")
+        raise StoreError(f"study {args.study!r} has nothing recorded in {store.shown_url}")
     if args.epochs:  # configs, not the whole frame: final metrics do not go on every epoch's row
         table = store.configs(args.study).merge(store.history(args.study), on="id")
     else:
@@ -295,7 +295,7 @@ def cmd_plan(args) -> int:
     definition = store.study_definition(args.study)  # an unknown name: one line listing the known ones
     frame = store.frame(args.study)
     if not len(frame):
-        raise StoreError(f"study {args.study!r} has nothing recorded in {args.db}")
+        raise StoreError(f"study {args.study!r} has nothing recorded in {store.shown_url}")
     factors, _ = study_factors(definition, frame)
     at = {}
     for pair in args.at:

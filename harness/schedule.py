@@ -434,7 +434,7 @@ def run_study(
         return 0
     store.record_study(study)  # the study as last run: its analyses are what `harness analyze` makes
     if not todo:
-        print(f"nothing to train; results in {db}")
+        print(f"nothing to train; results in {store.shown_url}")
         return 0
     if not remote:
         check_data(todo, data_dir)
@@ -500,7 +500,7 @@ def _sweep(study, store, groups, backend: str, slots, options: RunOptions, worke
         if directory:
             shutil.rmtree(directory, ignore_errors=True)
     try:
-        return _summary(progress, sweep, store.url, total, interrupted)
+        return _summary(progress, sweep, store.shown_url, total, interrupted)
     finally:
         if previous_sigint is not None:
             signal.signal(signal.SIGINT, previous_sigint)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import sqlite3
 import time
@@ -225,11 +226,12 @@ class Store:
         try:
             parsed = sa.engine.make_url(url)
         except (sa.exc.ArgumentError, ValueError):
-            raise StoreError(f"bad database URL {url!r}; e.g. sqlite:///results/harness.db") from None
+            raise StoreError(f"bad database URL {masked_url(url)!r}; e.g. sqlite:///results/harness.db") from None
+        self.shown_url = masked_url(url)  # what output shows: never the password
         sqlite_file = parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:")
         self._wal = sqlite_file and not reader  # to switch at the first write; a reader leaves the mode as it finds it
         if sqlite_file and reader and not Path(parsed.database).is_file():
-            raise StoreError(f"no database at {parsed.database} (`harness run STUDY --db {url}` creates it)")
+            raise StoreError(f"no database at {parsed.database} (`harness run STUDY --db {self.shown_url}` creates it)")
         if sqlite_file:
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -244,7 +246,8 @@ class Store:
                 with self._writing() as conn:  # two runs starting at once create the tables once
                     metadata.create_all(conn)
         except (sa.exc.SQLAlchemyError, ModuleNotFoundError) as err:
-            raise StoreError(f"cannot open database {url}: {err.__class__.__name__}: {_first_line(err)}") from None
+            raise StoreError(f"cannot open database {self.shown_url}: {err.__class__.__name__}: "
+                             f"{_first_line(err).replace(parsed.password or chr(0), '***')}") from None
 
     @contextmanager
     def _writing(self) -> Iterator[sa.Connection]:
@@ -426,7 +429,7 @@ class Store:
         with self.engine.connect() as conn:
             text = conn.execute(sa.select(studies_table.c.definition).where(studies_table.c.name == name)).scalar()
         if text is None:
-            raise StoreError(f"no study named {name!r} in {self.url}; studies there: {', '.join(self.studies()) or 'none'}")
+            raise StoreError(f"no study named {name!r} in {self.shown_url}; studies there: {', '.join(self.studies()) or 'none'}")
         return json.loads(text)
 
     def ids(self, study: str, statuses: Iterable[str] = FINISHED) -> set[str]:
@@ -655,6 +658,14 @@ def _float(value) -> float | None:
     if value is None:
         return None
     return float(value)
+
+
+def masked_url(url: str) -> str:
+    """``url`` as output may show it: the password replaced by ***."""
+    try:
+        return sa.engine.make_url(url).render_as_string(hide_password=True)
+    except (sa.exc.ArgumentError, ValueError):  # not a URL: hide whatever sits between ':' and '@'
+        return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", str(url))
 
 
 def _first_line(err: Exception) -> str:

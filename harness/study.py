@@ -18,6 +18,7 @@ import hashlib
 import importlib.util
 import itertools
 import json
+import math
 import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -312,7 +313,10 @@ def coerce(key: str, value: Any) -> Any:
         if kind is float:
             if isinstance(value, bool):
                 raise ValueError
-            return float(value)
+            number = float(value)
+            if not math.isfinite(number):  # NaN is not JSON, and no setting means inf
+                raise StudyError(f"bad value {value!r} for {key}: expected a finite number")
+            return number
         if kind is str:
             if isinstance(value, (list, tuple)):  # placement given as indices
                 return ",".join(str(int(v)) for v in value)

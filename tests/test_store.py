@@ -400,3 +400,19 @@ def test_a_file_without_the_stopping_columns_reads_as_nan_and_gets_them_at_its_f
     history = Store(str(path), reader=True).history("st").set_index("id")
     assert history.loc[first.id, "monitored"].isna().all() and list(history.loc[first.id, "val_loss"]) == [0.6, 0.5]
     assert history.loc[second.id, "monitor_term"].tolist()[0] == 0.1
+
+
+def test_a_database_password_never_appears_in_output(tmp_path, capsys):
+    """A PostgreSQL URL's password is masked in every message (SQLAlchemy's
+    render_as_string(hide_password=True)): here, the connection error of a server that is
+    not there, and the run summary's "results in" line."""
+    from harness.store import masked_url
+
+    url = "postgresql+psycopg://harness:s3cr3t-pw@127.0.0.1:1/none"
+    assert masked_url(url) == "postgresql+psycopg://harness:***@127.0.0.1:1/none"
+    assert "s3cr3t" not in masked_url("not a url://harness:s3cr3t-pw@host/db")
+    with pytest.raises(StoreError) as err:
+        Store(url)
+    assert "s3cr3t" not in str(err.value) and "harness:***@" in str(err.value)
+    store = Store(f"sqlite:///{tmp_path}/h.db")
+    assert store.shown_url == f"sqlite:///{tmp_path}/h.db"

@@ -164,3 +164,13 @@ def test_a_database_keeps_every_grid_its_runs_asked_for():
     # a definition saved before requests were kept is read as one request
     assert recorded_requests(narrow.definition()) == [
         {"settings": narrow.definition()["settings"], "grid": narrow.definition()["grid"], "exclude": []}]
+
+
+@pytest.mark.parametrize("text", ["nan", "inf", "-inf", "NaN"])
+def test_a_numeric_setting_that_is_not_finite_is_refused_when_read(text):
+    """`lam=nan` was accepted and recorded: the config JSON then held NaN (not JSON) and
+    harness analyze crashed on it."""
+    with pytest.raises(StudyError, match=f"bad value '{text}' for lam: expected a finite number"):
+        Study("s", grid={"lam": [0.0]}).with_overrides([f"lam={text}"])
+    with pytest.raises(StudyError, match="expected a finite number"):
+        Study("s", settings={"entropy.eps": float(text)})
