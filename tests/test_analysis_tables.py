@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from harness.analysis import paper, plots, tables
+from harness.analysis import omnibus, paper, plots, tables
 
 LAMS = list(paper.LAMBDAS)
 
@@ -213,7 +213,7 @@ def test_two_way_anova_matches_the_balanced_design_formulas():
                 rows.append(dict(status="done", lam=lam, monitor=monitor, seed=seed,
                                  y=10 * k + 2 * (monitor == "task") + rng.normal()))
     frame = pd.DataFrame(rows)
-    anova = tables.two_way_anova(frame, "y", "lam", "monitor").set_index("effect")
+    anova = omnibus.two_way_anova(frame, "y", "lam", "monitor").set_index("effect")
     y, grand = frame["y"], frame["y"].mean()
     ss_a = sum(5 * 2 * (g.mean() - grand) ** 2 for _, g in frame.groupby("lam")["y"])
     ss_b = sum(5 * 3 * (g.mean() - grand) ** 2 for _, g in frame.groupby("monitor")["y"])
@@ -227,38 +227,7 @@ def test_two_way_anova_matches_the_balanced_design_formulas():
     assert anova.loc["lam", "partial_eta_sq"] == pytest.approx(ss_a / (ss_a + ss_res))
     f_b = ss_b / (ss_res / (30 - 6))
     assert anova.loc["monitor", "p"] == pytest.approx(sps.f.sf(f_b, 1, 24))
-    assert tables.two_way_anova(frame[frame["monitor"] == "task"], "y", "lam", "monitor").empty
-
-
-def test_claims_are_checked_cell_by_cell():
-    """paper.CLAIMS["e1"] on a frame where latent 180 reproduces the stopping claims and
-    latent 260 does not; latent 80 is outside "latent > 100"."""
-    rows = []
-    for latent, (base, guided) in {80: (12, 11), 180: (44, 9), 260: (20, 15)}.items():
-        for k, lam in enumerate(LAMS):
-            for seed in range(3):
-                rows.append(dict(id=f"{latent}-{k}-{seed}", status="done", lam=lam, latent=latent, seed=seed,
-                                 stop_epoch=float((base if lam == 0 else guided) + seed - 1),
-                                 val_mse=0.003 if k < 3 else 0.02))
-    frame = pd.DataFrame(rows)
-    over_40, eight_to_ten, ratio, mse_low, mse_high = paper.CLAIMS["e1"]["claims"]
-    cells = tables.claim_cells(frame, over_40, ["latent", "lam"])
-    assert cells[["latent", "mean", "verdict"]].values.tolist() == [[180, 44.0, "holds"], [260, 20.0, "no"]]
-    assert tables.claim_sentence(over_40, cells) == "holds in 1 of 2 cells"
-    cells = tables.claim_cells(frame, eight_to_ten, ["latent", "lam"])
-    assert len(cells) == 12 and tables.claim_sentence(eight_to_ten, cells) == "holds in 6 of 12 cells"
-    cells = tables.claim_cells(frame, ratio, ["latent", "lam"])
-    assert sorted(set(cells["ratio"].round(6))) == [round(20 / 15, 6), round(44 / 9, 6)]
-    assert tables.claim_sentence(ratio, cells).startswith("largest ratio 4.89, smallest 1.33: does not agree")
-    # A run cut short: latent 180's base level has two seeds more, slow ones. The ratio
-    # stays over the seeds both levels have (unpaired means would claim 50.4 / 9 = 5.6).
-    extra = [dict(id=f"x{seed}", status="done", lam=0.0, latent=180, seed=seed, stop_epoch=60.0, val_mse=0.003)
-             for seed in (3, 4)]
-    cells = tables.claim_cells(pd.concat([frame, pd.DataFrame(extra)]), ratio, ["latent", "lam"])
-    at_180 = cells[cells["latent"] == 180]
-    assert set(at_180["ratio"].round(6)) == {round(44 / 9, 6)} and set(at_180["n"]) == {3}
-    assert tables.claim_sentence(mse_low, tables.claim_cells(frame, mse_low, ["latent", "lam"])) == "holds in 9 of 9 cells"
-    assert tables.claim_sentence(mse_high, tables.claim_cells(frame, mse_high, ["latent", "lam"])) == "holds in 0 of 12 cells"
+    assert omnibus.two_way_anova(frame[frame["monitor"] == "task"], "y", "lam", "monitor").empty
 
 
 def test_guidance_sentence_reads_the_gradient_and_the_targeted_weights():
@@ -380,8 +349,8 @@ def test_arms_that_share_a_trajectory_are_repeated_measures_of_one_seed():
             for monitor in ("task", "total_float32"):
                 rows.append(dict(status="done", lam=float(lam), seed=seed, monitor=monitor, y=y))
     frame = pd.DataFrame(rows)
-    assert tables.two_way_anova(frame, "y", "lam", "monitor").set_index("effect").loc["residual", "df"] == 126
-    rm = tables.repeated_measures_anova(frame, "y", "lam", "monitor").set_index("effect")
+    assert omnibus.two_way_anova(frame, "y", "lam", "monitor").set_index("effect").loc["residual", "df"] == 126
+    rm = omnibus.repeated_measures_anova(frame, "y", "lam", "monitor").set_index("effect")
     one = frame[frame["monitor"] == "task"].pivot(index="seed", columns="lam", values="y").to_numpy()
     s, k = one.shape
     grand = one.mean()
@@ -393,7 +362,7 @@ def test_arms_that_share_a_trajectory_are_repeated_measures_of_one_seed():
     assert rm.loc["lam", "p"] == pytest.approx(sps.f.sf(f, k - 1, (k - 1) * (s - 1)))
     assert rm.loc["monitor", "F"] == 0 and rm.loc["monitor", "p"] == 1 and rm.loc["lam × monitor", "p"] == 1
     # a seed missing one cell leaves the design incomplete for it: that seed is dropped
-    assert tables.repeated_measures_anova(frame.iloc[1:], "y", "lam", "monitor").loc[0, "df_error"] == 48
+    assert omnibus.repeated_measures_anova(frame.iloc[1:], "y", "lam", "monitor").loc[0, "df_error"] == 48
 
 
 def test_a_done_replication_with_a_nan_metric_is_counted_as_left_out():

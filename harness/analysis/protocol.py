@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from harness.analysis import paper, stats, tables
+from harness.analysis.claims import claim_cells, claim_sentence
 from harness.stopping import STOPPING_RULE
 
 # The settings an arm is made of, in the order the table shows them.
@@ -51,8 +52,8 @@ def protocol_arms(frame: pd.DataFrame, sign_specs: list, claims: dict | None, fa
         for spec in sign_specs:
             row[_sign_column(spec)] = _agreement(sub, spec, rest)
         for i, claim in enumerate((claims or {}).get("claims", ()), 1):
-            cells = tables.claim_cells(sub, claim, rest)
-            row[f"claim {i}"] = tables.claim_sentence(claim, cells)
+            cells = claim_cells(sub, claim, rest)
+            row[f"claim {i}"] = claim_sentence(claim, cells)
         row.update(_gradient(sub))
         rows.append(row)
     return pd.DataFrame(rows)

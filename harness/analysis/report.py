@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from harness.analysis import paper, plots, protocol, render, stats, tables
+from harness.analysis import omnibus, paper, plots, protocol, render, stats, tables
+from harness.analysis.claims import claim_cells, claim_sentence
 from harness.stopping import STOPPING_RULE
 from harness.analysis.spec import (AnalysisError, CIPlot, Claims, CurvePlot, ProfilePlot, ProtocolEffect,
                                    SignificanceTable, SummaryTable, Table1, Table2, describe,
@@ -410,16 +411,25 @@ def _significance(r: _Report, spec: SignificanceTable, frame, recorded, factors)
             r.md(f"Only {spec.factor} = {', '.join(tables.level_label(l) for l in grp)} has replications "
                  f"at {where}: nothing to compare yet.", "")
             continue
-        long = tables.pairwise(grp, alpha=spec.alpha, test=spec.test,
-                               correction=spec.correction, power=spec.power, equivalence=tables.margin(spec.metric))
+        rank = spec.metric in omnibus.DISCRETE
+        n_censored = omnibus.censored(sub, spec.metric)
+        survival = _survival(sub, spec) if n_censored else None
+        long = tables.pairwise(grp, alpha=spec.alpha, test=spec.test, correction=spec.correction,
+                               power=spec.power, equivalence=_margin(spec), rank=rank, survival=survival)
         n_pairs = len(grp) * (len(grp) - 1) // 2
         r.md(f"{spec.test.capitalize()} two-sided t-tests, α = {spec.alpha:g}, "
              f"{n_pairs} pair{'s' * (n_pairs != 1)}; {spec.correction} correction across them "
-             "shown beside.", "")
+             f"shown beside; equivalence: pooled TOST within ±{100 * _margin(spec):g}% of the pair's mean."
+             + (f" {spec.metric} is a count with ties: `p_rank` is the Mann-Whitney U test beside the t-test."
+                if rank else "")
+             + (f" **{n_censored} replication(s) here reached train.max_epochs**, so their {spec.metric} is "
+                "censored at the cap: `p_logrank` compares the levels as times to stop (log-rank test)."
+                if n_censored else ""), "")
         _levels_table(r, grp, spec.factor, spec.metric, base)
         gone = tables.left_out_sentence(sub, spec.metric, spec.factor)
         if gone:
             r.md(f"**{gone}**", "")
+        _omnibus(r, sub, spec, base, where)
         raw = tables.sign_matrix(long, "sign")
         adj = tables.sign_matrix(long, "sign_adj")
         raw.index.name = adj.index.name = f"{spec.factor} row \\ col"
@@ -432,6 +442,34 @@ def _significance(r: _Report, spec: SignificanceTable, frame, recorded, factors)
         if pub is not None:
             _vs_published(r, spec, labels, raw, adj, pub, base, long)
         _paired(r, sub, spec, labels, base)
+
+
+def _margin(spec: SignificanceTable) -> float:
+    return tables.margin(spec.metric) if spec.equivalence is None else spec.equivalence
+
+
+def _survival(sub, spec) -> dict:
+    """{level: (stopping epochs, events)} of a slice, the log-rank test's input."""
+    times, events, labels = omnibus.survival(sub, spec.metric, spec.factor, omnibus.CENSORED[spec.metric])
+    levels = tables.sorted_levels(sub[spec.factor])
+    return {level: (times[labels == tables.level_label(level)], events[labels == tables.level_label(level)])
+            for level in levels}
+
+
+def _omnibus(r, sub, spec, base, where):
+    """Does the factor matter at all: unpaired, seed-blocked, rank and censored versions."""
+    table = omnibus.omnibus(sub, spec.metric, spec.factor)
+    tested = table[np.isfinite(table["p"].astype(float))]
+    if not len(tested):
+        return
+    parts = [f"{t} p = {render.num(p, 2)}" for t, p in zip(tested["test"], tested["p"])]
+    blocked = "The seed sets a replication's initial weights and data order, so the blocked tests compare the " \
+              "levels within each seed."
+    if "seed" in sub.columns and not table["unit"].eq("seed").any():
+        blocked = (f"No seed-blocked test: fewer than 2 seeds have every {spec.factor} level done with a finite "
+                   f"{spec.metric}.")
+    r.md(f"**Omnibus tests of {spec.factor}** (does it matter at all?): {'; '.join(parts)}. {blocked}", "")
+    r.table(table, base + "_omnibus", f"Omnibus tests of {spec.factor} on {spec.metric}, {where}")
 
 
 def _levels_table(r, grp, factor, metric, base):
@@ -464,10 +502,11 @@ def _blank_cells(r, long, spec):
 
 def _paired(r, sub, spec, labels, base):
     """The same comparison seed by seed: every level against the lowest, paired."""
-    paired = tables.paired_by_seed(sub, spec.metric, spec.factor, alpha=spec.alpha, correction=spec.correction)
+    paired = tables.paired_by_seed(sub, spec.metric, spec.factor, alpha=spec.alpha, correction=spec.correction,
+                                   equivalence=_margin(spec), rank=spec.metric in omnibus.DISCRETE)
     if not (paired["n_pairs"] >= 2).any():
         return
-    sentence = tables.paired_sentence(paired, spec.metric, spec.factor, spec.alpha)
+    sentence = tables.paired_sentence(paired, spec.metric, spec.factor, spec.alpha, _margin(spec))
     r.summary.append(f"{spec.metric} by {spec.factor} at {_at_label(labels)}, paired by seed: {sentence}")
     r.md(f"**Paired by seed.** A replication's initial weights and data order come from its seed "
          f"alone, so each {spec.factor} level can also be compared with the lowest seed by seed, "
@@ -489,7 +528,7 @@ def _vs_published(r, spec, labels, raw, adj, pub, base, long):
                 f"uncorrected, {counts_adj['agree']} of {counts_adj['compared']} after "
                 f"{spec.correction}{tables.caveats(counts)}; of its {len(long) // 2} pairs, "
                 f"{tables.verdict_counts(long)} (t-test; pooled TOST within ±"
-                f"{100 * tables.margin(spec.metric):g}% of the pair's mean).")
+                f"{100 * _margin(spec):g}% of the pair's mean).")
     r.summary.append(f"{spec.metric} by {spec.factor} at {_at_label(labels)} vs {sentence}")
     r.md(f"**Published vs replicated.** {sentence}", "")
     r.table(theirs, base + f"_{spec.published}", f"Published: {pub['title']}", index=True)
@@ -549,6 +588,10 @@ def _table1(r: _Report, spec: Table1, frame, recorded, factors):
         r.table(t1, base, f"Table 1 ({spec.test} one-tailed t-tests, best {spec.factor} > 0 "
                 f"by mean {spec.metric_val}; {spec.correction} over the levels in `_adj`), {where}",
                 show=_table1_show(t1, spec))
+        r.md(f"The best {spec.factor} is picked after looking at the data, among the `n_levels` levels > 0. "
+             f"The paper's stars are the raw one-tailed p at that level (`p_val`, `stars_val`), which does not "
+             f"account for the pick and so finds gains where there are none more often than α says; "
+             f"`p_val_adj` ({spec.correction} over the levels) does.", "")
         if pub is not None:
             split_value = labels.get(spec.split_by) if spec.split_by else None
             if split_value is None and spec.split_by in sub.columns and sub[spec.split_by].nunique() == 1:
@@ -674,7 +717,7 @@ def _protocol(r: _Report, spec: ProtocolEffect, frame, recorded, factors):
             _protocol_rm_anova(r, spec, sub, base, where)
             anova = []
         else:
-            anova = tables.two_way_anova(sub, spec.metric, spec.factor, spec.protocol)
+            anova = omnibus.two_way_anova(sub, spec.metric, spec.factor, spec.protocol)
         if len(anova):
             effects = {row.effect: row for row in anova.itertuples(index=False)}
             method, protocol = effects[spec.factor], effects[spec.protocol]
@@ -704,7 +747,7 @@ def _protocol(r: _Report, spec: ProtocolEffect, frame, recorded, factors):
 def _protocol_rm_anova(r, spec, sub, base, where):
     """λ × a stopping-rule setting: its arms of a (λ, seed) are one trained model, so the
     seed is the unit measured under every arm (repeated measures), not two replications."""
-    anova = tables.repeated_measures_anova(sub, spec.metric, spec.factor, spec.protocol)
+    anova = omnibus.repeated_measures_anova(sub, spec.metric, spec.factor, spec.protocol)
     shared = (f"the {spec.protocol} arms of a ({spec.factor}, seed) share one trained model "
               "(a stopping rule decides only when it stops)")
     if not len(anova):
@@ -748,10 +791,11 @@ def _claims(r: _Report, spec: Claims, frame, recorded, factors):
         return
     r.md(f"{published['title']}. Each cell's mean (ratio: mean stopping epoch at the base level "
          "over the cell's, on the seeds both have) against the published range; \"≈ v\" is read as v rounded to its "
-         "printed digit. A claim holds in a cell when its mean lies in the range.", "")
+         "printed digit. A claim holds in a cell when the 95% interval of its mean (ratio) lies in the "
+         "range, fails when the interval lies outside, and is inconclusive when it straddles a bound.", "")
     for i, claim in enumerate(published["claims"], 1):
-        cells = tables.claim_cells(frame, claim, factors)
-        sentence = f"“{claim['text']}”: {tables.claim_sentence(claim, cells)}"
+        cells = claim_cells(frame, claim, factors)
+        sentence = f"“{claim['text']}”: {claim_sentence(claim, cells)}"
         r.summary.append(f"Claim {sentence}")
         r.md(f"- {sentence}.", "")
         if len(cells):

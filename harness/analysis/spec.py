@@ -79,9 +79,15 @@ class SignificanceTable:
     correction: str = "holm"
     published: str | None = None      # key of paper.SIGN_TABLES, e.g. "fig3b"
     power: float = 0.8                # for the minimum detectable effect of each cell
+    # equivalence margin δ, a fraction of the compared means: two levels are "equivalent"
+    # when TOST shows them within ±δ. None: the metric's default (tables.margin: 5%,
+    # 10% for a stopping epoch).
+    equivalence: float | None = None
 
     def __post_init__(self):
         _check_common(self)
+        if self.equivalence is not None and not 0 < self.equivalence < 1:
+            raise ValueError(f"equivalence must be a fraction in (0, 1), got {self.equivalence!r}")
 
 
 @dataclass(frozen=True)

@@ -160,6 +160,38 @@ def t_interval(x, confidence: float = 0.95) -> tuple[float, float, float]:
     return mean, float(mean - half), float(mean + half)
 
 
+def ratio_interval(x, y, confidence: float = 0.95, *, paired: bool = False) -> tuple[float, float, float]:
+    """(ratio, lower, upper): mean(x) / mean(y) and the delta-method t-interval of its
+    logarithm, back-transformed (so the interval stays positive and a ratio and its inverse
+    get mirrored intervals). var(log ratio) = s_x² / (n m_x²) + s_y² / (n m_y²), less
+    2 cov / (n m_x m_y) when ``paired`` (x[i], y[i] one seed; df n - 1); unpaired, each
+    group with its own n and Welch-Satterthwaite df. Both means must be positive (else
+    NaN); no spread at all (to rounding) gives the ratio as both bounds."""
+    x, y = _arr(x), _arr(y)
+    nx, ny = len(x), len(y)
+    if paired and nx != ny:
+        raise ValueError(f"paired values need equal lengths, got {nx} and {ny}")
+    if min(nx, ny) < 2:
+        return float("nan"), float("nan"), float("nan")
+    mx, my = float(x.mean()), float(y.mean())
+    if not (mx > 0 and my > 0):
+        return float("nan"), float("nan"), float("nan")
+    ratio = mx / my
+    tol = tolerance(x, y)
+    vx = 0.0 if constant(x, tol) else float(x.var(ddof=1)) / (nx * mx**2)
+    vy = 0.0 if constant(y, tol) else float(y.var(ddof=1)) / (ny * my**2)
+    if paired:
+        cov = float(np.cov(x, y, ddof=1)[0, 1]) / (nx * mx * my) if vx and vy else 0.0
+        var, df = max(vx + vy - 2 * cov, 0.0), nx - 1
+    else:
+        var = vx + vy
+        df = var**2 / (vx**2 / (nx - 1) + vy**2 / (ny - 1)) if var > 0 else nx + ny - 2
+    if var == 0:
+        return ratio, ratio, ratio
+    half = stats.t.ppf((1 + confidence) / 2, df) * np.sqrt(var)
+    return ratio, float(ratio * np.exp(-half)), float(ratio * np.exp(half))
+
+
 def pooled_sd(a, b) -> float:
     """Pooled standard deviation of two groups (NaN when either has fewer than 2 values)."""
     a, b = _arr(a), _arr(b)

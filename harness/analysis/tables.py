@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from harness.analysis import paper, stats
+from harness.analysis import nonparametric, paper, stats
 
 UNTESTABLE = "?"  # sign-table cell where a group has fewer than 2 replications
 DONE = "done"
@@ -147,7 +147,8 @@ def margin(metric: str) -> float:
 
 
 def pairwise(groups_: dict, *, alpha: float = 0.01, test: str = "student",
-             correction: str = "holm", power: float = 0.8, equivalence: float = EQUIVALENCE_DEFAULT) -> pd.DataFrame:
+             correction: str = "holm", power: float = 0.8, equivalence: float = EQUIVALENCE_DEFAULT,
+             rank: bool = False, survival: dict | None = None) -> pd.DataFrame:
     """Two-sided t-test of every ordered pair (row ≠ col) of levels; long form.
 
     The correction family is the unordered pairs (each test once); the mirrored cell gets
@@ -155,9 +156,12 @@ def pairwise(groups_: dict, *, alpha: float = 0.01, test: str = "student",
     (metric units) detectable with probability ``power`` at ``alpha`` (raw) with these n.
     ``p_equiv``: the pooled TOST within ±``equivalence`` × the mean of the two groups'
     means; ``verdict3``: differs (uncorrected sign) / equivalent / inconclusive.
+    ``rank`` adds ``p_rank``, the Mann-Whitney U test (a discrete metric with ties);
+    ``survival`` ({level: (times, events)}) adds ``p_logrank``, the log-rank test of the
+    two levels (a metric censored at a cap). Both uncorrected, beside ``p``.
     """
     levels = list(groups_)
-    tests = {}
+    tests, extra = {}, {}
     for i, a in enumerate(levels):
         for b in levels[i + 1:]:
             x, y = groups_[a], groups_[b]
@@ -166,6 +170,12 @@ def pairwise(groups_: dict, *, alpha: float = 0.01, test: str = "student",
             mde_sd = stats.min_detectable_effect(len(x), len(y), alpha, power)
             delta = equivalence * abs(float(np.mean([x.mean(), y.mean()]))) if len(x) and len(y) else np.nan
             tests[a, b] = (tt, g, mde_sd, mde_sd * stats.pooled_sd(x, y), stats.tost(x, y, delta))
+            if rank:
+                extra[a, b] = {"p_rank": nonparametric.mann_whitney(x, y)}
+            if survival is not None:
+                (ta, ea), (tb, eb) = survival[a], survival[b]
+                extra.setdefault((a, b), {})["p_logrank"] = nonparametric.logrank(
+                    np.concatenate([ta, tb]), np.concatenate([ea, eb]), np.repeat([0, 1], [len(ta), len(tb)]))[1]
     keys = list(tests)
     adjusted = dict(zip(keys, stats.adjust([tests[k][0].p for k in keys], correction)))
     rows = []
@@ -187,10 +197,12 @@ def pairwise(groups_: dict, *, alpha: float = 0.01, test: str = "student",
                 sign_adj=_cell(s * tt.diff, p_adj, alpha, len(x), len(y)),
                 g=s * g[0], g_lo=g_lo, g_hi=g_hi, mde_sd=mde_sd, mde=mde,
                 verdict=_verdict(tt.p, alpha, len(x), len(y), mde, power), p_equiv=p_equiv,
-                verdict3=verdict(_cell(s * tt.diff, tt.p, alpha, len(x), len(y)), p_equiv, alpha)))
+                verdict3=verdict(_cell(s * tt.diff, tt.p, alpha, len(x), len(y)), p_equiv, alpha),
+                **extra.get((b, a) if flip else (a, b), {})))
     return pd.DataFrame(rows, columns=[
         "row", "col", "n_row", "n_col", "mean_row", "mean_col", "diff", "t", "df", "p", "p_adj",
-        "sign", "sign_adj", "g", "g_lo", "g_hi", "mde_sd", "mde", "verdict", "p_equiv", "verdict3"])
+        "sign", "sign_adj", "g", "g_lo", "g_hi", "mde_sd", "mde", "verdict", "p_equiv", "verdict3"]
+        + ["p_rank"] * rank + ["p_logrank"] * (survival is not None))
 
 
 def verdict_counts(long: pd.DataFrame) -> str:
@@ -595,7 +607,8 @@ def verdict(sign: str, p_equiv: float, alpha: float) -> str:
 
 
 def paired_by_seed(frame: pd.DataFrame, metric: str, factor: str, *, baseline=None, alpha: float = 0.01,
-                   correction: str = "holm", confidence: float = 0.95, equivalence: float | None = None) -> pd.DataFrame:
+                   correction: str = "holm", confidence: float = 0.95, equivalence: float | None = None,
+                   rank: bool = False) -> pd.DataFrame:
     """Each level of ``factor`` against ``baseline`` (default: its lowest level), seed by
     seed: per level the pairs, how many are identical / higher / lower, the mean paired
     difference (level − baseline) with its t-interval and paired t-test (corrected across
@@ -603,9 +616,11 @@ def paired_by_seed(frame: pd.DataFrame, metric: str, factor: str, *, baseline=No
     not the level, sets the value). Removes the seed-to-seed spread that the unpaired
     tests of the paper keep. ``delta`` = ``equivalence`` (default EQUIVALENCE) times the
     baseline's mean; ``p_equiv`` its paired TOST; ``verdict`` differs / equivalent /
-    inconclusive (uncorrected, as ``sign``). Empty when no level has a pair."""
+    inconclusive (uncorrected, as ``sign``). ``rank`` adds ``p_rank``, the Wilcoxon
+    signed-rank test of the pairs that differ (a discrete metric with many identical
+    pairs). Empty when no level has a pair."""
     columns = [factor, "vs", "n_pairs", "identical", "higher", "lower", "mean_diff", "ci_lo", "ci_hi",
-               "rel_diff", "p", "p_adj", "sign", "sign_adj", "seed_r", "delta", "p_equiv", "verdict"]
+               "rel_diff", "p", "p_adj", "sign", "sign_adj", "seed_r", "delta", "p_equiv", "verdict"] + ["p_rank"] * rank
     margin_ = margin(metric) if equivalence is None else equivalence
     if "seed" not in frame.columns:
         return pd.DataFrame(columns=columns)
@@ -627,7 +642,8 @@ def paired_by_seed(frame: pd.DataFrame, metric: str, factor: str, *, baseline=No
                      "higher": int((d > 0).sum()), "lower": int((d < 0).sum()), "mean_diff": mean,
                      "ci_lo": lo, "ci_hi": hi, "rel_diff": mean / y.mean() if y.mean() else np.nan,
                      "p": test.p, "seed_r": r, "delta": margin_ * abs(float(y.mean())),
-                     "p_equiv": stats.paired_tost(x, y, margin_ * abs(float(y.mean())))})
+                     "p_equiv": stats.paired_tost(x, y, margin_ * abs(float(y.mean()))),
+                     **({"p_rank": nonparametric.wilcoxon(x, y)} if rank else {})})
     out = pd.DataFrame(rows, columns=columns)
     if len(out):
         add_signs(out, "mean_diff", "n_pairs", "n_pairs", alpha=alpha, correction=correction)
@@ -695,14 +711,15 @@ def add_signs(table: pd.DataFrame, diff: str, n_a: str, n_b: str, *, alpha: floa
         table[sign] = [_cell(d, q, alpha, a, b) for d, q, a, b in zip(table[diff], table[p], table[n_a], table[n_b])]
 
 
-def paired_sentence(paired: pd.DataFrame, metric: str, factor: str, alpha: float) -> str:
+def paired_sentence(paired: pd.DataFrame, metric: str, factor: str, alpha: float,
+                    equivalence: float | None = None) -> str:
     """One line on a paired_by_seed table: how many levels differ from the baseline, the
     largest mean paired difference, and how many pairs are identical."""
     base = level_label(paired["vs"].iloc[0])
     tested = paired[paired["n_pairs"] >= 2]
     differ = tested[tested["sign"].isin(["+", "-"])]
     equivalent = tested[tested["verdict"] == "equivalent"] if "verdict" in tested.columns else tested.iloc[:0]
-    within = f" within ±{100 * margin(metric):g}% of its mean"
+    within = f" within ±{100 * (margin(metric) if equivalence is None else equivalence):g}% of its mean"
     text = (f"{len(differ)} of {len(tested)} {factor} levels differ from {factor} = {base} "
             f"(paired t, α = {alpha:g}, uncorrected), {len(equivalent)} are shown equivalent to it{within} "
             f"(paired TOST, α = {alpha:g}), {len(tested) - len(differ) - len(equivalent)} inconclusive")
@@ -736,167 +753,6 @@ def protocol_effect(frame: pd.DataFrame, metric: str, protocol: str, factor: str
     if len(out):
         add_signs(out, "diff", "n_a", "n_b", alpha=alpha, correction=correction)
     return out
-
-
-RM_COLUMNS = ["effect", "F", "df", "df_error", "p", "partial_eta_sq"]
-
-
-def repeated_measures_anova(frame: pd.DataFrame, metric: str, a: str, b: str, subject: str = "seed") -> pd.DataFrame:
-    """Two-way repeated-measures ANOVA of ``metric`` (statsmodels AnovaRM), ``subject`` the
-    unit measured in every ``a`` × ``b`` cell: what the λ × monitor design is when the
-    monitor arms of a (λ, seed) share one trained model (harness.stopping.STOPPING_RULE),
-    so that an unpaired ANOVA would count each training twice. Per effect: F, its df and
-    error df, p, and partial η² = F·df / (F·df + df_error). Empty when the design is not
-    complete (a subject missing a cell), which this test cannot take."""
-    from statsmodels.stats.anova import AnovaRM
-
-    done = frame[frame["status"] == DONE]
-    if subject not in done.columns:
-        return pd.DataFrame(columns=RM_COLUMNS)
-    data = pd.DataFrame({"y": done[metric].astype(float), "a": done[a].map(level_label),
-                         "b": done[b].map(level_label), "s": done[subject].map(level_label)}).dropna()
-    data = data[np.isfinite(data["y"])]
-    cells = data["a"].nunique() * data["b"].nunique()
-    per_subject = data.groupby("s")[["a", "b"]].apply(lambda g: len(g.drop_duplicates()) == len(g) == cells)
-    data = data[data["s"].isin(per_subject[per_subject].index)]  # subjects with every cell once
-    if data["a"].nunique() < 2 or data["b"].nunique() < 2 or data["s"].nunique() < 2:
-        return pd.DataFrame(columns=RM_COLUMNS)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        table = AnovaRM(data, "y", "s", within=["a", "b"]).fit().anova_table
-    names = {"a": a, "b": b, "a:b": f"{a} × {b}"}
-    effect_ss = _cell_effects(data)
-    tol = stats.tolerance(data["y"]) ** 2 * len(data)
-    rows = []
-    for key, row in table.iterrows():
-        f, df, df_err = float(row["F Value"]), float(row["Num DF"]), float(row["Den DF"])
-        if effect_ss[key] <= tol:  # no effect but rounding: AnovaRM divides noise by noise
-            row, f = {**row, "Pr > F": 1.0}, 0.0
-        elif not np.isfinite(f) or f < 0:  # an error term of 0 (every subject agrees): rounding made it <= 0
-            row, f = {**row, "Pr > F": 0.0}, float("inf")
-        rows.append({"effect": names.get(key, key), "F": f, "df": df, "df_error": df_err, "p": float(row["Pr > F"]),
-                     "partial_eta_sq": f * df / (f * df + df_err) if np.isfinite(f) else 1.0})
-    return pd.DataFrame(rows, columns=RM_COLUMNS)
-
-
-def _cell_effects(data: pd.DataFrame) -> dict:
-    """Sums of squares of a, b and a:b from the cell means of a complete design."""
-    grand = data["y"].mean()
-    ma, mb = data.groupby("a")["y"].transform("mean"), data.groupby("b")["y"].transform("mean")
-    mab = data.groupby(["a", "b"])["y"].transform("mean")
-    return {"a": float(((ma - grand) ** 2).sum()), "b": float(((mb - grand) ** 2).sum()),
-            "a:b": float(((mab - ma - mb + grand) ** 2).sum())}
-
-
-def two_way_anova(frame: pd.DataFrame, metric: str, a: str, b: str) -> pd.DataFrame:
-    """Type II two-way ANOVA of ``metric`` on factors ``a`` × ``b`` (statsmodels OLS with
-    categorical factors) over the done replications: per effect (a, b, interaction) its
-    sum of squares, df, F, p and partial η² = SS / (SS + SS_residual), the share of the
-    variance it explains. Puts a method's effect (λ) and a protocol's (what early stopping
-    monitors) on one scale. Empty when either factor has a single level."""
-    import statsmodels.formula.api as smf
-    from statsmodels.stats.anova import anova_lm
-
-    done = frame[frame["status"] == DONE]
-    data = pd.DataFrame({"y": done[metric].astype(float), "a": done[a].map(level_label),
-                         "b": done[b].map(level_label)}).dropna()
-    data = data[np.isfinite(data["y"])]
-    columns = ["effect", "sum_sq", "df", "F", "p", "partial_eta_sq"]
-    if data["a"].nunique() < 2 or data["b"].nunique() < 2 or len(data) <= data["a"].nunique() * data["b"].nunique():
-        return pd.DataFrame(columns=columns)
-    fit = smf.ols("y ~ C(a) * C(b)", data=data).fit()
-    table = anova_lm(fit, typ=2)
-    resid = float(table.loc["Residual", "sum_sq"])
-    names = {"C(a)": a, "C(b)": b, "C(a):C(b)": f"{a} × {b}", "Residual": "residual"}
-    scale = float(table["sum_sq"].sum())
-    rows = []
-    for key, row in table.iterrows():
-        ss, f, p = float(row["sum_sq"]), float(row["F"]), float(row["PR(>F)"])
-        if key != "Residual" and abs(ss) <= 1e-12 * scale:  # rounding noise of an exact zero
-            ss, f, p = 0.0, 0.0, 1.0
-        rows.append({"effect": names.get(key, key), "sum_sq": ss, "df": float(row["df"]),
-                     "F": f, "p": p,
-                     "partial_eta_sq": ss / (ss + resid) if key != "Residual" and ss + resid > 0 else float("nan")})
-    return pd.DataFrame(rows, columns=columns)
-
-
-# ---------------------------------------------------------------- headline claims
-
-def _in_where(value, cond) -> bool:
-    if isinstance(cond, dict):
-        return float(value) > float(cond["above"])
-    return any(matches(pd.Series([value]), c).iloc[0] for c in cond)
-
-
-def _range_text(low, high) -> str:
-    if low is not None and high is not None:
-        return f"{low:g} to {high:g}"
-    return f"> {low:g}" if low is not None else (f"< {high:g}" if high is not None else "(shown)")
-
-
-def claim_cells(frame: pd.DataFrame, claim: dict, factors: list[str]) -> pd.DataFrame:
-    """One row per cell a claim (paper.CLAIMS) speaks of, and per value of the study's other
-    factors: n, the mean (or ratio) with its t-interval, the published range, and whether
-    the mean lies in it ("holds"; "no" otherwise; "?" with fewer than 2 replications). A
-    ratio is taken over the seeds both cells have (n: the pairs) where there is a seed."""
-    where = dict(claim["where"])
-    for col in where:
-        if col not in frame.columns:
-            raise KeyError(f"no column {col!r} in the study's results")
-    metric, low, high = claim["metric"], claim.get("low"), claim.get("high")
-    ratio_to = claim.get("ratio_to")
-    rows = []
-    for labels, sub in slices(frame, None, factors, exclude=tuple(where)):
-        done = sub[(sub["status"] == DONE)]
-        cells = sub[list(where)].drop_duplicates()
-        cells = sorted(cells.itertuples(index=False, name=None), key=lambda t: tuple(sort_key(v) for v in t))
-        for cell in cells:
-            if not all(_in_where(v, where[c]) for c, v in zip(where, cell)):
-                continue
-            at = dict(zip(where, cell))
-            values = select(done, at)[metric].to_numpy(dtype=float)
-            values = values[np.isfinite(values)]
-            mean, lo, hi = stats.t_interval(values)
-            if ratio_to is not None:  # mean at the base level over this cell's mean
-                factor, level = ratio_to
-                if "seed" in done.columns:
-                    # Over the seeds both cells have: a run cut short has more seeds at
-                    # some levels, and unpaired means would show their spread as a ratio.
-                    rest = {c: v for c, v in at.items() if c != factor}
-                    base, values = seed_pairs(select(done, rest), metric, factor, level, at[factor])
-                else:
-                    base = select(done, {**at, factor: level})[metric].to_numpy(dtype=float)
-                    base = base[np.isfinite(base)]
-                mean = float(base.mean()) / float(values.mean()) if len(base) and len(values) and values.mean() else float("nan")
-                lo = hi = float("nan")
-            if len(values) < 2 or not np.isfinite(mean):
-                verdict = UNTESTABLE
-            elif low is None and high is None:
-                verdict = ""
-            else:
-                verdict = "holds" if (low is None or mean >= low) and (high is None or mean <= high) else "no"
-            rows.append({**{k: v for k, v in labels.items()}, **at, "n": len(values),
-                         ("ratio" if ratio_to else "mean"): mean, "ci_lo": lo, "ci_hi": hi,
-                         "published": _range_text(low, high), "verdict": verdict})
-    return pd.DataFrame(rows)
-
-
-def claim_sentence(claim: dict, cells: pd.DataFrame) -> str:
-    """'holds in 3 of 4 cells' or, for a ratio claim, its largest ratio against the range."""
-    if not len(cells):
-        return "no replications in the cells it speaks of"
-    if "ratio" in cells.columns:
-        ratios = cells["ratio"].astype(float)
-        if not np.isfinite(ratios).any():
-            return "not testable (no base replications)"
-        best = float(ratios.max())
-        lo, hi = claim.get("largest", (None, None))
-        ok = lo is not None and lo <= best < hi
-        return (f"largest ratio {best:.2f}, smallest {float(ratios.min()):.2f}: "
-                f"{'agrees with' if ok else 'does not agree with'} the published value")
-    tested = cells[cells["verdict"] != UNTESTABLE]
-    held = int((tested["verdict"] == "holds").sum())
-    extra = f" ({len(cells) - len(tested)} untestable)" if len(tested) < len(cells) else ""
-    return f"holds in {held} of {len(tested)} cells{extra}"
 
 
 def profile_summary(profiles: pd.DataFrame) -> pd.DataFrame:
