@@ -5,7 +5,7 @@ which the published pattern appears, and whether the term's gradient can explain
 import numpy as np
 import pandas as pd
 
-from harness.analysis import paper, protocol, tables
+from harness.analysis import grouping, paper, protocol, significance
 from harness.analysis.spec import SignificanceTable
 
 LAMS = paper.SIGN_TABLES["fig4b"]["levels"]
@@ -36,9 +36,9 @@ def test_protocol_arms_one_row_per_arm_with_its_agreement_and_gradient():
     arms = protocol.protocol_arms(frame, [FIG4B], paper.CLAIMS["e1"], factors).set_index("entropy.precision")
     assert list(arms.index) == ["float32", "float64"] and set(arms["n"]) == {70}
     # float32: λ = 0 stops later than every λ > 0 (a "+" row and "-" column), the rest blank
-    ours = tables.sign_matrix(tables.pairwise(tables.groups(frame[frame["entropy.precision"] == "float32"],
+    ours = significance.sign_matrix(significance.pairwise(grouping.groups(frame[frame["entropy.precision"] == "float32"],
                                                               "stop_epoch", "lam")))
-    _, counts = tables.compare_signs(ours, tables.published_signs("fig4b"))
+    _, counts = significance.compare_signs(ours, significance.published_signs("fig4b"))
     assert arms.loc["float32", "Fig. 4b"] == f"{counts['agree']} of {counts['compared']}"
     assert arms.loc["float32", "claim 2"] == "holds in 6 of 6 cells"  # stopping epoch 8-10 at λ ≥ 1e-4
     assert arms.loc["float64", "claim 2"] == "holds in 0 of 6 cells"

@@ -298,7 +298,7 @@ def test_training_curves_average_the_replications_still_training(tmp_path):
     import numpy as np
     from scipy import stats as st
 
-    from harness.analysis import plots, tables
+    from harness.analysis import plots, summaries
 
     store = Store(f"sqlite:///{tmp_path}/h.db")
     store.record_study_dict({
@@ -336,5 +336,5 @@ def test_training_curves_average_the_replications_still_training(tmp_path):
     report = (out / "report.md").read_text()
     assert "![val_loss per epoch" in report and "Skipped:** no per-epoch 'val_acc' recorded" in report
 
-    ax = plots.curve_plot(tables.curve_table(store.frame("curves"), store.history("curves"), "val_loss", "lam"), "lam")
+    ax = plots.curve_plot(summaries.curve_table(store.frame("curves"), store.history("curves"), "val_loss", "lam"), "lam")
     assert [list(line.get_xdata()) for line in ax.lines] == [[1, 2, 3, 4]] * 2  # n >= 1.5 of 3 train

@@ -67,3 +67,12 @@ def test_import_stays_light():
             "print(sorted(m for m in ('pandas', 'numpy', 'scipy', 'matplotlib') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_every_analysis_type_has_its_report_section():
+    """spec.SPECS is the one list of analysis types; each section registers itself for its
+    type (sections.base.renders), so a new type without a section fails here."""
+    from harness.analysis.sections import RENDERERS
+    from harness.analysis.spec import SPECS
+
+    assert set(RENDERERS) == set(SPECS.values())

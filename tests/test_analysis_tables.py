@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from harness.analysis import omnibus, paper, plots, tables
+from harness.analysis import by_seed, grouping, omnibus, paper, paper_tables, plots, protocol, significance, summaries
 
 LAMS = list(paper.LAMBDAS)
 
@@ -29,57 +29,57 @@ def ae_frame(reps=4, failed_at=None):
 
 
 def test_levels_sorted_and_labelled():
-    assert tables.sorted_levels([10.0, 0.0, 1e-4, 1.0]) == [0.0, 1e-4, 1.0, 10.0]
-    assert tables.sorted_levels(["32-32", "128", "32", "64-64-64"]) == ["32", "128", "32-32", "64-64-64"]
-    assert [tables.level_label(v) for v in LAMS] == ["0", "0.0001", "0.001", "0.01", "0.1", "1", "10"]
+    assert grouping.sorted_levels([10.0, 0.0, 1e-4, 1.0]) == [0.0, 1e-4, 1.0, 10.0]
+    assert grouping.sorted_levels(["32-32", "128", "32", "64-64-64"]) == ["32", "128", "32-32", "64-64-64"]
+    assert [grouping.level_label(v) for v in LAMS] == ["0", "0.0001", "0.001", "0.01", "0.1", "1", "10"]
 
 
 def test_pairwise_matches_scipy_and_is_antisymmetric():
-    frame = tables.select(ae_frame(), {"latent": 80})
-    grp = tables.groups(frame, "val_mse", "lam")
-    long = tables.pairwise(grp, alpha=0.01)
+    frame = grouping.select(ae_frame(), {"latent": 80})
+    grp = grouping.groups(frame, "val_mse", "lam")
+    long = significance.pairwise(grp, alpha=0.01)
     assert len(long) == 42
     for r in long.itertuples():
         ref = sps.ttest_ind(grp[r.row], grp[r.col])
         assert r.p == pytest.approx(ref.pvalue, rel=1e-8, abs=1e-300)
         assert r.t == pytest.approx(ref.statistic, rel=1e-8)
         assert r.p_adj >= r.p - 1e-15
-    signs = tables.sign_matrix(long)
+    signs = significance.sign_matrix(long)
     flip = {"+": "-", "-": "+", "": "", "?": "?"}
     for a in signs.index:
         assert signs.loc[a, a] == ""
         for b in signs.columns:
             assert signs.loc[b, a] == flip[signs.loc[a, b]]
-    g = tables.value_matrix(long, "g")
+    g = significance.value_matrix(long, "g")
     np.testing.assert_allclose(g.to_numpy(), -g.T.to_numpy(), equal_nan=True)
     # this frame was built to show the published Fig. 3b pattern
-    _, counts = tables.compare_signs(signs, tables.published_signs("fig3b"))
+    _, counts = significance.compare_signs(signs, significance.published_signs("fig3b"))
     assert counts == dict(agree=42, compared=42, untestable=0, missing_levels=[])
 
 
 def test_welch_option_uses_welch():
     grp = {0.0: np.array([1.0, 2.0, 3.0, 4.0]), 1.0: np.array([2.0, 6.0, 9.0])}
-    long = tables.pairwise(grp, test="welch", correction="none")
+    long = significance.pairwise(grp, test="welch", correction="none")
     assert long.loc[0, "p"] == pytest.approx(sps.ttest_ind(grp[0.0], grp[1.0], equal_var=False).pvalue)
     assert long.loc[0, "p_adj"] == long.loc[0, "p"]
 
 
 def test_too_few_replications_are_marked_not_dropped():
-    frame = tables.select(ae_frame(failed_at=(10.0, 80)), {"latent": 80})
-    grp = tables.groups(frame, "val_mse", "lam")
+    frame = grouping.select(ae_frame(failed_at=(10.0, 80)), {"latent": 80})
+    grp = grouping.groups(frame, "val_mse", "lam")
     assert len(grp[10.0]) == 1 and len(grp) == 7
-    long = tables.pairwise(grp)
-    signs = tables.sign_matrix(long)
+    long = significance.pairwise(grp)
+    signs = significance.sign_matrix(long)
     assert list(signs.index) == ["0", "0.0001", "0.001", "0.01", "0.1", "1", "10"]
     assert (signs.loc["10"].drop("10") == "?").all() and (signs["10"].drop("10") == "?").all()
     assert long[long["row"] == 10.0]["verdict"].str.startswith("untestable").all()
-    _, counts = tables.compare_signs(signs, tables.published_signs("fig3b"))
+    _, counts = significance.compare_signs(signs, significance.published_signs("fig3b"))
     assert counts["compared"] == 30 and counts["untestable"] == 12
-    assert "12 untestable" in tables.agreement_sentence(counts)
-    ci = tables.ci_table(frame, "val_mse", "latent", "lam")
+    assert "12 untestable" in significance.agreement_sentence(counts)
+    ci = summaries.ci_table(frame, "val_mse", "latent", "lam")
     row = ci[ci["lam"] == 10.0].iloc[0]
     assert row["n"] == 1 and np.isnan(row["lo"])
-    cells = tables.status_counts(tables.select(ae_frame(failed_at=(10.0, 80)), {}), ["lam", "latent"])
+    cells = summaries.status_counts(grouping.select(ae_frame(failed_at=(10.0, 80)), {}), ["lam", "latent"])
     assert len(cells) == 14
     bad = cells[(cells["lam"] == 10.0) & (cells["latent"] == 80)].iloc[0]
     assert (bad["done"], bad["failed"], bad["total"]) == (1, 3, 4)
@@ -87,14 +87,14 @@ def test_too_few_replications_are_marked_not_dropped():
 
 def test_compare_signs_counts_disagreements_and_missing_levels():
     ours = pd.DataFrame([["", "+"], ["-", ""]], index=["0", "1"], columns=["0", "1"])
-    m, counts = tables.compare_signs(ours, tables.published_signs("fig5b"))
+    m, counts = significance.compare_signs(ours, significance.published_signs("fig5b"))
     assert counts["agree"] == 0 and counts["compared"] == 2  # the paper: 0 vs 1 is "-"
     assert m.loc["0", "1"] == "+≠-" and m.loc["1", "0"] == "-≠+"
     assert counts["missing_levels"] == ["0.0001", "0.001", "0.01", "0.1", "10"]
 
 
 def test_ci_table_contains_means():
-    ci = tables.ci_table(ae_frame(), "val_mse", "latent", "lam")
+    ci = summaries.ci_table(ae_frame(), "val_mse", "latent", "lam")
     assert len(ci) == 14
     assert ((ci["lo"] <= ci["mean"]) & (ci["mean"] <= ci["hi"])).all()
     ax = plots.ci_plot(ci, "latent", "lam", ylabel="val_mse")
@@ -104,7 +104,7 @@ def test_ci_table_contains_means():
 def test_published_sign_tables_match_paper_md():
     groups = {"L": ["0", "0.0001", "0.001"], "H": ["0.01", "0.1", "1", "10"]}
     for key, table in paper.SIGN_TABLES.items():
-        s = tables.published_signs(key)
+        s = significance.published_signs(key)
         assert s.shape == (7, 7)
         flip = {"+": "-", "-": "+", "": ""}
         assert all(s.loc[b, a] == flip[s.loc[a, b]] for a in s.index for b in s.columns)
@@ -112,9 +112,9 @@ def test_published_sign_tables_match_paper_md():
         assert (within_h == "").all()  # within H: blank, every table
         l_vs_h = set(s.loc[groups["L"], groups["H"]].to_numpy().ravel())
         assert l_vs_h == ({"-"} if table["metric"] == "val_mse" else {"+"})
-    assert tables.published_signs("fig3b").loc["0", "0.0001"] == "-"  # 0 < 1e-4 < 1e-3
-    assert tables.published_signs("fig4b").loc["0", "0.0001"] == "+"  # 0 > 1e-4 > 1e-3
-    assert (tables.published_signs("fig5b").loc[groups["L"], groups["L"]].to_numpy() == "").all()
+    assert significance.published_signs("fig3b").loc["0", "0.0001"] == "-"  # 0 < 1e-4 < 1e-3
+    assert significance.published_signs("fig4b").loc["0", "0.0001"] == "+"  # 0 > 1e-4 > 1e-3
+    assert (significance.published_signs("fig5b").loc[groups["L"], groups["L"]].to_numpy() == "").all()
     assert paper.SIGN_TABLES["fig6b"]["rows"] == paper.SIGN_TABLES["fig4b"]["rows"]
 
 
@@ -140,7 +140,7 @@ def cnn_frame():
 
 def test_table1_against_scipy():
     frame = cnn_frame()
-    t1 = tables.table1(frame)
+    t1 = paper_tables.table1(frame)
     assert list(t1["arch"]) == ["32", "32-32"]
     sub = frame[frame["arch"] == "32"]
     va = {lam: sub.loc[sub["lam"] == lam, "val_acc"].to_numpy() for lam in (0.0, 1e-3, 1.0)}
@@ -162,13 +162,13 @@ def test_table1_against_scipy():
 
 
 def test_table1_without_base_is_noted():
-    t1 = tables.table1(cnn_frame().query("lam > 0"))
+    t1 = paper_tables.table1(cnn_frame().query("lam > 0"))
     assert (t1["note"] == "no base (factor = 0)").all()
 
 
 def test_compare_table1_counts_significance_cells():
     ours = pd.DataFrame([dict(arch="32", d_train=0.001, p_train=0.3, d_val=0.006, p_val=0.004)])
-    cmp, counts = tables.compare_table1(ours, paper.TABLE1S["table1"]["splits"]["first"])
+    cmp, counts = paper_tables.compare_table1(ours, paper.TABLE1S["table1"]["splits"]["first"])
     assert counts == dict(agree=2, compared=2)
     assert list(cmp.loc[cmp["arch"] == "64", "val_agree"]) == ["not run"]
 
@@ -177,7 +177,7 @@ def test_profile_summary_and_plot():
     prof = pd.DataFrame([dict(id="a", stage=st, layer=l, name=f"c{l}", kind="conv", filter=f,
                               value=-(l + f) * (2 if st == "final" else 1))
                          for st in ("final", "init") for l in (1, 2) for f in range(5)])
-    s = tables.profile_summary(prof)
+    s = summaries.profile_summary(prof)
     assert list(s["stage"]) == ["init", "init", "final", "final"]
     first = s.iloc[0]
     assert (first["n"], first["median"], first["min"], first["max"]) == (5, -3.0, -5.0, -1.0)
@@ -188,7 +188,7 @@ def test_profile_summary_and_plot():
 def test_protocol_effect_compares_each_level():
     frame = cnn_frame()
     frame["train.monitor"] = np.where(frame["seed"] % 2, "total", "task")
-    eff = tables.protocol_effect(frame[frame["arch"] == "32"], "val_acc", "train.monitor", "lam")
+    eff = protocol.protocol_effect(frame[frame["arch"] == "32"], "val_acc", "train.monitor", "lam")
     assert len(eff) == 3 and set(eff["a"]) == {"task"} and set(eff["b"]) == {"total"}
     assert (eff["p_adj"] >= eff["p"]).all()
 
@@ -196,7 +196,7 @@ def test_protocol_effect_compares_each_level():
 def test_open_choices_lists_values_used():
     frame = ae_frame()
     frame["entropy.eps"] = 1e-4
-    oc = tables.open_choices({"train.monitor": "task"}, frame)
+    oc = summaries.open_choices({"train.monitor": "task"}, frame)
     assert oc.set_index("key").loc["entropy.eps", "value"] == "0.0001"
     assert oc.set_index("key").loc["train.monitor", "value"] == "task"
     assert oc.set_index("key").loc["net.padding", "value"] == "not recorded"
@@ -237,19 +237,19 @@ def test_guidance_sentence_reads_the_gradient_and_the_targeted_weights():
     frame = pd.DataFrame({"status": "done", "lam": lam,
                           "grad_ratio": [0, 0, 0, 1e-8, 2e-8, 3e-8, 1e-9, 1e-9, 1e-9],
                           "logdet_mean": [-38.0, -37.5, -38.2, 7.0, 8.0, 7.5, -38.1, -37.6, -37.9]})
-    sentence = tables.guidance_sentence(frame)
+    sentence = summaries.guidance_sentence(frame)
     assert "at most 2e-08 of the task gradient in norm (grad_ratio, mean at lam = 0.0001)" in sentence
     assert ("moves from -37.9 at lam = 0 to 7.5 at 0.0001 (Welch t-test, α = 0.01; not at 1): "
             "the guidance changed the weights it targets") in sentence
     one_more = pd.concat([frame, pd.DataFrame([{"status": "done", "lam": 10.0, "grad_ratio": 1e-9, "logdet_mean": 9.0}])])
-    assert "(Welch t-test, α = 0.01; not at 1; untestable at 10 (n < 2))" in tables.guidance_sentence(one_more)
+    assert "(Welch t-test, α = 0.01; not at 1; untestable at 10 (n < 2))" in summaries.guidance_sentence(one_more)
     frame.loc[3:5, "logdet_mean"] = [-38.0, -37.6, -38.1]
-    assert "at no lam > 0 differs from lam = 0 (-37.9) at α = 0.01" in tables.guidance_sentence(frame)
-    assert tables.guidance_sentence(frame.drop(columns=["grad_ratio", "logdet_mean"])) is None
+    assert "at no lam > 0 differs from lam = 0 (-37.9) at α = 0.01" in summaries.guidance_sentence(frame)
+    assert summaries.guidance_sentence(frame.drop(columns=["grad_ratio", "logdet_mean"])) is None
     # a batch where the task gradient on the guided weights is 0 (MNIST latent 20: its 20 x 20
     # block reads pixels of the blank top row) makes the ratio infinite: said so, not "at most inf"
     frame.loc[6, "grad_ratio"] = np.inf
-    sentence = tables.guidance_sentence(frame)
+    sentence = summaries.guidance_sentence(frame)
     assert ("the task gradient there was 0: grad_ratio = inf in 1 replication(s), at lam = 1" in sentence
             and "at most inf" not in sentence)
     assert "at most 2e-08 of the task gradient in norm (grad_ratio, mean at lam = 0.0001)" in sentence
@@ -260,7 +260,7 @@ def test_one_infinite_grad_ratio_drops_the_run_not_its_level():
     the other levels' maximum. The finite runs of λ = 10 still count."""
     frame = pd.DataFrame({"status": "done", "lam": [0.0] * 3 + [1e-4] * 3 + [10.0] * 3,
                           "grad_ratio": [0, 0, 0, 298.0, 290.0, 280.0, np.inf, 3e5, 3.7e5]})
-    sentence = tables.guidance_sentence(frame)
+    sentence = summaries.guidance_sentence(frame)
     assert "at most 3.35e+05 of the task gradient in norm (grad_ratio, mean at lam = 10)" in sentence
     assert "grad_ratio = inf in 1 replication(s), at lam = 10" in sentence
 
@@ -268,10 +268,10 @@ def test_one_infinite_grad_ratio_drops_the_run_not_its_level():
 def test_level_labels_never_collide():
     """Defect: :g printed 1e-4 and 1.0000001e-4 both as "0.0001", and one overwrote the
     other in a square table."""
-    assert tables.level_label(1e-4) == "0.0001" and tables.level_label(10.0) == "10"
-    assert tables.level_label(1.0000001e-4) != tables.level_label(1e-4)
+    assert grouping.level_label(1e-4) == "0.0001" and grouping.level_label(10.0) == "10"
+    assert grouping.level_label(1.0000001e-4) != grouping.level_label(1e-4)
     frame = pd.DataFrame({"status": "done", "lam": [1e-4] * 3 + [1.0000001e-4] * 3, "y": [1.0, 2, 3, 4, 5, 6]})
-    square = tables.sign_matrix(tables.pairwise(tables.groups(frame, "y", "lam")))
+    square = significance.sign_matrix(significance.pairwise(grouping.groups(frame, "y", "lam")))
     assert square.shape == (2, 2)
 
 
@@ -288,7 +288,7 @@ def test_paired_by_seed_pairs_replications_with_the_same_seed():
     rows += [dict(status="done", lam=1.0, seed=3, val_mse=1.0),  # seed 3 twice at λ = 1: no pair
              dict(status="failed", lam=1e-3, seed=9, val_mse=np.nan)]
     frame = pd.DataFrame(rows)
-    paired = tables.paired_by_seed(frame, "val_mse", "lam", alpha=0.01).set_index("lam")
+    paired = by_seed.paired_by_seed(frame, "val_mse", "lam", alpha=0.01).set_index("lam")
     shifted = paired.loc[1e-3]
     ref = sps.ttest_rel(base[:9] + shift[:9], base[:9])
     assert shifted["n_pairs"] == 9 and shifted["higher"] == 9 and shifted["identical"] == 0
@@ -296,11 +296,11 @@ def test_paired_by_seed_pairs_replications_with_the_same_seed():
     assert shifted["mean_diff"] == pytest.approx(shift[:9].mean(), rel=1e-6)
     assert shifted["ci_lo"] < shift[:9].mean() < shifted["ci_hi"]
     assert shifted["sign"] == "+" and shifted["seed_r"] > 0.999
-    unpaired = tables.pairwise(tables.groups(frame, "val_mse", "lam")).set_index(["row", "col"])
+    unpaired = significance.pairwise(grouping.groups(frame, "val_mse", "lam")).set_index(["row", "col"])
     assert unpaired.loc[(1e-3, 0.0), "p"] > 0.5  # the shift is lost in the seed-to-seed spread
     same = paired.loc[1.0]
     assert same["n_pairs"] == 9 and same["identical"] == 9 and same["p"] == 1.0 and same["sign"] == ""
-    sentence = tables.paired_sentence(paired.reset_index(), "val_mse", "lam", 0.01)
+    sentence = by_seed.paired_sentence(paired.reset_index(), "val_mse", "lam", 0.01)
     assert sentence.startswith("1 of 2 lam levels differ from lam = 0")
     assert "9 of 18 pairs are identical" in sentence
 
@@ -311,7 +311,7 @@ def test_seed_plan_reads_the_spread_and_sizes_the_comparison():
     from statsmodels.stats.power import TTestIndPower, TTestPower
 
     frame = ae_frame(reps=4)
-    plan = tables.seed_plan(frame, "val_mse", "lam", ["lam", "latent"], effect=2e-4)
+    plan = by_seed.seed_plan(frame, "val_mse", "lam", ["lam", "latent"], effect=2e-4)
     assert len(plan) == 2 * (len(LAMS) - 1) and set(plan["latent"]) == {"20", "80"}
     row = plan[(plan["latent"] == "80") & (plan["lam"] == 1e-3)].iloc[0]
     x = frame[(frame.latent == 80) & (frame.lam == 1e-3)].sort_values("seed")["val_mse"].to_numpy()
@@ -328,12 +328,12 @@ def test_seed_plan_reads_the_spread_and_sizes_the_comparison():
     assert TTestPower().power(row["mde_paired"] / sd_diff, nobs=4, alpha=0.01) == pytest.approx(0.8, abs=1e-6)
     assert row["seeds_paired"] == max(2, np.ceil(TTestPower().solve_power(effect_size=2e-4 / sd_diff, alpha=0.01, power=0.8)))
     # a relative effect is a fraction of the lowest level's mean, per slice; at restricts
-    rel = tables.seed_plan(frame, "val_mse", "lam", ["lam", "latent"], at={"latent": 80}, rel_effect=0.1)
+    rel = by_seed.seed_plan(frame, "val_mse", "lam", ["lam", "latent"], at={"latent": 80}, rel_effect=0.1)
     assert set(rel["latent"]) == {"80"} and rel["effect"].iloc[0] == pytest.approx(0.1 * y.mean())
     # without an effect: only what the recorded seeds can find
-    assert "seeds" not in tables.seed_plan(frame, "val_mse", "lam", ["lam", "latent"])
+    assert "seeds" not in by_seed.seed_plan(frame, "val_mse", "lam", ["lam", "latent"])
     with pytest.raises(KeyError, match="no metric"):
-        tables.seed_plan(frame, "val_acc", "lam", ["lam", "latent"])
+        by_seed.seed_plan(frame, "val_acc", "lam", ["lam", "latent"])
 
 
 def test_arms_that_share_a_trajectory_are_repeated_measures_of_one_seed():
@@ -370,11 +370,11 @@ def test_a_done_replication_with_a_nan_metric_is_counted_as_left_out():
     and no note said so."""
     frame = pd.DataFrame({"status": ["done"] * 6 + ["diverged"], "lam": [0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0],
                           "val_mse": [0.1, 0.2, 0.3, 0.1, 0.2, np.nan, np.nan]})
-    assert {k: len(v) for k, v in tables.groups(frame, "val_mse", "lam").items()} == {0.0: 3, 1.0: 2}
-    assert tables.left_out(frame, "val_mse", "lam") == {1.0: "1 done with val_mse not finite, 1 diverged"}
-    assert tables.left_out_sentence(frame, "val_mse", "lam") == (
+    assert {k: len(v) for k, v in grouping.groups(frame, "val_mse", "lam").items()} == {0.0: 3, 1.0: 2}
+    assert grouping.left_out(frame, "val_mse", "lam") == {1.0: "1 done with val_mse not finite, 1 diverged"}
+    assert grouping.left_out_sentence(frame, "val_mse", "lam") == (
         "Left out of the statistics: at lam = 1, 1 done with val_mse not finite, 1 diverged.")
-    assert tables.left_out_sentence(frame.iloc[:3], "val_mse", "lam") is None
+    assert grouping.left_out_sentence(frame.iloc[:3], "val_mse", "lam") is None
 
 
 def test_paired_table_says_differs_equivalent_or_inconclusive():
@@ -386,19 +386,19 @@ def test_paired_table_says_differs_equivalent_or_inconclusive():
               3.0: base * 1.03 + rng.normal(0, 0.1, 10)}
     frame = pd.DataFrame([{"status": "done", "lam": lam, "seed": seed, "y": float(v[seed])}
                           for lam, v in shifts.items() for seed in range(10)])
-    paired = tables.paired_by_seed(frame, "y", "lam").set_index("lam")
+    paired = by_seed.paired_by_seed(frame, "y", "lam").set_index("lam")
     assert paired["verdict"].to_dict() == {1.0: "differs", 2.0: "equivalent", 3.0: "inconclusive"}
     assert paired.loc[2.0, "delta"] == pytest.approx(0.05 * base.mean())
     assert "1 are shown equivalent to it within ±5% of its mean (paired TOST, α = 0.01), 1 inconclusive" in \
-        tables.paired_sentence(tables.paired_by_seed(frame, "y", "lam"), "y", "lam", 0.01)
+        by_seed.paired_sentence(by_seed.paired_by_seed(frame, "y", "lam"), "y", "lam", 0.01)
 
 
 def test_pairwise_cells_are_differs_equivalent_or_inconclusive():
     rng = np.random.default_rng(5)
     base = rng.normal(1.0, 0.01, 10)
     grp = {0.0: base, 1.0: base * 1.5, 2.0: rng.normal(1.0, 0.01, 10), 3.0: rng.normal(1.03, 0.5, 10)}
-    long = tables.pairwise(grp, equivalence=0.05).set_index(["row", "col"])
+    long = significance.pairwise(grp, equivalence=0.05).set_index(["row", "col"])
     assert long.loc[(0.0, 1.0), "verdict3"] == "differs"
     assert long.loc[(0.0, 2.0), "verdict3"] == "equivalent" and long.loc[(2.0, 0.0), "verdict3"] == "equivalent"
     assert long.loc[(0.0, 3.0), "verdict3"] == "inconclusive"
-    assert tables.verdict_counts(long.reset_index()) == "3 differ, 1 equivalent, 2 inconclusive"
+    assert significance.verdict_counts(long.reset_index()) == "3 differ, 1 equivalent, 2 inconclusive"

@@ -18,7 +18,7 @@ import torchvision
 from PIL import Image
 from torch import nn
 
-from harness.analysis import paper, tables
+from harness.analysis import paper, paper_tables
 from harness.cli import main
 from harness.data import DataError, load_splits
 from harness.entropy import candidate_layers, empirical_convs, guided_layers, pre_skip_convs
@@ -425,34 +425,34 @@ def published_frame(seeds: int = 1, shift: float = 0.0) -> pd.DataFrame:
 
 
 def test_table2_reproduces_the_papers_layout_and_count():
-    long = tables.table2(published_frame())
-    plain, bold = tables.table2_layout(long)
+    long = paper_tables.table2(published_frame())
+    plain, bold = paper_tables.table2_layout(long)
     assert list(plain.columns) == ["Model", "A", "D", "Entropy loss layers", "0", "0.0001", "0.001", "0.01", "0.1", "1", "10"]
     first = plain.iloc[0]
     assert (first["Model"], first["A"], first["D"], first["Entropy loss layers"]) == ("VGG-16", "", "", "[1]")
     assert first["0"] == "0.698" and bold.iloc[0]["0.001"] == "**0.756**"
     assert list(plain["Entropy loss layers"][6:10]) == ["[1]", "[1,5]", "Pre-skip", "Empirical"]
     assert (plain.iloc[16]["A"], plain.iloc[16]["D"]) == ("✓", "✓")
-    cmp, counts = tables.compare_table2(long, "table2")
+    cmp, counts = paper_tables.compare_table2(long, "table2")
     assert counts["rows"] == 18 and counts["max_positive"] == counts["max_positive_paper"] == 17
     assert counts["compared"] == 0  # one seed: no interval
     # with only some levels run, the paper's maxima are taken over the same levels
     two = published_frame()
-    _, counts = tables.compare_table2(tables.table2(two[two["lam"].isin([0.0, 1e-4])]), "table2")
+    _, counts = paper_tables.compare_table2(paper_tables.table2(two[two["lam"].isin([0.0, 1e-4])]), "table2")
     wins = sum(v[1] > v[0] for v in paper.TABLE2["table2"]["rows"].values())
     assert counts["max_positive"] == counts["max_positive_paper"] == wins == 12
 
 
 def test_table2_with_seeds_gives_intervals_and_tests():
-    long = tables.table2(published_frame(seeds=3))
+    long = paper_tables.table2(published_frame(seeds=3))
     assert (long["n"] == 3).all()
     cell = long[(long["model"] == "vgg16") & (long["placement"] == "1") & (long["data.augment"] == "none")
                 & (long["lam"] == 1e-3)].iloc[0]
     assert cell["mean"] == pytest.approx(0.756) and cell["lo"] < 0.756 < cell["hi"]
     assert cell["diff"] == pytest.approx(0.756 - 0.698) and cell["sign"] == "+" and cell["p"] < 1e-4
-    _, counts = tables.compare_table2(long, "table2")
+    _, counts = paper_tables.compare_table2(long, "table2")
     assert counts["compared"] == 18 * 7 and counts["in_ci"] == 18 * 7
-    _, shifted = tables.compare_table2(tables.table2(published_frame(seeds=3, shift=0.05)), "table2")
+    _, shifted = paper_tables.compare_table2(paper_tables.table2(published_frame(seeds=3, shift=0.05)), "table2")
     assert shifted["in_ci"] == 0
-    plain, _ = tables.table2_layout(long)
+    plain, _ = paper_tables.table2_layout(long)
     assert plain.iloc[0]["0.001"].startswith("0.756±") and plain.iloc[0]["0.001"].endswith(" +")

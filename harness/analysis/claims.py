@@ -15,7 +15,8 @@ import numpy as np
 import pandas as pd
 
 from harness.analysis import stats
-from harness.analysis.tables import DONE, UNTESTABLE, matches, seed_pairs, select, slices, sort_key
+from harness.analysis.grouping import DONE, UNTESTABLE, matches, select, slices, sort_key
+from harness.analysis.by_seed import seed_pairs
 
 INCONCLUSIVE = "inconclusive"
 

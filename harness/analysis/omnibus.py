@@ -17,7 +17,7 @@ import pandas as pd
 from scipy import stats as sps
 
 from harness.analysis import nonparametric, stats
-from harness.analysis.tables import DONE, groups, level_label
+from harness.analysis.grouping import DONE, groups, level_label
 
 RM_COLUMNS = ["effect", "F", "df", "df_error", "p", "partial_eta_sq"]
 OMNIBUS_COLUMNS = ["test", "unit", "n", "statistic", "df", "p"]

@@ -10,7 +10,7 @@ from matplotlib import cm
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from harness.analysis.tables import level_label, matches, sorted_levels
+from harness.analysis.grouping import level_label, matches, sorted_levels
 
 
 def _axis(ax, size=(6.4, 4.4)):
@@ -23,7 +23,7 @@ def ci_plot(ci: pd.DataFrame, x: str, hue: str, *, ax=None, ylabel: str | None =
             logx: bool = False, logy: bool = False, confidence: float = 0.95):
     """Mean against ``x`` with t-interval error bars, one line per ``hue`` level.
 
-    ``ci`` is ``tables.ci_table`` output (columns hue, x, n, mean, lo, hi). Cells with
+    ``ci`` is ``summaries.ci_table`` output (columns hue, x, n, mean, lo, hi). Cells with
     fewer than 2 replications have no interval and are drawn as open markers.
     """
     ax = _axis(ax)
@@ -64,7 +64,7 @@ def curve_plot(curves: pd.DataFrame, hue: str, *, ax=None, ylabel: str | None = 
     """Per-epoch means with a t-interval band, one line per ``hue`` level, drawn over the
     epochs where at least ``min_share`` of the level's replications still train.
 
-    ``curves`` is ``tables.curve_table`` output (columns hue, epoch, n, of, mean, lo, hi)."""
+    ``curves`` is ``summaries.curve_table`` output (columns hue, epoch, n, of, mean, lo, hi)."""
     ax = _axis(ax)
     levels = sorted_levels(curves[hue]) if len(curves) else []
     colors = cm.viridis(np.linspace(0, 0.9, max(len(levels), 1)))

@@ -16,7 +16,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from harness.analysis import paper, stats, tables
+from harness.analysis import grouping, paper, significance, stats
+from harness.analysis.grouping import groups, matches, sort_key, sorted_levels
+from harness.analysis.significance import add_signs, pairwise
 from harness.analysis.claims import claim_cells, claim_sentence
 from harness.stopping import STOPPING_RULE
 
@@ -32,7 +34,7 @@ TARGETS = ("logdet_mean", "log_c11_mean")  # what the term acts on: dense log|de
 
 def arm_keys(frame: pd.DataFrame) -> list[str]:
     """The ARM_KEYS that vary among the done replications (the arms' columns)."""
-    done = frame[frame["status"] == tables.DONE]
+    done = frame[frame["status"] == grouping.DONE]
     return [k for k in ARM_KEYS if k in done.columns and done[k].astype(str).nunique() > 1]
 
 
@@ -45,10 +47,10 @@ def protocol_arms(frame: pd.DataFrame, sign_specs: list, claims: dict | None, fa
     if not keys:
         return pd.DataFrame()
     rows = []
-    for labels, sub in tables.slices(frame, None, keys):
+    for labels, sub in grouping.slices(frame, None, keys):
         arm = {k: labels[k] for k in keys}
         rest = [f for f in factors if f not in keys]
-        row = {**arm, "n": int((sub["status"] == tables.DONE).sum())}
+        row = {**arm, "n": int((sub["status"] == grouping.DONE).sum())}
         for spec in sign_specs:
             row[_sign_column(spec)] = _agreement(sub, spec, rest)
         for i, claim in enumerate((claims or {}).get("claims", ()), 1):
@@ -68,16 +70,16 @@ def _agreement(sub: pd.DataFrame, spec, rest: list[str]) -> str:
     with, at the spec's ``at`` (one slice; '?' when the arm has other factors varying
     there, or nothing to compare)."""
     at = dict(spec.at or {})
-    at_sub = tables.select(sub, at) if all(k in sub.columns for k in at) else sub.iloc[:0]
+    at_sub = grouping.select(sub, at) if all(k in sub.columns for k in at) else sub.iloc[:0]
     others = [k for k in rest if k not in at and k != spec.factor and k in at_sub.columns
               and at_sub[k].astype(str).nunique() > 1]
     if not len(at_sub) or others or spec.metric not in at_sub.columns:
         return "?"
-    grp = tables.groups(at_sub, spec.metric, spec.factor)
+    grp = grouping.groups(at_sub, spec.metric, spec.factor)
     if len(grp) < 2:
         return "?"
-    long = tables.pairwise(grp, alpha=spec.alpha, test=spec.test, correction=spec.correction, power=spec.power)
-    _, counts = tables.compare_signs(tables.sign_matrix(long, "sign"), tables.published_signs(spec.published))
+    long = significance.pairwise(grp, alpha=spec.alpha, test=spec.test, correction=spec.correction, power=spec.power)
+    _, counts = significance.compare_signs(significance.sign_matrix(long, "sign"), significance.published_signs(spec.published))
     untestable = f" ({counts['untestable']} untestable)" if counts["untestable"] else ""
     return f"{counts['agree']} of {counts['compared']}{untestable}"
 
@@ -85,7 +87,7 @@ def _agreement(sub: pd.DataFrame, spec, rest: list[str]) -> str:
 def _gradient(sub: pd.DataFrame) -> dict:
     """The guidance gradient in this arm: largest mean grad_ratio over λ > 0 (finite runs),
     largest mean term_led, and whether it had any gradient at all."""
-    done = sub[(sub["status"] == tables.DONE) & (sub["lam"].astype(float) > 0)] if "lam" in sub.columns else sub.iloc[:0]
+    done = sub[(sub["status"] == grouping.DONE) & (sub["lam"].astype(float) > 0)] if "lam" in sub.columns else sub.iloc[:0]
     out = {"grad_ratio (max mean)": np.nan, "term_led (max mean)": np.nan}
     for metric, column in (("grad_ratio", "grad_ratio (max mean)"), ("term_led", "term_led (max mean)")):
         if metric in done.columns:
@@ -106,7 +108,7 @@ def _target_moved(sub: pd.DataFrame) -> str:
     target = next((t for t in TARGETS if t in sub.columns and np.isfinite(sub[t].astype(float)).any()), None)
     if target is None or "lam" not in sub.columns:
         return "?"
-    grp = tables.groups(sub, target, "lam")
+    grp = grouping.groups(sub, target, "lam")
     base = next((v for level, v in grp.items() if float(level) == 0), None)
     tested = [(level, v) for level, v in grp.items() if float(level) > 0 and len(v) >= 2]
     if base is None or len(base) < 2 or not tested:
@@ -137,7 +139,7 @@ def protocol_sentence(arms: pd.DataFrame, sign_specs: list) -> str:
     keys = [k for k in arms.columns if k in ARM_KEYS]
 
     def name(row) -> str:
-        return ", ".join(f"{k}={tables.level_label(row[k])}" for k in keys)
+        return ", ".join(f"{k}={grouping.level_label(row[k])}" for k in keys)
 
     hits = [row for _, row in arms.iterrows() if _reproduces(row, columns)]
     if not hits:
@@ -166,3 +168,24 @@ def _agreed(row: pd.Series, columns: list[str]) -> float:
             a, b = text.split(" (")[0].split(" of ")
             total += int(a) / int(b) if int(b) else 0.0
     return total
+
+
+def protocol_effect(frame: pd.DataFrame, metric: str, protocol: str, factor: str, *,
+                    alpha: float = 0.01, test: str = "student",
+                    correction: str = "holm") -> pd.DataFrame:
+    """For each level of ``factor``: every pair of ``protocol`` values compared (two-sided),
+    corrected across the whole table."""
+    rows = []
+    for level in sorted_levels(frame[factor]):
+        sub = frame[matches(frame[factor], level)]
+        long = pairwise(groups(sub, metric, protocol), alpha=alpha, test=test, correction="none")
+        long = long[[sort_key(r) < sort_key(c) for r, c in zip(long["row"], long["col"])]]
+        for r in long.itertuples(index=False):
+            rows.append({factor: level, "a": r.row, "b": r.col, "n_a": r.n_row, "n_b": r.n_col,
+                         "mean_a": r.mean_row, "mean_b": r.mean_col, "diff": r.diff, "p": r.p,
+                         "g": r.g, "mde": r.mde})
+    out = pd.DataFrame(rows, columns=[factor, "a", "b", "n_a", "n_b", "mean_a", "mean_b",
+                                      "diff", "p", "p_adj", "sign", "sign_adj", "g", "mde"])
+    if len(out):
+        add_signs(out, "diff", "n_a", "n_b", alpha=alpha, correction=correction)
+    return out

@@ -1,0 +1,93 @@
+"""Report section of a ProtocolEffect: a protocol setting compared at each λ, its ANOVA
+(repeated measures where the arms share one trained model), and the sign tables per arm."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from harness.analysis import by_seed, grouping, omnibus, protocol, significance
+from harness.analysis.spec import ProtocolEffect
+from harness.stopping import STOPPING_RULE
+from harness.analysis.sections.base import renders
+from harness.analysis.writer import ReportWriter, at, at_label, stem
+
+
+@renders(ProtocolEffect)
+def _protocol(r: ReportWriter, spec: ProtocolEffect, frame, recorded, factors):
+    for labels, sub in grouping.slices(frame, spec.at, factors, exclude=(spec.factor, spec.protocol)):
+        where = at_label(labels)
+        base = stem("protocol", spec.protocol, spec.metric, labels=labels)
+        r.md(f"### Effect of {spec.protocol} on {spec.metric}{at(labels)}", "")
+        eff = protocol.protocol_effect(sub, spec.metric, spec.protocol, spec.factor,
+                                     alpha=spec.alpha, test=spec.test, correction=spec.correction)
+        r.table(eff, base, f"{spec.protocol} values compared at each {spec.factor} "
+                f"(two-sided, α = {spec.alpha:g}, {spec.correction} across the table), {where}")
+        if spec.protocol in STOPPING_RULE:
+            _protocol_rm_anova(r, spec, sub, base, where)
+            anova = []
+        else:
+            anova = omnibus.two_way_anova(sub, spec.metric, spec.factor, spec.protocol)
+        if len(anova):
+            effects = {row.effect: row for row in anova.itertuples(index=False)}
+            method, setting = effects[spec.factor], effects[spec.protocol]
+            r.md(f"Two-way ANOVA ({spec.factor} × {spec.protocol}, type II): {spec.factor} explains "
+                 f"partial η² = {method.partial_eta_sq:.3f} of the variance of {spec.metric} "
+                 f"(p = {method.p:.2g}), {spec.protocol} {setting.partial_eta_sq:.3f} "
+                 f"(p = {setting.p:.2g}).", "")
+            r.table(anova, base + "_anova", f"Two-way ANOVA of {spec.metric}: {spec.factor} × "
+                    f"{spec.protocol}, {where}")
+        _protocol_paired(r, spec, sub, base, where)
+        signs = {}
+        for value in grouping.sorted_levels(sub[spec.protocol]):
+            part = sub[grouping.matches(sub[spec.protocol], value)]
+            long = significance.pairwise(grouping.groups(part, spec.metric, spec.factor), alpha=spec.alpha,
+                                   test=spec.test, correction=spec.correction)
+            signs[value] = significance.sign_matrix(long, "sign")
+        values = list(signs)
+        for i, a in enumerate(values):
+            for b in values[i + 1:]:
+                _, counts = significance.compare_signs(signs[a], signs[b])
+                r.md(f"- {spec.factor} sign table of {spec.metric} under {spec.protocol} = "
+                     f"{grouping.level_label(a)} vs {grouping.level_label(b)}: "
+                     f"{significance.agreement_sentence(counts)}.")
+        r.md("")
+
+
+def _protocol_rm_anova(r, spec, sub, base, where):
+    """λ × a stopping-rule setting: its arms of a (λ, seed) are one trained model, so the
+    seed is the unit measured under every arm (repeated measures), not two replications."""
+    anova = omnibus.repeated_measures_anova(sub, spec.metric, spec.factor, spec.protocol)
+    shared = (f"the {spec.protocol} arms of a ({spec.factor}, seed) share one trained model "
+              "(a stopping rule decides only when it stops)")
+    if not len(anova):
+        r.md(f"No ANOVA: {shared}, so an unpaired ANOVA would count each training twice, and the seeds do "
+             f"not cover every {spec.factor} × {spec.protocol} cell once, which a repeated-measures ANOVA needs.", "")
+        return
+    effects = {row.effect: row for row in anova.itertuples(index=False)}
+    method, protocol_ = effects[spec.factor], effects[spec.protocol]
+    r.md(f"Repeated-measures ANOVA ({spec.factor} × {spec.protocol}, seed as the unit: {shared}): "
+         f"{spec.factor} partial η² = {method.partial_eta_sq:.3f} (p = {method.p:.2g}), {spec.protocol} "
+         f"{protocol_.partial_eta_sq:.3f} (p = {protocol_.p:.2g}).", "")
+    r.table(anova, base + "_anova", f"Repeated-measures ANOVA of {spec.metric}: {spec.factor} × "
+            f"{spec.protocol}, seed as the unit, {where}")
+
+
+def _protocol_paired(r, spec, sub, base, where):
+    """The protocol's effect seed by seed at each level of the method's factor: the same
+    seed, λ and everything else, only the protocol differs."""
+    parts = [by_seed.paired_by_seed(sub[grouping.matches(sub[spec.factor], level)], spec.metric, spec.protocol,
+                                   alpha=spec.alpha, correction="none").assign(**{spec.factor: level})
+             for level in grouping.sorted_levels(sub[spec.factor])]
+    paired = pd.concat([p for p in parts if len(p)], ignore_index=True) if any(len(p) for p in parts) else None
+    if paired is None or not (paired["n_pairs"] >= 2).any():
+        return
+    paired = paired[[spec.factor] + [c for c in paired.columns if c != spec.factor]]
+    significance.add_signs(paired, "mean_diff", "n_pairs", "n_pairs", alpha=spec.alpha, correction=spec.correction)
+    tested = paired[paired["n_pairs"] >= 2]
+    n, same = int(paired["n_pairs"].sum()), int(paired["identical"].sum())
+    differ = int(tested["sign"].isin(["+", "-"]).sum())
+    r.md(f"Seed by seed (the same seed and {spec.factor}, only {spec.protocol} differs): {spec.metric} "
+         f"is identical in {same} of {n} pairs, and a paired t-test finds a difference at {differ} of "
+         f"{len(tested)} {spec.factor} levels (α = {spec.alpha:g}, uncorrected).", "")
+    r.table(paired, base + "_paired", f"{spec.protocol} against {grouping.level_label(paired['vs'].iloc[0])} "
+            f"at each {spec.factor}, paired by seed ({spec.correction} across the table), {where}")

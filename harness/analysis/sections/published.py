@@ -1,0 +1,129 @@
+"""Report sections of the paper's own tables and claims: Table 1, Table 2, the headline claims."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from harness.analysis import grouping, paper, paper_tables, render, stats
+from harness.analysis.claims import claim_cells, claim_sentence
+from harness.analysis.spec import Claims, Table1, Table2
+from harness.analysis.sections.base import renders
+from harness.analysis.writer import ReportWriter, at, at_label, stem
+
+
+@renders(Table1)
+def _table1(r: ReportWriter, spec: Table1, frame, recorded, factors):
+    pub = paper.TABLE1S.get(spec.published) if spec.published else None
+    split = [spec.split_by] if spec.split_by and spec.split_by in frame.columns else []
+    exclude = (spec.factor, spec.by)
+    sub_frame = grouping.select(frame, spec.at)
+    for labels, sub in grouping.slices(sub_frame, None, split + [f for f in factors if f not in split],
+                                     exclude=exclude):
+        labels = dict(dict(spec.at or {}), **labels)
+        where = at_label(labels)
+        base = stem("table1", labels=labels)
+        r.md(f"### Table 1{at(labels)}", "")
+        t1 = paper_tables.table1(sub, metric_train=spec.metric_train, metric_val=spec.metric_val,
+                           factor=spec.factor, by=spec.by, test=spec.test,
+                           correction=spec.correction, alpha=spec.alpha)
+        r.table(t1, base, f"Table 1 ({spec.test} one-tailed t-tests, best {spec.factor} > 0 "
+                f"by mean {spec.metric_val}; {spec.correction} over the levels in `_adj`), {where}",
+                show=_table1_show(t1, spec))
+        r.md(f"The best {spec.factor} is picked after looking at the data, among the `n_levels` levels > 0. "
+             f"The paper's stars are the raw one-tailed p at that level (`p_val`, `stars_val`), which does not "
+             f"account for the pick and so finds gains where there are none more often than α says; "
+             f"`p_val_adj` ({spec.correction} over the levels) does.", "")
+        if pub is not None:
+            split_value = labels.get(spec.split_by) if spec.split_by else None
+            if split_value is None and spec.split_by in sub.columns and sub[spec.split_by].nunique() == 1:
+                split_value = sub[spec.split_by].iloc[0]  # one placement only: not a slice
+            rows = pub["splits"].get(grouping.level_label(split_value)) if split_value is not None else None
+            if rows is None:
+                r.md(f"No published Table 1 for {spec.split_by} = {split_value}.", "")
+                continue
+            cmp, counts = paper_tables.compare_table1(t1, rows, by=spec.by, alpha=spec.alpha)
+            sentence = (f"{pub['title']}, {spec.split_by} = {grouping.level_label(split_value)}: "
+                        f"{counts['agree']} of {counts['compared']} significance cells "
+                        f"(train and val, one-tailed α = {spec.alpha:g}) agree")
+            r.summary.append(sentence)
+            r.md(f"**Published vs replicated.** {sentence}.", "")
+            r.table(cmp, base + f"_vs_{spec.published}", "Published Δ and p beside ours")
+
+
+def _table1_show(t1: pd.DataFrame, spec: Table1) -> pd.DataFrame:
+    def cell(d, stars, p):
+        return "–" if not np.isfinite(d) else f"{render.signed(d)}{stars} ({render.num(p, 2)})"
+
+    show = pd.DataFrame({
+        spec.by: [f"[{', '.join(str(a).split('-'))}]" for a in t1[spec.by]],
+        "n base": t1["n_base"], "base train": t1["base_train"], "base val": t1["base_val"],
+        f"best {spec.factor}": t1["best"], "n": t1["n_best"],
+        "Δ train (p)": [cell(*v) for v in zip(t1["d_train"], t1["stars_train"], t1["p_train"])],
+        "Δ val (p)": [cell(*v) for v in zip(t1["d_val"], t1["stars_val"], t1["p_val"])],
+        f"p val {spec.correction}": t1["p_val_adj"].map(lambda p: render.num(p, 2) + stats.stars(p)),
+        "mde val": t1["mde_val"], "note": t1["note"].fillna("")})
+    return show
+
+
+@renders(Table2)
+def _table2(r: ReportWriter, spec: Table2, frame, recorded, factors):
+    pub = paper.TABLE2.get(spec.published) if spec.published else None
+    rows = [k for k in spec.rows if k in frame.columns]
+    for labels, sub in grouping.slices(frame, spec.at, factors, exclude=(spec.factor, *rows)):
+        where = at_label(labels)
+        base = stem("table2", spec.metric, labels=labels)
+        r.md(f"### Table 2: {spec.metric}{at(labels)}", "")
+        long = paper_tables.table2(sub, spec.metric, spec.factor, rows, alpha=spec.alpha, test=spec.test,
+                             correction=spec.correction, confidence=spec.confidence)
+        plain, bold = paper_tables.table2_layout(long, spec.factor, rows)
+        r.md(f"Each row's maximum in bold. With n ≥ 2 a cell is mean ± the {spec.confidence:.0%} "
+             f"t-interval's half width, and + / - marks a {spec.test} two-sided t-test against "
+             f"{spec.factor} = 0 in the same row significant at α = {spec.alpha:g} (uncorrected; "
+             f"{spec.correction}-corrected in the CSV).", "")
+        r.table(plain, base, f"Table 2 layout: {spec.metric} by row and {spec.factor}, {where}", show=bold)
+        r.table(long, base + "_tests", f"Every cell: n, mean, interval, test against {spec.factor} = 0",
+                inline=False)
+        if pub is not None:
+            cmp, counts = paper_tables.compare_table2(long, spec.published, spec.factor, rows)
+            paper_n = pub["max_at_positive"]
+            sentence = (f"{pub['title']}: the row maximum is at {spec.factor} > 0 in "
+                        f"{counts['max_positive']} of {counts['rows']} rows (paper, same rows: "
+                        f"{counts['max_positive_paper']} of {counts['rows']}; all rows: "
+                        f"{paper_n[0]} of {paper_n[1]}); {counts['in_ci']} of {counts['compared']} "
+                        f"published values inside our {spec.confidence:.0%} t-interval")
+            if counts["compared"] < len(cmp):
+                sentence += " (an interval needs 2 or more seeds)"
+            if counts["not_run"]:
+                sentence += f"; {counts['not_run']} published rows not run"
+            r.summary.append(sentence)
+            r.md(f"**Published vs replicated.** {sentence}.", "")
+            r.table(cmp, base + f"_vs_{spec.published}", "Published values beside ours, cell by cell",
+                    inline=len(cmp) <= 60)
+        layers = paper_tables.guided_modules(sub, recorded.profiles)
+        if len(layers):
+            r.table(layers, base + "_layers",
+                    "Layers each placement guides (index: conv layers in forward order)",
+                    inline=len(layers) <= 80)
+
+
+
+
+@renders(Claims)
+def _claims(r: ReportWriter, spec: Claims, frame, recorded, factors):
+    published = paper.CLAIMS.get(spec.published)
+    if published is None:
+        r.md(f"**Unknown published claims {spec.published!r}** (known: {', '.join(paper.CLAIMS)}).", "")
+        return
+    r.md(f"{published['title']}. Each cell's mean (ratio: mean stopping epoch at the base level "
+         "over the cell's, on the seeds both have) against the published range; \"≈ v\" is read as v rounded to its "
+         "printed digit. A claim holds in a cell when the 95% interval of its mean (ratio) lies in the "
+         "range, fails when the interval lies outside, and is inconclusive when it straddles a bound.", "")
+    for i, claim in enumerate(published["claims"], 1):
+        cells = claim_cells(frame, claim, factors)
+        sentence = f"“{claim['text']}”: {claim_sentence(claim, cells)}"
+        r.summary.append(f"Claim {sentence}")
+        r.md(f"- {sentence}.", "")
+        if len(cells):
+            r.table(cells, f"claim{i}_{claim['metric']}", f"Claim {i}: {claim['text']}", inline=False)
+    r.md("")
