@@ -28,13 +28,11 @@ import torch
 import torch.nn.functional as F
 
 import harness
-from harness.data import Splits, splits_for
+from harness.data import _slices, augment_batch, batch_source, splits_for
 from harness.entropy import candidate_layers, entropy_loss, entropy_profile, entropy_stats, guided_layers
 from harness.models import build_model
 from harness.stopping import EarlyStopping, EpochValidation
 from harness.study import Config, Replication, StudyError, derive_seed, flatten
-
-EVAL_BATCH = 1024  # evaluation batch: large for speed, bounded for memory
 
 
 class Diverged(Exception):
@@ -113,45 +111,6 @@ def result_dict(rep: Replication, outcome: Outcome, device, started: datetime, f
     }
 
 
-class TensorBatches:
-    """Batches of in-memory Splits, already on the device: a training epoch in the order of
-    one ``randperm`` of a generator on the data's device seeded ``data_seed``, evaluation
-    in order by EVAL_BATCH. (harness.imagedata.LoaderBatches is the same for files.)"""
-
-    def __init__(self, splits: Splits, batch_size: int, data_seed: int):
-        self.splits, self.batch_size = splits, batch_size
-        self.input_shape, self.n_classes = splits.input_shape, splits.n_classes
-        self.generator = torch.Generator(device=splits.train_x.device).manual_seed(data_seed)
-
-    def train_epoch(self):
-        x, y = self.splits.train_x, self.splits.train_y
-        order = torch.randperm(len(x), generator=self.generator, device=x.device)
-        for start in range(0, len(x), self.batch_size):
-            idx = order[start : start + self.batch_size]
-            yield x[idx], y[idx]
-
-    def eval(self, split: str):
-        """Every example of "train" or "val", in order."""
-        s = self.splits
-        return _slices(*((s.train_x, s.train_y) if split == "train" else (s.val_x, s.val_y)))
-
-
-def _slices(x: torch.Tensor, y: torch.Tensor):
-    for start in range(0, len(x), EVAL_BATCH):
-        yield x[start : start + EVAL_BATCH], y[start : start + EVAL_BATCH]
-
-
-def batch_source(splits, config: Config, device: str):
-    """TensorBatches for in-memory Splits, LoaderBatches for image-folder ImageSplits."""
-    data_seed = derive_seed(config.seed, "data")
-    if isinstance(splits, Splits):
-        return TensorBatches(splits, config.train.batch_size, data_seed)
-    from harness.imagedata import LoaderBatches
-
-    eval_batch = min(EVAL_BATCH, max(config.train.batch_size, 64))  # full-size images: bounded memory
-    return LoaderBatches(splits, config.train.batch_size, eval_batch, device, data_seed)
-
-
 @contextmanager
 def float32_math(config: Config) -> Iterator[None]:
     """Float32 matmuls and convolutions on CUDA in TF32 exactly when ``train.tf32`` says
@@ -200,7 +159,7 @@ def train(config: Config, splits, device: str) -> Outcome:
     """The training loop: one model, one optimizer, early stopping on the validation set.
 
     ``splits``: harness.data.Splits (tensors on the device) or, for image-folder data
-    sets, harness.imagedata.ImageSplits (read by a DataLoader)."""
+    sets, harness.data.ImageSplits (read by a DataLoader)."""
     check_config(config)
     with float32_math(config):
         return _train(config, splits, device)
@@ -360,8 +319,6 @@ def _augmenter(config: Config, device: str):
     """None, or (x, y) -> augmented (x, y) with the replication's own "augment" stream."""
     if config.data.augment == "none":
         return None
-    from harness.imagedata import augment_batch
-
     generator = torch.Generator(device=device).manual_seed(derive_seed(config.seed, "augment"))
     return functools.partial(augment_batch, generator=generator, rotation=config.data.rotation, zoom=config.data.zoom)
 

@@ -20,9 +20,8 @@ from torch import nn
 
 from harness.analysis import paper, paper_tables
 from harness.cli import main
-from harness.data import DataError, load_splits
+from harness.data import DataError, ImageSplits, LoaderBatches, augment_batch, foreground_mask, load_splits
 from harness.entropy import candidate_layers, empirical_convs, guided_layers, pre_skip_convs
-from harness.imagedata import ImageSplits, LoaderBatches, augment_batch, foreground_mask
 from harness.models import ModelError, build_model, unet_output_size
 from harness.study import CONFIG_VERSION, Replication, Study, StudyError, _canonical, build_config, flatten, load_study
 

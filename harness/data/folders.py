@@ -1,10 +1,8 @@
-"""Image-folder data sets, too large for the device: Imagenette and COCO masks.
+"""The image-folder data sets, too large for the device (Imagenette, COCO masks): indexed
+here, decoded from their files on the fly by a DataLoader (harness.data.batches).
 
-These are decoded from their files on the fly by a ``DataLoader`` with worker processes
-and resized there to ``image_size`` x ``image_size``; batches travel to the device as
-uint8 and become float32 in [0, 1] there. Training batches are augmented on the device
-(``augment_batch``, also used for the in-memory data sets), by whole batches, from the
-replication's own "augment" seed, so the loader's worker count never changes a result.
+Each item is decoded and resized to ``image_size`` x ``image_size`` in a DataLoader worker
+and travels to the device as uint8.
 
 Layouts under the data directory (what the data sets ship as; nothing is downloaded):
 
@@ -22,30 +20,40 @@ from __future__ import annotations
 
 import functools
 import json
-import math
-import multiprocessing
-import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import ClassVar
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-from harness.data import IMAGE_DATASETS as _NAMES
-from harness.data import DataError, _check_count, _parse_val_split
+from harness.data.names import DATASETS, DataError, DataSet, _check_count, _parse_val_split, data_dir_from_env
 
-# name -> (folder under the data directory, standard image side)
-IMAGE_DATASETS = {
-    "imagenette": ("imagenette2", 224),
-    "imagenette_320": ("imagenette2-320", 224),
-    "imagenette_160": ("imagenette2-160", 224),
-    "coco": ("coco", 256),
-}
 COCO_YEAR = "2017"
-assert tuple(IMAGE_DATASETS) == _NAMES, "harness.data.IMAGE_DATASETS must list these names"
+
+
+@dataclass(frozen=True)
+class FolderSet(DataSet):
+    """An image-folder data set: its ``folder`` under the data directory, the ``side`` of
+    its square images unless data.image_size says otherwise, and whether its targets are
+    COCO foreground ``masks`` (segmentation) rather than ImageFolder classes."""
+
+    streamed: ClassVar[bool] = True
+    folder: str
+    side: int
+    masks: bool = False
+
+    def load(self, name, data_dir, device, val_split, n_train, n_val, image_size, resize):
+        # no device here: the files are only indexed; LoaderBatches moves decoded batches there
+        root = Path(data_dir) if data_dir is not None else data_dir_from_env()
+        return load_image_splits(name, root, val_split, n_train, n_val, image_size, resize)
+
+
+DATASETS.register("imagenette", FolderSet("imagenette2", 224))
+DATASETS.register("imagenette_320", FolderSet("imagenette2-320", 224))
+DATASETS.register("imagenette_160", FolderSet("imagenette2-160", 224))
+DATASETS.register("coco", FolderSet("coco", 256, masks=True))
 
 
 @dataclass(frozen=True, eq=False)
@@ -81,10 +89,10 @@ def load_image_splits(
     if resize not in ("squash", "crop"):
         raise DataError(f"resize must be 'squash' or 'crop', got {resize!r}")
     holdout = _parse_val_split(val_split)
-    folder, standard = IMAGE_DATASETS[name]
-    size = image_size or standard
-    path = Path(root).expanduser().resolve() / folder
-    if name == "coco":
+    spec = DATASETS[name]
+    size = image_size or spec.side
+    path = Path(root).expanduser().resolve() / spec.folder
+    if spec.masks:
         train_items, val_items = _coco_index(path, "train"), None if holdout else _coco_index(path, "val")
         make = functools.partial(CocoMasks, size=size, resize=resize)
         n_classes, task = 1, "segmentation"
@@ -118,7 +126,7 @@ def load_image_splits(
 
 
 def _first_n(indices: list[int], n: int, label: str, name: str) -> list[int]:
-    """The first n after a fixed seed-0 permutation, as harness.data does for tensors."""
+    """The first n after a fixed seed-0 permutation, as harness.data.tensors does for tensors."""
     if n == 0:
         return indices
     if n > len(indices):
@@ -250,111 +258,3 @@ def foreground_mask(segmentations: list, height: int, width: int) -> np.ndarray:
             rle = seg
         out |= mask_utils.decode(rle).astype(np.uint8)
     return out
-
-
-# ---------------------------------------------------------------------------- batches
-
-
-def loader_workers() -> int:
-    """DataLoader worker processes: $HARNESS_LOADER_WORKERS, else up to 8 of this process's
-    cores; 0 in a daemonic process (a Dask worker), which may not have children."""
-    if multiprocessing.current_process().daemon:
-        return 0
-    value = os.environ.get("HARNESS_LOADER_WORKERS")
-    if value is not None:
-        try:
-            return max(0, int(value))
-        except ValueError:
-            raise DataError(f"HARNESS_LOADER_WORKERS must be an integer, got {value!r}") from None
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:
-        cores = os.cpu_count() or 1
-    return min(8, max(0, cores - 1))
-
-
-class _Order(torch.utils.data.Sampler):
-    """The indices of the current epoch, set by the owner before each pass."""
-
-    def __init__(self, n: int):
-        self.order = list(range(n))
-
-    def __iter__(self):
-        return iter(self.order)
-
-    def __len__(self) -> int:
-        return len(self.order)
-
-
-class LoaderBatches:
-    """Batches of an ImageSplits on ``device``: images float32 (N, 3, S, S) in [0, 1],
-    targets int64 (N,) classes or float32 (N, 1, S, S) masks.
-
-    The training order of every epoch is a ``randperm`` of a CPU generator seeded
-    ``data_seed``; a last training batch of a single image is dropped (BatchNorm cannot
-    train on it). One DataLoader per split keeps its workers between epochs.
-    """
-
-    def __init__(self, splits: ImageSplits, batch_size: int, eval_batch: int, device, data_seed: int, workers: int | None = None):
-        self.splits, self.device = splits, torch.device(device)
-        self.input_shape, self.n_classes = splits.input_shape, splits.n_classes
-        self.n_train, self.n_val = len(splits.train), len(splits.val)
-        self.generator = torch.Generator().manual_seed(data_seed)
-        workers = loader_workers() if workers is None else workers
-        self._train_order = _Order(self.n_train)
-        self._loaders = {
-            "train": self._loader(splits.train, batch_size, self._train_order, workers, persistent=True),
-            "train_eval": self._loader(splits.train, eval_batch, None, workers, persistent=False),  # once, at the end
-            "val": self._loader(splits.val, eval_batch, None, workers, persistent=True),
-        }
-
-    def _loader(self, dataset, batch_size: int, sampler, workers: int, persistent: bool):
-        return torch.utils.data.DataLoader(
-            dataset, batch_size=batch_size, sampler=sampler, shuffle=False, num_workers=workers,
-            pin_memory=self.device.type == "cuda", persistent_workers=persistent and workers > 0,
-            prefetch_factor=4 if workers > 0 else None,
-        )
-
-    def _to_device(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-        x = x.to(self.device, non_blocking=True).to(torch.float32).div_(255.0)
-        y = y.to(self.device, non_blocking=True)
-        y = y.to(torch.float32) if self.splits.task == "segmentation" else y.to(torch.int64)
-        return x, y
-
-    def train_epoch(self) -> Iterator[tuple[Tensor, Tensor]]:
-        self._train_order.order = torch.randperm(self.n_train, generator=self.generator).tolist()
-        for x, y in self._loaders["train"]:
-            if len(x) == 1 and self.n_train > 1:
-                continue
-            yield self._to_device(x, y)
-
-    def eval(self, split: str) -> Iterator[tuple[Tensor, Tensor]]:
-        """Every example of "train" or "val" in order, unaugmented."""
-        for x, y in self._loaders["train_eval" if split == "train" else split]:
-            yield self._to_device(x, y)
-
-
-# ---------------------------------------------------------------------------- augmentation
-
-
-def augment_batch(x: Tensor, y: Tensor | None, generator: torch.Generator, rotation: float, zoom: float) -> tuple[Tensor, Tensor | None]:
-    """Keras' RandomFlip("horizontal") + RandomRotation(rotation) + RandomZoom(zoom) on a
-    whole batch, one independent draw per image: flip with probability 1/2, angle uniform
-    in ±rotation·2π, scale uniform in [1 - zoom, 1 + zoom] (> 1 zooms out), pixels outside
-    the image reflected (Keras' fill_mode "reflect"). x: float (N, C, H, W); y: a mask
-    (N, 1, H, W) moved with its image (nearest), or class labels left as they are.
-    ``generator`` lives on x's device."""
-    n = x.shape[0]
-    u = torch.rand(n, 3, generator=generator, device=x.device, dtype=torch.float32)
-    flip = torch.where(u[:, 0] < 0.5, -1.0, 1.0)
-    angle = (2 * u[:, 1] - 1) * rotation * 2 * math.pi
-    scale = 1 + (2 * u[:, 2] - 1) * zoom
-    cos, sin = torch.cos(angle) * scale, torch.sin(angle) * scale
-    zero = torch.zeros_like(cos)
-    # output pixel (u, v) samples the input at R(angle) S(scale) F(flip) (u, v)
-    theta = torch.stack([torch.stack([cos * flip, -sin, zero], 1), torch.stack([sin * flip, cos, zero], 1)], 1)
-    grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
-    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
-    if y is not None and y.ndim == 4:
-        y = F.grid_sample(y.to(x.dtype), grid, mode="nearest", padding_mode="reflection", align_corners=False)
-    return x, y

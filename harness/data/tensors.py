@@ -1,10 +1,9 @@
-"""Datasets by name, decoded once per process and handed out as device tensors.
+"""The data sets that fit in memory (mnist, fashion_mnist, cifar10, digits), decoded once
+per process and handed out as tensors on the device.
 
-Every data set here but the image-folder ones (harness.imagedata: Imagenette, COCO) fits
-in memory, so there is no DataLoader for them: the decoded uint8
-images are cached on the CPU per process (a worker training many replications reads the
-files once) and each call to `load_splits` moves them to the device and scales them to
-float32 in [0, 1] there.
+There is no DataLoader for them: the decoded uint8 images are cached on the CPU per
+process (a worker training many replications reads the files once) and each load moves
+them to the device and scales them to float32 in [0, 1] there.
 
 Files come from torchvision's own dataset classes under a data directory (`--data-dir`,
 else `$HARNESS_DATA_DIR`, else `./data`). Nothing is downloaded when the files are already
@@ -15,38 +14,41 @@ naming the path that was searched.
 from __future__ import annotations
 
 import contextlib
-import difflib
 import functools
 import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, NamedTuple
+from typing import ClassVar, Iterator, NamedTuple
 
 import torch
 from torch import Tensor
 
-from harness.errors import UserError
-
-# Decoded from image files on the fly by harness.imagedata (too large for the device).
-IMAGE_DATASETS = ("imagenette", "imagenette_320", "imagenette_160", "coco")
-DATASETS = ("mnist", "fashion_mnist", "cifar10", "digits") + IMAGE_DATASETS
-
-# torchvision class name and the folder it reads, relative to the data directory
-# (what torchvision itself uses, so a user's existing download is found as is).
-_TORCHVISION = {
-    "mnist": ("MNIST", "MNIST/raw"),
-    "fashion_mnist": ("FashionMNIST", "FashionMNIST/raw"),
-    "cifar10": ("CIFAR10", "cifar-10-batches-py"),
-}
+from harness.data.names import DATASETS, DataError, DataSet, _check_count, _parse_val_split, data_dir_from_env, streamed_names
 
 # urllib waits forever by default; behind a firewall that drops packets a download
 # attempt would hang for minutes per file and mirror instead of failing.
 _DOWNLOAD_TIMEOUT_S = 30.0
 
 
-class DataError(UserError):
-    """A data problem the user can fix (unknown name, missing files, bad split); one line."""
+@dataclass(frozen=True)
+class TensorSet(DataSet):
+    """An in-memory data set: read by torchvision's class ``torchvision`` from ``folder``
+    under the data directory (what torchvision itself uses, so a user's existing download
+    is found as is), or, with ``torchvision`` None, bundled with scikit-learn (digits)."""
+
+    streamed: ClassVar[bool] = False
+    torchvision: str | None = None
+    folder: str | None = None
+
+    def load(self, name, data_dir, device, val_split, n_train, n_val, image_size, resize):
+        return _load_splits(self, name, data_dir, device, val_split, n_train, n_val, image_size)
+
+
+DATASETS.register("mnist", TensorSet("MNIST", "MNIST/raw"))
+DATASETS.register("fashion_mnist", TensorSet("FashionMNIST", "FashionMNIST/raw"))
+DATASETS.register("cifar10", TensorSet("CIFAR10", "cifar-10-batches-py"))
+DATASETS.register("digits", TensorSet())  # scikit-learn's, bundled with it
 
 
 @dataclass(frozen=True, eq=False)  # eq=False: comparing tensors field by field is ambiguous
@@ -75,63 +77,16 @@ class _Raw(NamedTuple):
     n_classes: int
 
 
-def data_dir_from_env(cli_value: str | os.PathLike | None = None) -> Path:
-    """The data directory: the --data-dir value, else $HARNESS_DATA_DIR, else ./data."""
-    value = cli_value or os.environ.get("HARNESS_DATA_DIR") or "data"
-    return Path(value).expanduser()
-
-
-def splits_for(config, data_dir: str | os.PathLike | None, device: str | torch.device = "cpu"):
-    """The splits a replication's config (harness.study.Config) trains on."""
-    data = config.data
-    return load_splits(
-        config.dataset,
-        data_dir,
-        device=device,
-        val_split=data.val_split,
-        n_train=data.n_train,
-        n_val=data.n_val,
-        image_size=data.image_size,
-        resize=data.resize,
-    )
-
-
-def load_splits(
-    name: str,
-    data_dir: str | os.PathLike | None,
-    device: str | torch.device = "cpu",
-    val_split: str = "test",
-    n_train: int = 0,
-    n_val: int = 0,
-    image_size: int = 0,
-    resize: str = "squash",
-):
-    """Load data set `name` and return its training and validation splits on `device`.
-
-    val_split: "test" uses the official test split as the validation set; "holdout:F"
-    holds out a fraction F of the training set (fixed seed-0 permutation) and leaves the
-    test split unused. n_train / n_val > 0 keep only the first n examples of each split
-    after a fixed seed-0 permutation (0 keeps all).
-
-    The image-folder data sets (IMAGE_DATASETS) are not loaded here but indexed: the
-    result is a harness.imagedata.ImageSplits, whose files a DataLoader decodes and
-    resizes to `image_size` (0 = the data set's standard) by `resize` on the fly; for
-    the others `image_size` must be 0.
-    """
-    if name not in DATASETS:
-        raise DataError(f"unknown dataset {name!r}{_did_you_mean(name, DATASETS)}; known: {', '.join(DATASETS)}")
-    if name in IMAGE_DATASETS:
-        from harness.imagedata import load_image_splits
-
-        root = Path(data_dir) if data_dir is not None else data_dir_from_env()
-        return load_image_splits(name, root, val_split, n_train, n_val, image_size, resize)
+def _load_splits(spec: TensorSet, name: str, data_dir: str | os.PathLike | None, device: str | torch.device,
+                 val_split: str, n_train: int, n_val: int, image_size: int) -> Splits:
+    """harness.data.load_splits for an in-memory data set."""
     if image_size:
-        raise DataError(f"data.image_size applies to the image-folder data sets ({', '.join(IMAGE_DATASETS)}), not {name}")
+        raise DataError(f"data.image_size applies to the image-folder data sets ({', '.join(streamed_names())}), not {name}")
     _check_count("n_train", n_train)
     _check_count("n_val", n_val)
     holdout = _parse_val_split(val_split)
 
-    if name == "digits":
+    if spec.torchvision is None:
         raw = _load_raw(name, None)  # bundled with scikit-learn: no files to look for
     else:
         root = Path(data_dir) if data_dir is not None else data_dir_from_env()
@@ -162,30 +117,6 @@ def load_splits(
     )
 
 
-def _did_you_mean(name: str, known: tuple[str, ...]) -> str:
-    close = difflib.get_close_matches(str(name).lower(), known, n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
-def _check_count(label: str, value: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise DataError(f"{label} must be an integer >= 0 (0 = all), got {value!r}")
-
-
-def _parse_val_split(val_split: str) -> float | None:
-    """None for "test", else the held-out fraction of "holdout:F"."""
-    if val_split == "test":
-        return None
-    kind, _, frac = str(val_split).partition(":")
-    try:
-        value = float(frac)
-    except ValueError:
-        value = float("nan")
-    if kind != "holdout" or not 0.0 < value < 1.0:
-        raise DataError(f"val_split must be 'test' or 'holdout:F' with 0 < F < 1 (e.g. 'holdout:0.1'), got {val_split!r}")
-    return value
-
-
 def _first_n(x: Tensor, y: Tensor, n: int, label: str, name: str) -> tuple[Tensor, Tensor]:
     if n == 0:
         return x, y
@@ -202,7 +133,7 @@ def _to_unit_float(x: Tensor, scale: float, device: str | torch.device) -> Tenso
 
 @functools.lru_cache(maxsize=4)
 def _load_raw(name: str, root: Path | None) -> _Raw:
-    if name == "digits":
+    if DATASETS[name].torchvision is None:
         return _load_digits()
     return _load_torchvision(name, root)
 
@@ -228,7 +159,8 @@ def _load_torchvision(name: str, root: Path) -> _Raw:
 def _open_torchvision(name: str, root: Path, train: bool):
     import torchvision.datasets
 
-    cls_name, folder = _TORCHVISION[name]
+    spec = DATASETS[name]
+    cls_name, folder = spec.torchvision, spec.folder
     cls = getattr(torchvision.datasets, cls_name)  # looked up per call, so tests can patch it
     try:
         return cls(str(root), train=train, download=False)
@@ -256,7 +188,8 @@ def _open_torchvision(name: str, root: Path, train: bool):
 
 @contextlib.contextmanager
 def _download_timeout() -> Iterator[None]:
-    """Give torchvision's timeout-less urlopen a finite timeout, unless one is already set."""
+    """Give torchvision's timeout-less urlopen a finite timeout, unless one is already set.
+    (Also what harness.profile fetches pretrained weights under.)"""
     previous = socket.getdefaulttimeout()
     if previous is None:
         socket.setdefaulttimeout(_DOWNLOAD_TIMEOUT_S)
