@@ -1,4 +1,5 @@
-"""The ``harness`` command: thin argument parsing that calls one function per subcommand.
+"""The ``harness`` command: a table of subcommands, each an ``add_arguments(parser)`` /
+``run(args) -> int`` pair (``bench`` and ``profile`` keep theirs in their own modules).
 
 Heavy libraries (torch, pandas, SQLAlchemy) are imported inside the subcommands so that
 ``harness --help`` answers at once. Errors a user can cause are printed as one line and
@@ -13,6 +14,7 @@ import os
 import re
 import signal
 import sys
+from typing import Callable, NamedTuple
 
 RUN_EPILOG = """overrides (key=value, dotted keys as in the study's Config):
   lam=0,1e-3          a list of values sets a grid axis
@@ -23,18 +25,89 @@ RUN_EPILOG = """overrides (key=value, dotted keys as in the study's Config):
 """
 
 
+class Subcommand(NamedTuple):
+    """One ``harness`` subcommand: its help line, its arguments, and what it runs."""
+
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]  # the exit code; a UserError is one line and exit 2
+    key_values: str | None = None  # the argument that takes key=value words wherever they stand
+    parser_options: dict | None = None  # for its parser (epilog, formatter)
+
+
+def subcommands() -> dict[str, Subcommand]:
+    """Every subcommand by name, in the order ``harness --help`` lists them."""
+    from harness import bench, profile  # standard library only at import
+
+    return {
+        "run": Subcommand(
+            "train every replication of a study that the database does not hold yet", add_run_arguments, cmd_run,
+            "overrides", {"epilog": RUN_EPILOG, "formatter_class": argparse.RawDescriptionHelpFormatter}),
+        "status": Subcommand("replications done / failed / diverged / remaining per study",
+                             add_status_arguments, cmd_status),
+        "analyze": Subcommand("write each study's report, tables and figures", add_analyze_arguments, cmd_analyze),
+        "export": Subcommand(
+            "one study's results as CSV for your own analysis: a row per replication, or per epoch",
+            add_export_arguments, cmd_export),
+        "plan": Subcommand("how many seeds a comparison needs, from the spread of the replications recorded so far",
+                           add_plan_arguments, cmd_plan, "at"),
+        "compact": Subcommand(
+            "make a SQLite results database one small self-contained file, to commit or share (no run may be using it)",
+            add_compact_arguments, cmd_compact),
+        "bench": Subcommand("how fast this machine trains a study: plain one-at-a-time loop vs the packed path",
+                            bench.add_arguments, bench.run, "overrides"),
+        "profile": Subcommand(
+            "per-layer, per-filter entropy change of a model, trained vs random (Fig. 1): PNG and CSV",
+            profile.add_arguments, profile.run),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="harness", description="Replicate machine-learning papers statistically."
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands = subcommands()
+    for name, command in commands.items():
+        command.add_arguments(sub.add_parser(name, help=command.help, **(command.parser_options or {})))
 
-    run = sub.add_parser(
-        "run",
-        help="train every replication of a study that the database does not hold yet",
-        epilog=RUN_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    # Overrides (and plan's key=value) may stand before or after options (harness run s.py --db X lam=0): argparse
+    # leaves those after an option unparsed, so they are collected here.
+    args, extra = parser.parse_known_args(argv)
+    key_values = commands[args.command].key_values if args.command else None
+    if key_values:
+        pairs = [e for e in extra if "=" in e and not e.startswith("-")]
+        setattr(args, key_values, getattr(args, key_values) + pairs)
+        extra = [e for e in extra if e not in pairs]
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if args.command is None:
+        parser.print_help()
+        return 0
+    from harness.errors import UserError
+
+    try:
+        return commands[args.command].run(args)
+    except UserError as err:
+        print(f"harness {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # `harness run --dry-run ... | head`: the reader stopped, not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit's flush is quiet
+        return 0
+
+
+def _db_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--db",
+        default=os.environ.get("HARNESS_DB", "sqlite:///results/harness.db"),
+        help="SQLAlchemy database URL, or the path of a SQLite file (default: $HARNESS_DB, else "
+        "sqlite:///results/harness.db)",
     )
+
+
+def add_run_arguments(run: argparse.ArgumentParser) -> None:
+    from harness.backends import BACKENDS, backends_help  # standard library only at import
+
     run.add_argument("study", help="a study file, e.g. studies/quickstart.py")
     run.add_argument("overrides", nargs="*", help="key=value overrides (see below)")
     _db_arg(run)
@@ -56,9 +129,8 @@ def main(argv: list[str] | None = None) -> int:
         "--workers", type=int, default=None, metavar="N", help="workers in all, dealt to the devices in turn"
     )
     where.add_argument(
-        "--backend", choices=("inprocess", "processes", "dask"), default=None,
-        help="inprocess (the driver trains), processes (worker processes here) or dask; "
-        "default: processes for more than one worker, else inprocess",
+        "--backend", choices=BACKENDS.names(), default=None,
+        help=f"{backends_help()}; default: processes for more than one worker, else inprocess",
     )
     where.add_argument(
         "--scheduler", metavar="ADDRESS", help="a running Dask scheduler, e.g. tcp://host:8786 (implies --backend dask)"
@@ -88,99 +160,10 @@ def main(argv: list[str] | None = None) -> int:
         help="progress as a live bar, or plain: one line per result, for batch jobs' logs (default: bar on a terminal)",
     )
 
-    status = sub.add_parser("status", help="replications done / failed / diverged / remaining per study")
-    status.add_argument("study", nargs="*", help="study names or files (default: every study in the database)")
-    _db_arg(status)
-
-    analyze = sub.add_parser("analyze", help="write each study's report, tables and figures")
-    analyze.add_argument("study", nargs="*", help="study names (default: every study in the database)")
-    _db_arg(analyze)
-    analyze.add_argument("--out", default="results", help="output folder (default: results/)")
-
-    export = sub.add_parser(
-        "export", help="one study's results as CSV for your own analysis: a row per replication, or per epoch")
-    export.add_argument("study", help="a study name in the database")
-    _db_arg(export)
-    export.add_argument("--out", default="-", help="the CSV file to write (default: - , standard output)")
-    export.add_argument(
-        "--epochs", action="store_true",
-        help="a row per replication and epoch (its config, then the per-epoch losses) instead of a row per "
-        "replication (its config, final metrics and provenance)")
-
-    plan = sub.add_parser(
-        "plan", help="how many seeds a comparison needs, from the spread of the replications recorded so far")
-    plan.add_argument("study", help="a study name in the database")
-    plan.add_argument("metric", help="a metric of its results, e.g. val_mse or stop_epoch")
-    plan.add_argument("at", nargs="*", metavar="key=value",
-                      help="restrict to these settings, e.g. latent=180 (default: one table row per slice)")
-    _db_arg(plan)
-    plan.add_argument("--by", default="lam", help="the factor whose levels are compared with its lowest (default: lam)")
-    size = plan.add_mutually_exclusive_group()
-    size.add_argument("--effect", type=float, help="the difference to detect, in metric units")
-    size.add_argument("--rel-effect", type=float,
-                      help="the difference to detect as a fraction of the lowest level's mean, e.g. 0.1")
-    plan.add_argument("--alpha", type=float, default=0.01, help="two-sided significance level (default 0.01, the paper's)")
-    plan.add_argument("--power", type=float, default=0.8, help="probability of detecting it (default 0.8)")
-    plan.add_argument("--out", help="also write the table as CSV to this file")
-
-    compact = sub.add_parser(
-        "compact",
-        help="make a SQLite results database one small self-contained file, to commit or share (no run may be using it)",
-    )
-    _db_arg(compact)
-
-    from harness import bench as bench_cmd  # standard library only at import
-    from harness import profile as profile_cmd
-
-    bench_cmd.add_arguments(sub.add_parser(
-        "bench", help="how fast this machine trains a study: plain one-at-a-time loop vs the packed path"))
-
-    profile_cmd.add_arguments(sub.add_parser(
-        "profile", help="per-layer, per-filter entropy change of a model, trained vs random (Fig. 1): PNG and CSV"))
-
-    # Overrides (and plan's key=value) may stand before or after options (harness run s.py --db X lam=0): argparse
-    # leaves those after an option unparsed, so they are collected here.
-    args, extra = parser.parse_known_args(argv)
-    if args.command in ("run", "bench", "plan"):
-        pairs = [e for e in extra if "=" in e and not e.startswith("-")]
-        if args.command == "plan":
-            args.at += pairs
-        else:
-            args.overrides += pairs
-        extra = [e for e in extra if e not in pairs]
-    if extra:
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    if args.command is None:
-        parser.print_help()
-        return 0
-    from harness.errors import UserError
-
-    try:
-        return {"run": cmd_run, "status": cmd_status, "analyze": cmd_analyze, "compact": cmd_compact, "export": cmd_export, "plan": cmd_plan, "profile": profile_cmd.run, "bench": bench_cmd.run}[
-            args.command
-        ](args)
-    except UserError as err:
-        print(f"harness {args.command}: error: {err}", file=sys.stderr)
-        return 2
-    except BrokenPipeError:  # `harness run --dry-run ... | head`: the reader stopped, not an error
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit's flush is quiet
-        return 0
-
-
-def _db_arg(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--db",
-        default=os.environ.get("HARNESS_DB", "sqlite:///results/harness.db"),
-        help="SQLAlchemy database URL, or the path of a SQLite file (default: $HARNESS_DB, else "
-        "sqlite:///results/harness.db)",
-    )
-
 
 def cmd_run(args) -> int:
+    from harness.schedule import RunOptions, run_study
     from harness.study import load_study
-    from harness.schedule import run_study
-
-    from harness.schedule import RunOptions
 
     study = load_study(args.study).with_overrides(args.overrides)
     options = RunOptions(
@@ -226,6 +209,15 @@ def _duration(text: str) -> float:
     return hours * 3600 + minutes * 60 + seconds
 
 
+def _comma_list(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def add_status_arguments(status: argparse.ArgumentParser) -> None:
+    status.add_argument("study", nargs="*", help="study names or files (default: every study in the database)")
+    _db_arg(status)
+
+
 def cmd_status(args) -> int:
     from harness.schedule import format_status, study_status
     from harness.store import Store
@@ -239,8 +231,10 @@ def cmd_status(args) -> int:
     return 0
 
 
-def _comma_list(text: str) -> list[str]:
-    return [part.strip() for part in text.split(",") if part.strip()]
+def add_analyze_arguments(analyze: argparse.ArgumentParser) -> None:
+    analyze.add_argument("study", nargs="*", help="study names (default: every study in the database)")
+    _db_arg(analyze)
+    analyze.add_argument("--out", default="results", help="output folder (default: results/)")
 
 
 def cmd_analyze(args) -> int:
@@ -253,6 +247,16 @@ def cmd_analyze(args) -> int:
     for path in paths:
         print(path)
     return 0
+
+
+def add_export_arguments(export: argparse.ArgumentParser) -> None:
+    export.add_argument("study", help="a study name in the database")
+    _db_arg(export)
+    export.add_argument("--out", default="-", help="the CSV file to write (default: - , standard output)")
+    export.add_argument(
+        "--epochs", action="store_true",
+        help="a row per replication and epoch (its config, then the per-epoch losses) instead of a row per "
+        "replication (its config, final metrics and provenance)")
 
 
 def cmd_export(args) -> int:
@@ -278,11 +282,25 @@ def cmd_export(args) -> int:
     return 0
 
 
-def cmd_plan(args) -> int:
-    import pandas as pd
+def add_plan_arguments(plan: argparse.ArgumentParser) -> None:
+    plan.add_argument("study", help="a study name in the database")
+    plan.add_argument("metric", help="a metric of its results, e.g. val_mse or stop_epoch")
+    plan.add_argument("at", nargs="*", metavar="key=value",
+                      help="restrict to these settings, e.g. latent=180 (default: one table row per slice)")
+    _db_arg(plan)
+    plan.add_argument("--by", default="lam", help="the factor whose levels are compared with its lowest (default: lam)")
+    size = plan.add_mutually_exclusive_group()
+    size.add_argument("--effect", type=float, help="the difference to detect, in metric units")
+    size.add_argument("--rel-effect", type=float,
+                      help="the difference to detect as a fraction of the lowest level's mean, e.g. 0.1")
+    plan.add_argument("--alpha", type=float, default=0.01, help="two-sided significance level (default 0.01, the paper's)")
+    plan.add_argument("--power", type=float, default=0.8, help="probability of detecting it (default 0.8)")
+    plan.add_argument("--out", help="also write the table as CSV to this file")
 
-    from harness.analysis import render, tables
-    from harness.analysis.report import study_factors
+
+def cmd_plan(args) -> int:
+    from harness.analysis import render
+    from harness.analysis.planning import caveats, plan_seeds
     from harness.errors import UserError
     from harness.store import Store, StoreError
 
@@ -296,36 +314,8 @@ def cmd_plan(args) -> int:
     frame = store.frame(args.study)
     if not len(frame):
         raise StoreError(f"study {args.study!r} has nothing recorded in {store.shown_url}")
-    factors, _ = study_factors(definition, frame)
-    at = {}
-    for pair in args.at:
-        key, sep, value = pair.partition("=")
-        if not sep or key not in frame.columns:
-            raise UserError(f"{pair!r}: expected key=value with a key of the study's results "
-                            f"(e.g. {', '.join(factors[:3])})")
-        at[key] = value
-        if pd.api.types.is_bool_dtype(frame[key]):
-            if value.lower() not in ("true", "false"):
-                raise UserError(f"{pair!r}: {key} is true or false in the study's results")
-            at[key] = str(value.lower() == "true")
-        elif pd.api.types.is_numeric_dtype(frame[key]):  # lam=1e-3 is the level 0.001
-            try:
-                at[key] = float(value)
-            except ValueError:
-                raise UserError(f"{pair!r}: {key} is a number in the study's results") from None
-    if args.by not in frame.columns:
-        raise UserError(f"--by {args.by}: no such setting in the study's results")
-    if args.metric in frame.columns and not pd.api.types.is_numeric_dtype(frame[args.metric]):
-        raise UserError(f"{args.metric} is a setting, not a metric: name a number the replications recorded, "
-                        "e.g. val_mse or stop_epoch")
-    try:
-        table = tables.seed_plan(frame, args.metric, args.by, factors, at=at, effect=args.effect,
-                                 rel_effect=args.rel_effect, alpha=args.alpha, power=args.power)
-    except KeyError as err:
-        raise UserError(str(err.args[0])) from None
-    if not len(table):
-        raise UserError(f"nothing to compare: fewer than 2 levels of {args.by} recorded"
-                        f"{' at ' + ' '.join(args.at) if args.at else ''}")
+    table = plan_seeds(definition, frame, args.metric, args.by, args.at, effect=args.effect,
+                       rel_effect=args.rel_effect, alpha=args.alpha, power=args.power)
     goal = ("" if args.effect is None and args.rel_effect is None else
             f"; seeds: per level, to find a difference of {args.effect:g} {args.metric}" if args.effect is not None else
             f"; seeds: per level, to find a difference of {args.rel_effect:g} × the lowest {args.by}'s mean")
@@ -333,18 +323,18 @@ def cmd_plan(args) -> int:
           f"power {args.power:g}. mde: the smallest difference found with the seeds recorded now{goal}. "
           "Unpaired (the paper's test) and paired by seed (_paired).")
     print(render.markdown(table, digits=3))
-    if (table["sd"] == 0).any() or (table["sd_diff"] == 0).any():
-        print("An sd of 0 (every value, or every pair's difference, the same on these seeds) gives an mde of 0 "
-              "and 2 seeds: they hold only while that stays so.")
-    few = int(min(table["n"].min(), table["n_vs"].min()))
-    if few < 5:
-        print(f"The sd comes from as few as {few} seeds a level: a rough estimate, and the seed counts with it.")
+    for note in caveats(table):
+        print(note)
     if args.out:
         try:
             table.to_csv(args.out, index=False)
         except OSError as err:
             raise UserError(f"cannot write {args.out}: {err.strerror or err}") from None
     return 0
+
+
+def add_compact_arguments(compact: argparse.ArgumentParser) -> None:
+    _db_arg(compact)
 
 
 def cmd_compact(args) -> int:

@@ -1,4 +1,4 @@
-"""Workers: the device slots they train on, the task they run, and the backends that run it.
+"""Workers: the device slots they train on, and the task they run there.
 
 Devices: ``--devices`` lists torch devices (default: every visible GPU, else the CPU);
 each entry gets ``--workers-per-device`` slots, or ``--workers`` slots in all are dealt to
@@ -12,24 +12,17 @@ cores // workers threads. On an existing Dask cluster a task uses its worker's G
 the worker sees one (``--devices cuda`` asks for one Dask resource ``GPU`` per task),
 else the CPU.
 
-Backends, all driven through ``submit(fn, *args) -> concurrent.futures.Future``:
-
-- ``inprocess``: one worker, the driver itself (debugging, tests, a single CPU worker);
-- ``processes``: worker processes on this machine (loky, joblib's process pool);
-- ``dask``: a Dask cluster, an existing one (``--scheduler tcp://host:8786``) or a
-  ``LocalCluster`` started for the run.
+The backends that run the workers (in process, local processes, Dask): harness.backends.
 """
 
 from __future__ import annotations
 
 import fcntl
 import os
-import signal
 import socket
 import threading
 import time
 import traceback
-from concurrent.futures import BrokenExecutor, Future
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -41,7 +34,6 @@ from harness.study import Replication, flatten
 
 PROGRESS_ENV = "HARNESS_PACK_PROGRESS"  # set: harness.pack logs each pack epoch (harness run --log plain)
 
-BACKENDS = ("inprocess", "processes", "dask")
 SLOT_WAIT_S = 600.0  # a worker waits this long for a free slot before giving up
 
 
@@ -136,19 +128,6 @@ def _auto_order(entries: list[str], cores: int, most: int | None) -> list[int]:
     return order if most is None else order[: max(1, most)]
 
 
-def choose_backend(backend: str | None, scheduler: str | None, n_slots: int) -> str:
-    """The backend asked for, else: dask given a scheduler's address, processes for
-    several workers, inprocess for one."""
-    backend = backend or ("dask" if scheduler else "processes" if n_slots > 1 else "inprocess")
-    if backend not in BACKENDS:
-        raise ScheduleError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
-    if scheduler and backend != "dask":
-        raise ScheduleError("--scheduler is the address of a Dask scheduler: use it with --backend dask")
-    if backend == "inprocess" and n_slots > 1:
-        raise ScheduleError(f"the inprocess backend runs one worker, not {n_slots}; use --backend processes")
-    return backend
-
-
 def _cores() -> int:
     try:
         return len(os.sched_getaffinity(0))
@@ -235,152 +214,3 @@ def failed_result(rep: Replication, error: str, device: str | None = None) -> di
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "versions": {"harness": harness.__version__},
     }
-
-
-def _start_worker(driver: int) -> None:
-    """Each worker process's initializer. Ctrl-C reaches the whole process group: the
-    driver handles it and stops the workers, so a worker ignores it. A worker whose driver
-    died (kill -9, the OOM killer, a batch system ending the job's main process) exits
-    instead of training on for nobody: only the driver records results, and a rerun trains
-    what was left."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    threading.Thread(target=_exit_with_driver, args=(driver,), daemon=True, name="harness-driver-watch").start()
-
-
-def _exit_with_driver(driver: int, every_s: float = 1.0) -> None:
-    while os.getppid() == driver:  # an orphan is re-parented (to init or a subreaper)
-        time.sleep(every_s)
-    os._exit(70)
-
-
-# -- backends ----------------------------------------------------------------------------
-
-
-class InProcess:
-    """Runs each task at submit, in the driver: the debugging backend."""
-
-    capacity = 1
-
-    def submit(self, fn, *args) -> Future:
-        future: Future = Future()
-        future.set_running_or_notify_cancel()
-        try:
-            future.set_result(fn(*args))
-        except Exception as err:
-            future.set_exception(err)
-        return future
-
-    def restart(self) -> None:
-        pass
-
-    def close(self, kill: bool = False) -> None:
-        pass
-
-
-class Processes:
-    """Worker processes on this machine (loky's reusable pool, as joblib uses)."""
-
-    def __init__(self, n: int, threads: int):
-        self.capacity = n
-        self.env = {v: str(threads) for v in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
-        self.restart()
-
-    def restart(self) -> None:
-        """A pool with every worker process started now, with Ctrl-C ignored, which they
-        inherit: one pressed while a worker is still starting (before _start_worker) would
-        kill it. loky starts all its workers at the first submit, so a no-op is submitted
-        here, before the sweep takes Ctrl-C over; later submits start nothing, so no press
-        during the sweep is ignored, and lost. (loky stops a worker idle for 10 s and a
-        later submit starts it again, outside the ignore: a worker is idle only when
-        nothing is left to submit. The idle timeout is kept: without it, one pool served
-        every later sweep of a long-lived process, the test suite's, and DataLoader worker
-        processes failed to start in its workers.)"""
-        from joblib.externals.loky import get_reusable_executor
-
-        self.pool = get_reusable_executor(max_workers=self.capacity, initializer=_start_worker,
-                                          initargs=(os.getpid(),), env=self.env)
-        with _sigint_ignored():
-            self.pool.submit(int)
-
-    def submit(self, fn, *args) -> Future:
-        return self.pool.submit(fn, *args)
-
-    def close(self, kill: bool = False) -> None:
-        if kill:
-            self.pool.shutdown(wait=False, kill_workers=True)
-
-
-class Dask:
-    """A Dask cluster: the one at ``address``, else a LocalCluster of ``n_local`` single-
-    threaded worker processes. Its futures are bridged to concurrent.futures ones."""
-
-    def __init__(self, address: str | None, n_local: int, resources: dict | None = None):
-        from distributed import Client, LocalCluster
-
-        self.cluster = None
-        self.resources = resources
-        try:
-            if address:
-                self.client = Client(address, timeout="30s")
-            else:
-                with _sigint_ignored():  # inherited by the worker processes, as in Processes
-                    self.cluster = LocalCluster(
-                        n_workers=n_local, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=40
-                    )
-                self.client = Client(self.cluster)
-        except OSError as err:
-            raise ScheduleError(f"cannot reach the Dask scheduler at {address}: {err}") from None
-        self.capacity = max(1, sum(self.client.nthreads().values()))
-
-    def submit(self, fn, *args) -> Future:
-        future: Future = Future()
-        future.set_running_or_notify_cancel()
-        remote = self.client.submit(fn, *args, pure=False, resources=self.resources)
-        remote.add_done_callback(lambda f: _settle(future, f))
-        future.remote = remote  # keeps the Dask future (and so the task) alive
-        return future
-
-    def restart(self) -> None:
-        pass
-
-    def close(self, kill: bool = False) -> None:
-        self.client.close()
-        if self.cluster is not None:
-            self.cluster.close()
-
-
-@contextmanager
-def _sigint_ignored() -> Iterator[None]:
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
-def _settle(future: Future, remote) -> None:
-    try:
-        future.set_result(remote.result())
-    except BaseException as err:  # noqa: BLE001 - handed to the driver as is
-        future.set_exception(err)
-
-
-def worker_died(err: BaseException) -> bool:
-    """Did this error come from a worker process dying rather than from the task?"""
-    return isinstance(err, BrokenExecutor) or type(err).__name__ == "KilledWorker"
-
-
-def make_executor(backend: str, slots: list[Slot] | None, scheduler: str | None = None, devices: list[str] | None = None):
-    """The backend's executor: ``slots`` on this machine, or an existing Dask cluster at
-    ``scheduler`` where a task asks for a GPU resource when ``devices`` names CUDA."""
-    if backend == "inprocess":
-        return InProcess()
-    if backend == "processes":
-        return Processes(len(slots), slots[0].threads or 1)
-    wants_gpu = bool(scheduler) and any(d.startswith("cuda") for d in devices or [])
-    return Dask(scheduler, len(slots or []), {"GPU": 1} if wants_gpu else None)
-
-

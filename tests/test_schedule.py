@@ -15,10 +15,11 @@ from pathlib import Path
 
 import pytest
 
+from harness.backends import BACKENDS, Processes, choose_backend
 from harness.schedule import RunOptions, pack, run_study
 from harness.store import Claimant, Store
 from harness.study import Study
-from harness.workers import Processes, ScheduleError, Slot, SlotPool, choose_backend, plan_slots
+from harness.workers import ScheduleError, Slot, SlotPool, plan_slots
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -109,13 +110,21 @@ def dask_scheduler():
         yield cluster.scheduler_address
 
 
-@pytest.fixture(params=["inprocess", "processes", "dask"])
+# How the suite runs each backend of harness.backends.BACKENDS: a new backend gets its entry here.
+SUITE = {
+    "inprocess": lambda request: RunOptions(log="quiet"),
+    "processes": lambda request: RunOptions(backend="processes", workers=2, log="quiet"),
+    "dask": lambda request: RunOptions(scheduler=request.getfixturevalue("dask_scheduler"), log="quiet"),
+}
+
+
+def test_the_suite_runs_every_registered_backend():
+    assert list(SUITE) == list(BACKENDS)
+
+
+@pytest.fixture(params=list(SUITE))
 def options(request):
-    if request.param == "inprocess":
-        return RunOptions(log="quiet")
-    if request.param == "processes":
-        return RunOptions(backend="processes", workers=2, log="quiet")
-    return RunOptions(scheduler=request.getfixturevalue("dask_scheduler"), log="quiet")
+    return SUITE[request.param](request)
 
 
 @pytest.fixture
@@ -278,9 +287,9 @@ def test_auto_layout_is_a_worker_per_core_on_the_cpu_and_several_per_gpu():
     assert mixed.count("cuda:0") == GPU_AUTO_WORKERS and mixed.count("cpu") == 16 - GPU_AUTO_WORKERS
     assert [(s.name, s.threads) for s in plan_slots(["cpu", "cpu"], None, cores=8)] == [("cpu:0", 4), ("cpu:1", 4)]
     # --backend inprocess runs one worker: auto asks for no more
-    from harness.schedule import _slots
+    from harness.schedule import worker_slots
 
-    assert len(_slots(RunOptions(workers_per_device=None, backend="inprocess", devices=["cpu"]), remote=False)) == 1
+    assert len(worker_slots(RunOptions(workers_per_device=None, backend="inprocess", devices=["cpu"]), remote=False)) == 1
 
 
 def test_auto_workers_cap_counts_models_to_train_and_what_memory_holds(monkeypatch):
@@ -313,6 +322,20 @@ def test_default_backend_is_processes_only_for_several_workers():
         choose_backend("inprocess", None, 2)
     with pytest.raises(ScheduleError, match="Dask scheduler"):
         choose_backend("processes", "tcp://h:8786", 2)
+
+
+def test_backends_describe_their_layout_and_the_cli_offers_every_one(capsys):
+    from harness.cli import main
+
+    slots = plan_slots(["cpu", "cpu"], cores=4)
+    assert (BACKENDS["processes"].layout("processes", slots, None)
+            == "backend processes: 2 worker(s) on cpu:0, cpu:1, 2 torch thread(s) each")
+    assert (BACKENDS["dask"].layout("dask", None, "tcp://h:8786")
+            == "backend dask at tcp://h:8786: each worker trains on its own GPU if it has one, else its CPU")
+    with pytest.raises(SystemExit):
+        main(["run", "studies/quickstart.py", "--backend", "ray"])
+    err = capsys.readouterr().err
+    assert "invalid choice: 'ray'" in err and all(name in err for name in BACKENDS)
 
 
 def test_pack_groups_replications_that_differ_only_in_lam_and_seed():

@@ -80,7 +80,7 @@ class SignificanceTable:
     published: str | None = None      # key of paper.SIGN_TABLES, e.g. "fig3b"
     power: float = 0.8                # for the minimum detectable effect of each cell
     # equivalence margin δ, a fraction of the compared means: two levels are "equivalent"
-    # when TOST shows them within ±δ. None: the metric's default (tables.margin: 5%,
+    # when TOST shows them within ±δ. None: the metric's default (significance.margin: 5%,
     # 10% for a stopping epoch).
     equivalence: float | None = None
 

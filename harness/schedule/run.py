@@ -1,0 +1,175 @@
+"""``harness run``: from a study to its summary, the one function the CLI calls.
+
+The driver (the ``harness run`` process) is the only writer of the store. It works out
+which replications remain (harness.schedule.plan), shows where they will train, and runs
+the sweep (harness.schedule.sweep) on the chosen backend (harness.backends), releasing
+what the sweep holds however it ends; a sweep stopped in any way (Ctrl-C, SIGKILL of the
+driver, a dead worker) resumes where it stopped when the same command runs again.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import sys
+import tempfile
+from contextlib import contextmanager
+from typing import Callable, Iterator
+
+from harness.backends import BACKENDS, choose_backend
+from harness.schedule.options import LOG_MODES, RunOptions
+from harness.schedule.plan import (auto_pack_size, auto_workers_cap, check_data, cpu_pack_sizes, pack, remaining,
+                                   worker_slots)
+from harness.schedule.progress import Progress
+from harness.schedule.signals import SweepSignals
+from harness.schedule.sweep import Heartbeat, Sweep
+from harness.study import Replication, Study
+from harness.workers import PROGRESS_ENV, ScheduleError, SlotPool
+
+
+def run_study(
+    study: Study, db: str, data_dir=None, options: RunOptions | None = None, dry_run: bool = False, work: Callable | None = None
+) -> int:
+    """Train what remains of ``study``, recording each result as it finishes. Returns the
+    exit code: 0 when every replication it trained finished (done or diverged), 1 if any
+    failed, 130 when interrupted. ``work(reps, device, data_dir) -> results`` is what a
+    worker calls (default: harness.train.run_replications)."""
+    from harness.data import data_dir_from_env
+    from harness.store import Store
+    from harness.train import check_config, machine
+
+    options = options or RunOptions()
+    if options.log not in LOG_MODES:
+        raise ScheduleError(f"unknown log mode {options.log!r}: choose one of {', '.join(LOG_MODES)}")
+    remote = bool(options.scheduler)
+    # a cluster's workers find their data set by their own $HARNESS_DATA_DIR unless told
+    worker_data_dir = (str(data_dir) if data_dir else None) if remote else str(data_dir_from_env(data_dir).resolve())
+    data_dir = data_dir_from_env(data_dir)
+    slots = worker_slots(options, remote)  # a bad --workers or --devices fails before the database is touched
+    for rep in study.replications():
+        check_config(rep.config)
+    store = Store(db)
+    todo, total = remaining(study, store, options.rerun_failed)
+    failed_before = 0 if options.rerun_failed else len(store.ids(study.name, ["failed"]) & {r.id for r in study.replications()})
+    note = f" ({failed_before} failed, not retried without --rerun-failed)" if failed_before else ""
+    print(f"{study.name}: {total} replications in the grid, {total - len(todo)} already recorded{note}, {len(todo)} to train")
+    if dry_run:
+        for rep in todo:
+            print(f"  {rep.id}  " + " ".join(f"{k}={v}" for k, v in _varying(study, rep).items()))
+        return 0
+    store.record_study(study)  # the study as last run: its analyses are what `harness analyze` makes
+    if not todo:
+        print(f"nothing to train; results in {store.shown_url}")
+        return 0
+    if not remote:
+        check_data(todo, data_dir)
+        store.record_host(platform.node(), machine())
+        if options.workers is None and options.workers_per_device is None:  # auto: no idle workers, none that memory cannot hold
+            slots = worker_slots(options, remote, most=auto_workers_cap(todo, data_dir))
+    cap = None
+    if not options.pack_size and slots and all(slot.device == "cpu" for slot in slots):
+        cap = cpu_pack_sizes(data_dir)
+    groups = pack(todo, options.pack_size or auto_pack_size(todo, len(slots) if slots else 1), cap)
+    backend = choose_backend(options.backend, options.scheduler, len(slots) if slots else 1)
+    mode = options.log if options.log != "auto" else ("bar" if sys.stderr.isatty() else "plain")
+    if mode != "quiet":
+        print(BACKENDS[backend].layout(backend, slots, options.scheduler))
+    with _epochs_logged(mode == "plain"):
+        return _sweep(study, store, groups, backend, slots, options, (worker_data_dir, work or _default_work()), mode)
+
+
+@contextmanager
+def _epochs_logged(plain: bool) -> Iterator[None]:
+    """In plain logs, workers (started in _sweep, so they inherit $HARNESS_PACK_PROGRESS)
+    log each pack epoch; the variable is put back as it was after."""
+    previous = os.environ.pop(PROGRESS_ENV, None)
+    if plain:
+        os.environ[PROGRESS_ENV] = "1"
+    try:
+        yield
+    finally:
+        os.environ.pop(PROGRESS_ENV, None)
+        if previous is not None:
+            os.environ[PROGRESS_ENV] = previous
+
+
+def _sweep(study, store, groups, backend: str, slots, options: RunOptions, worker_args: tuple, mode: str) -> int:
+    """Run the sweep on the backend, release what it holds however it ends, summarise."""
+    from harness.store import Claimant
+
+    kind = BACKENDS[backend]
+    executor = kind.start(slots, options.scheduler, options.devices)
+    # the workers share the slots through lock files there, unless the driver is the one worker
+    directory = tempfile.mkdtemp(prefix="harness-slots-") if kind.slot_files and slots else None
+    claimant = Claimant.this_process()
+    total = sum(len(g) for g in groups)
+    progress = Progress(total, mode, lambda rep: f"{rep.id} ({_label(study, rep)})")
+    sweep = Sweep(
+        store, executor, (SlotPool(slots, directory), *worker_args), options, progress, claimant,
+        store.max_pk() if options.rerun_failed else None,
+    )
+    heartbeat = Heartbeat(store, claimant, options.lease_s)
+    interrupted = False
+    handlers = SweepSignals(sweep)
+    try:
+        sweep.run(groups)
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        handlers.ignore_ctrl_c()  # the sweep is over: nothing left for a Ctrl-C to stop
+        if interrupted:
+            executor.close(kill=True)
+        heartbeat.stop()
+        progress.close()
+        store.release(claimant)
+        if not interrupted:
+            executor.close()
+        handlers.restore_sigterm()
+        if directory:
+            shutil.rmtree(directory, ignore_errors=True)
+    try:
+        return _summary(progress, sweep, store.shown_url, total, interrupted)
+    finally:
+        handlers.restore_ctrl_c()
+
+
+def _default_work() -> Callable:
+    from harness.train import run_replications
+
+    return run_replications
+
+
+def _summary(progress: Progress, sweep: Sweep, db: str, todo: int, interrupted: bool) -> int:
+    c = progress.counts
+    if interrupted:
+        print(
+            f"\ninterrupted: {progress.finished} of {todo} replications recorded in {db}; "
+            "run the same command again to train the rest",
+            file=sys.stderr,
+        )
+        return 130
+    print(
+        f"trained {progress.finished}: {c['done']} done, {c['diverged']} diverged, {c['failed']} failed; "
+        f"results in {db} (harness analyze to write the report)"
+    )
+    if sweep.timed_out:
+        print(f"time limit reached: {todo - progress.finished} of {todo} replications not started; "
+              "run the same command again to train them")
+    if sweep.stopped:
+        print(f"stopped on Ctrl-C: {todo - progress.finished} of {todo} replications not started; "
+              "run the same command again to train them", file=sys.stderr)
+    if sweep.skipped:
+        print(f"{sweep.skipped} replication(s) skipped: another run recorded them or is training them (harness status)")
+    if c["failed"]:
+        return 1
+    return 130 if sweep.stopped else 0
+
+
+def _label(study: Study, rep: Replication) -> str:
+    return " ".join(f"{k}={v}" for k, v in _varying(study, rep).items())
+
+
+def _varying(study: Study, rep: Replication) -> dict:
+    params = rep.params()
+    return {k: params[k] for k in study.grid}
