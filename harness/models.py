@@ -1,5 +1,7 @@
 """Architectures by name: the paper's dense autoencoder and small CNN, torchvision's
 VGG-16 and ResNet-50, and the original U-Net (Ronneberger et al. 2015) for segmentation.
+Each model is a builder registered in ``MODELS`` beside its class, with the task it trains
+with (``MODELS[name].task``): adding a model is one decorated def here.
 
 `build_model` draws every initial weight from the global torch RNG, so the caller seeds
 (`torch.manual_seed`) and the same seed gives the same model.
@@ -7,14 +9,15 @@ VGG-16 and ResNet-50, and the original U-Net (Ronneberger et al. 2015) for segme
 
 from __future__ import annotations
 
-import difflib
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
 from harness.errors import UserError
+from harness.registry import Registry, did_you_mean
 
-MODELS = ("dense_ae", "cnn", "vgg16", "resnet50", "unet")
 ACTIVATIONS = {"sigmoid": nn.Sigmoid, "linear": nn.Identity, "relu": nn.ReLU, "tanh": nn.Tanh}
 PADDINGS = {"valid": 0, "same": 1}  # Keras names -> padding of a 3x3, stride-1 conv
 INITS = ("keras", "torch")
@@ -22,6 +25,34 @@ INITS = ("keras", "torch")
 
 class ModelError(UserError):
     """A model configuration the user can fix (unknown name, bad option); one line."""
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """A registry entry: how one model is built, and the task it trains with.
+
+    ``build(input_shape, n_classes, **settings)`` is called by build_model after its shared
+    checks, with every keyword of build_model; each builder names the settings it reads and
+    takes the rest as ``**_``. It checks its own settings (a ModelError) and draws every
+    initial weight from the global torch RNG.
+    """
+
+    build: Callable[..., nn.Module]
+    task: str  # "reconstruction" | "classification" | "segmentation"
+
+
+# In registration order, which is the order of the "known: ..." list a user sees; so the
+# builders below sit in that order: dense_ae, cnn, vgg16, resnet50, unet.
+MODELS: Registry[ModelEntry] = Registry("model")
+
+
+def registers(name: str, task: str = "classification"):
+    """``@registers("cnn")`` above a builder adds it to MODELS: a model is one def here."""
+    def add(build: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        MODELS.register(name, ModelEntry(build, task))
+        return build
+
+    return add
 
 
 class DenseAutoencoder(nn.Module):
@@ -40,6 +71,14 @@ class DenseAutoencoder(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """Reconstruction of x, flattened: (N, C*H*W)."""
         return self.output_activation(self.decoder(self.latent_activation(self.encoder(x.flatten(1)))))
+
+
+@registers("dense_ae", task="reconstruction")
+def _dense_ae(input_shape, n_classes, *, latent, latent_activation, output_activation, init, **_) -> nn.Module:
+    if latent < 1:
+        raise ModelError("dense_ae needs latent >= 1 (the width of the code layer)")
+    n_inputs = input_shape[0] * input_shape[1] * input_shape[2]
+    return _initialised(DenseAutoencoder(n_inputs, latent, latent_activation, output_activation), init)
 
 
 class ConvClassifier(nn.Module):
@@ -66,6 +105,49 @@ class ConvClassifier(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.classifier(self.features(x))
+
+
+@registers("cnn")
+def _cnn(input_shape, n_classes, *, arch, padding, leaky_slope, dropout, init, **_) -> nn.Module:
+    if not arch or any(int(w) < 1 for w in arch):
+        raise ModelError(f"cnn needs arch, one positive conv width per block (e.g. (32, 32)), got {tuple(arch)}")
+    return _initialised(ConvClassifier(input_shape, n_classes, tuple(int(w) for w in arch), padding, leaky_slope, dropout), init)
+
+
+def _block_output_size(size: int, padding: str) -> int:
+    after_conv = size - 2 if padding == "valid" else size
+    return after_conv // 2  # MaxPool2d(2, 2) floors, as Keras' "valid" pooling does
+
+
+# vgg16 and resnet50 always keep torchvision's own initialisation (they read no `init`).
+@registers("vgg16")
+def _vgg16(input_shape, n_classes, *, dropout, **_) -> nn.Module:
+    torchvision = _torchvision_for("vgg16", input_shape)
+    # VGG's head already has two Dropout layers; `dropout` sets their rate (0 disables).
+    return torchvision.models.vgg16(weights=None, num_classes=n_classes, dropout=dropout)
+
+
+@registers("resnet50")
+def _resnet50(input_shape, n_classes, *, dropout, **_) -> nn.Module:
+    torchvision = _torchvision_for("resnet50", input_shape)
+    model = torchvision.models.resnet50(weights=None, num_classes=n_classes)
+    if dropout > 0:
+        # ResNet's head has no dropout; put one before the final layer, keeping its init.
+        model.fc = nn.Sequential(nn.Dropout(dropout), model.fc)
+    return model
+
+
+def _torchvision_for(name: str, input_shape: tuple[int, int, int]):
+    """torchvision, once ``input_shape`` suits its ImageNet models (imported here, not at
+    the top: it is slow to import and only these two models need it)."""
+    import torchvision.models
+
+    channels, height, width = input_shape
+    if channels != 3:
+        raise ModelError(f"{name} takes 3-channel images, got input_shape {input_shape}")
+    if min(height, width) < 32:  # five stride-2 stages: smaller inputs vanish
+        raise ModelError(f"{name} needs images of at least 32x32, got {height}x{width}")
+    return torchvision
 
 
 class UNet(nn.Module):
@@ -146,9 +228,15 @@ def unet_output_size(size: int, padding: str) -> int:
     return size
 
 
-def _block_output_size(size: int, padding: str) -> int:
-    after_conv = size - 2 if padding == "valid" else size
-    return after_conv // 2  # MaxPool2d(2, 2) floors, as Keras' "valid" pooling does
+@registers("unet", task="segmentation")
+def _unet(input_shape, n_classes, *, base_width, padding, dropout, init, **_) -> nn.Module:
+    if base_width < 1:
+        raise ModelError(f"unet needs base_width >= 1, got {base_width}")
+    for side in input_shape[1:]:
+        if unet_output_size(side, padding) < 1:
+            need = "a multiple of 16" if padding == "same" else "of at least 188 pixels"
+            raise ModelError(f"unet with padding {padding!r} needs an image side {need}, got {input_shape[1]}x{input_shape[2]}")
+    return _initialised(UNet(input_shape[0], n_classes, base_width, padding, dropout), init)
 
 
 def build_model(
@@ -176,7 +264,9 @@ def build_model(
     the paper's models start from); "torch" keeps PyTorch's defaults. vgg16 and resnet50
     always keep torchvision's own initialisation; `dropout` sets their head's dropout.
     """
-    _check_name("model", name, MODELS)
+    # Checked against a tuple of the names, not the registry itself: an unhashable name (a
+    # list) is then "unknown", not a TypeError, and the hint is matched lower-cased.
+    _check_name("model", name, MODELS.names())
     _check_name("latent_activation", latent_activation, tuple(ACTIVATIONS))
     _check_name("output_activation", output_activation, tuple(ACTIVATIONS))
     _check_name("padding", padding, tuple(PADDINGS))
@@ -188,36 +278,21 @@ def build_model(
     if n_classes < 1:
         raise ModelError(f"n_classes must be >= 1, got {n_classes}")
     input_shape = tuple(int(s) for s in input_shape)
-
-    if name == "dense_ae":
-        if latent < 1:
-            raise ModelError("dense_ae needs latent >= 1 (the width of the code layer)")
-        n_inputs = input_shape[0] * input_shape[1] * input_shape[2]
-        model = DenseAutoencoder(n_inputs, latent, latent_activation, output_activation)
-    elif name == "cnn":
-        if not arch or any(int(w) < 1 for w in arch):
-            raise ModelError(f"cnn needs arch, one positive conv width per block (e.g. (32, 32)), got {tuple(arch)}")
-        model = ConvClassifier(input_shape, n_classes, tuple(int(w) for w in arch), padding, leaky_slope, dropout)
-    elif name == "unet":
-        if base_width < 1:
-            raise ModelError(f"unet needs base_width >= 1, got {base_width}")
-        for side in input_shape[1:]:
-            if unet_output_size(side, padding) < 1:
-                need = "a multiple of 16" if padding == "same" else "of at least 188 pixels"
-                raise ModelError(f"unet with padding {padding!r} needs an image side {need}, got {input_shape[1]}x{input_shape[2]}")
-        model = UNet(input_shape[0], n_classes, base_width, padding, dropout)
-    else:
-        return _build_torchvision(name, input_shape, n_classes, dropout)
-    if init == "keras":
-        _keras_init(model)
-    return model
+    return MODELS[name].build(input_shape, n_classes, latent=latent, arch=arch, latent_activation=latent_activation,
+                              output_activation=output_activation, padding=padding, leaky_slope=leaky_slope,
+                              dropout=dropout, init=init, base_width=base_width)
 
 
 def _check_name(what: str, value: str, known: tuple[str, ...]) -> None:
     if value not in known:
-        close = difflib.get_close_matches(str(value).lower(), known, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ModelError(f"unknown {what} {value!r}{hint}; known: {', '.join(known)}")
+        raise ModelError(f"unknown {what} {value!r}{did_you_mean(str(value).lower(), known)}; known: {', '.join(known)}")
+
+
+def _initialised(model: nn.Module, init: str) -> nn.Module:
+    """``model`` with Keras' initialisation when init="keras"; "torch" keeps PyTorch's."""
+    if init == "keras":
+        _keras_init(model)
+    return model
 
 
 @torch.no_grad()
@@ -232,21 +307,3 @@ def _keras_init(model: nn.Module) -> None:
             nn.init.xavier_uniform_(module.weight)
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
-
-
-def _build_torchvision(name: str, input_shape: tuple[int, int, int], n_classes: int, dropout: float) -> nn.Module:
-    import torchvision.models
-
-    channels, height, width = input_shape
-    if channels != 3:
-        raise ModelError(f"{name} takes 3-channel images, got input_shape {input_shape}")
-    if min(height, width) < 32:  # five stride-2 stages: smaller inputs vanish
-        raise ModelError(f"{name} needs images of at least 32x32, got {height}x{width}")
-    if name == "vgg16":
-        # VGG's head already has two Dropout layers; `dropout` sets their rate (0 disables).
-        return torchvision.models.vgg16(weights=None, num_classes=n_classes, dropout=dropout)
-    model = torchvision.models.resnet50(weights=None, num_classes=n_classes)
-    if dropout > 0:
-        # ResNet's head has no dropout; put one before the final layer, keeping its init.
-        model.fc = nn.Sequential(nn.Dropout(dropout), model.fc)
-    return model
