@@ -37,7 +37,8 @@ class Subcommand(NamedTuple):
 
 def subcommands() -> dict[str, Subcommand]:
     """Every subcommand by name, in the order ``harness --help`` lists them."""
-    from harness import bench, profile  # standard library only at import
+    from harness import profile  # standard library only at import
+    from harness.perf import bench
 
     return {
         "run": Subcommand(

@@ -81,7 +81,7 @@ metrics_table = sa.Table(
 # One row per replication and epoch, a column per quantity the training loop records
 # (train.py). Named rather than keyed by a name column: a (rep_pk, epoch, name, value) row
 # spent more on its name than on its value, and the history was most of a study's file.
-# The last three are what early stopping saw (harness.stopping): added after the first
+# The last three are what early stopping saw (harness.training.stopping): added after the first
 # files were written, so an older file gets them at its first write (_add_epoch_columns)
 # and reads as NaN where it has none.
 EPOCH_COLUMNS = ["train_loss", "val_loss", "entropy_loss", "train_acc", "val_acc", "val_iou",
@@ -135,7 +135,7 @@ claims_table = sa.Table(
     sa.Column("expires_at", sa.Float, nullable=False),  # unix seconds; renewed while the run lives
 )
 
-# What each host that trained something is (harness.train.machine()): the report's "on
+# What each host that trained something is (harness.training.outcome.machine()): the report's "on
 # what machine". Keyed by host name; a later description of the same host replaces it.
 hosts_table = sa.Table(
     "hosts",
@@ -148,6 +148,21 @@ hosts_table = sa.Table(
 
 class StoreError(UserError):
     """The database cannot be opened or used: printed as one line."""
+
+
+class NoDatabase(StoreError):
+    """A reader's SQLite file is not there."""
+
+
+class NotHarnessDatabase(StoreError):
+    """A reader's database holds no harness results (an empty file, another program's)."""
+
+
+# Tables without which a database is not a harness database (a reader refuses it); the
+# others came later, and a reader reads an older file that lacks them as empty.
+CORE_TABLES = ("studies", "replications")
+# Key of the PostgreSQL advisory lock every write transaction holds ("harness" in ASCII).
+WRITE_LOCK = 0x68_61_72_6E_65_73_73
 
 
 def _now() -> str:
@@ -215,8 +230,10 @@ class Store:
     """A results database at a SQLAlchemy URL.
 
     ``reader=True`` (harness status, analyze) opens a database that must exist and leaves
-    its file as it is: a mistyped path is an error, not a new empty database, and a
-    committed database stays byte for byte what was committed."""
+    its file as it is: a mistyped path is an error, not a new empty database, a file that
+    is not a harness database is refused (no table is created in it), and a committed
+    database stays byte for byte what was committed. Once open, a database that fails
+    (a full disk, a read-only file, a lost server) is a StoreError of one line."""
 
     def __init__(self, url: str = DEFAULT_DB, *, reader: bool = False):
         if "://" not in str(url):  # a plain file path: a SQLite database there
@@ -231,23 +248,52 @@ class Store:
         sqlite_file = parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:")
         self._wal = sqlite_file and not reader  # to switch at the first write; a reader leaves the mode as it finds it
         if sqlite_file and reader and not Path(parsed.database).is_file():
-            raise StoreError(f"no database at {parsed.database} (`harness run STUDY --db {self.shown_url}` creates it)")
-        if sqlite_file:
+            raise NoDatabase(f"no database at {parsed.database} (`harness run STUDY --db {self.shown_url}` creates it)")
+        if sqlite_file and not reader:
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        self._password = parsed.password or chr(0)
         try:
             self.engine = sa.create_engine(parsed)
             if parsed.get_backend_name() == "sqlite":
                 event.listen(self.engine, "connect", _sqlite_pragmas)
                 event.listen(self.engine, "begin", _sqlite_begin)
             # a new database, or one from before a table existed, gets its tables; a
-            # complete one is not touched until something is recorded
-            missing = set(metadata.tables) - set(sa.inspect(self.engine).get_table_names())
-            if missing:
-                with self._writing() as conn:  # two runs starting at once create the tables once
-                    metadata.create_all(conn)
+            # complete one is not touched until something is recorded. A reader creates
+            # nothing: a table an older file lacks reads as empty (self._absent).
+            self._absent = _missing_tables(self.engine)
+            if reader and self._absent & set(CORE_TABLES):
+                self.engine.dispose()
+                where = parsed.database if sqlite_file else self.shown_url
+                raise NotHarnessDatabase(f"{where} is not a harness results database (no {' or '.join(CORE_TABLES)} "
+                                         "table); give the --db that `harness run` recorded to")
+            if self._absent and not reader:
+                self._create_tables()
         except (sa.exc.SQLAlchemyError, ModuleNotFoundError) as err:
             raise StoreError(f"cannot open database {self.shown_url}: {err.__class__.__name__}: "
-                             f"{_first_line(err).replace(parsed.password or chr(0), '***')}") from None
+                             f"{_first_line(err).replace(self._password, '***')}") from None
+        event.listen(self.engine, "handle_error", self._failed)
+
+    def _failed(self, context) -> None:
+        """SQLAlchemy's handle_error: an operational failure of the open database (disk
+        full, read-only file, locked too long, server gone) is one line, not a traceback."""
+        if isinstance(context.sqlalchemy_exception, sa.exc.OperationalError):
+            raise StoreError(self._failure(context.original_exception)) from None
+
+    def _failure(self, err: BaseException) -> str:
+        return f"database {self.shown_url}: {_first_line(err).replace(self._password, '***')}"
+
+    def _create_tables(self) -> None:
+        """Create the tables a new database (or an older one) lacks. Runs starting at once
+        on a new database create them once: each takes the write lock first (SQLite's, or
+        PostgreSQL's advisory lock: ``_writing``), and create_all checks again under it; a
+        database without such a lock, where another run won the race, has them by now."""
+        try:
+            with self._writing() as conn:
+                metadata.create_all(conn)
+        except sa.exc.DBAPIError:
+            if _missing_tables(self.engine):
+                raise
+        self._absent = set()
 
     @contextmanager
     def _writing(self) -> Iterator[sa.Connection]:
@@ -257,13 +303,23 @@ class Store:
         analyze) work while a run writes. The mode is stored in the file, so it is switched
         here, at a write, and not when a store opens: reading a committed database, by
         ``harness analyze`` or ``Store(url).frame(study)`` in a notebook, leaves its file
-        byte for byte as it was."""
+        byte for byte as it was.
+
+        On PostgreSQL each write transaction holds an advisory lock (WRITE_LOCK) to its end,
+        as SQLite's write lock does: writers take turns, so runs starting at once on a new
+        database create its tables once, and read-then-write steps (a study's merged
+        definition, a host's row, claims) see each other's commits."""
         with self.engine.connect() as conn:
             if self._wal:  # outside a transaction (SQLite refuses the switch inside one); once:
-                conn.connection.driver_connection.execute("PRAGMA journal_mode=WAL")  # it stays in the file
+                try:
+                    conn.connection.driver_connection.execute("PRAGMA journal_mode=WAL")  # it stays in the file
+                except sqlite3.OperationalError as err:  # a read-only file, a full disk
+                    raise StoreError(self._failure(err)) from None
                 self._wal = False
             conn.execution_options(harness_write=True)
             with conn.begin():
+                if conn.dialect.name == "postgresql":
+                    conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": WRITE_LOCK})
                 yield conn
 
     # -- writing (driver only) -------------------------------------------------------
@@ -342,7 +398,7 @@ class Store:
         self._epoch_columns_added = True  # committed with this write
 
     def record_host(self, host: str, description: dict[str, Any]) -> None:
-        """Save what machine ``host`` is (harness.train.machine())."""
+        """Save what machine ``host`` is (harness.training.outcome.machine())."""
         with self._writing() as conn:
             self._upsert_host(conn, host, description)
 
@@ -354,6 +410,8 @@ class Store:
 
     def hosts(self) -> dict[str, dict]:
         """{host name: machine description} of every host that recorded a result."""
+        if hosts_table.name in self._absent:
+            return {}
         with self.engine.connect() as conn:
             return {h: json.loads(d) for h, d in conn.execute(sa.select(hosts_table.c.host, hosts_table.c.description))}
 
@@ -450,7 +508,7 @@ class Store:
         if reps.empty:
             return reps.drop(columns=["pk", "config"])
         configs = _config_frame(reps)
-        metrics = pd.read_sql(
+        metrics = pd.DataFrame(columns=["rep_pk", "name", "value"]) if metrics_table.name in self._absent else pd.read_sql(
             sa.select(metrics_table.c.rep_pk, metrics_table.c.name, metrics_table.c.value)
             .join(replications_table)
             .where(replications_table.c.study == study),
@@ -476,7 +534,7 @@ class Store:
         """One row per (replication, epoch) with the per-epoch losses and accuracies."""
         columns = ["id", "epoch", *EPOCH_COLUMNS]
         with self.engine.connect() as conn:
-            present = _epoch_columns(conn)  # an older file lacks the newer quantities
+            present = _epoch_columns(conn) if epochs_table.name not in self._absent else set()  # an older file lacks the newer quantities
             query = (
                 sa.select(replications_table.c.id, epochs_table.c.epoch,
                           *(epochs_table.c[c] for c in EPOCH_COLUMNS if c in present))
@@ -497,6 +555,8 @@ class Store:
     def profiles(self, study: str) -> pd.DataFrame:
         """Per replication, stage, layer and filter: the entropy change (Fig. 1's data)."""
         cols = [profiles_table.c[c] for c in ("stage", "layer", "name", "kind", "filter", "value")]
+        if profiles_table.name in self._absent:
+            return pd.DataFrame(columns=["id", *(c.name for c in cols)])
         return pd.read_sql(
             sa.select(replications_table.c.id, *cols)
             .join(replications_table)
@@ -507,6 +567,8 @@ class Store:
 
     def claims(self, study: str) -> list[dict[str, Any]]:
         """The study's claims: id, owner, host, pid, expires_at and whether it is live."""
+        if claims_table.name in self._absent:
+            return []
         with self.engine.connect() as conn:
             rows = conn.execute(sa.select(claims_table).where(claims_table.c.study == study)).mappings().all()
         now = time.time()
@@ -582,6 +644,29 @@ def compact(url: str) -> tuple[int, int, list[str]]:
     finally:
         store.engine.dispose()
     return before, path.stat().st_size, upgraded
+
+
+def _missing_tables(engine: sa.Engine) -> set[str]:
+    return set(metadata.tables) - set(sa.inspect(engine).get_table_names())
+
+
+def existing(url: str) -> Store | None:
+    """The harness database at ``url`` opened to read, or None where there is none yet (no
+    such SQLite file, or a database without the harness's tables): what ``harness run
+    --dry-run`` reads, creating nothing."""
+    try:
+        return Store(url, reader=True)
+    except (NoDatabase, NotHarnessDatabase):
+        return None
+
+
+def in_memory(url: str) -> bool:
+    """Whether ``url`` is a SQLite database in memory (``sqlite://``), gone when its process ends."""
+    try:
+        parsed = sa.engine.make_url(url if "://" in str(url) else f"sqlite:///{url}")
+    except (sa.exc.ArgumentError, ValueError):
+        return False
+    return parsed.get_backend_name() == "sqlite" and parsed.database in (None, "", ":memory:")
 
 
 def _epoch_row(rep_pk: int, epoch: dict[str, Any]) -> dict[str, Any]:

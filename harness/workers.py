@@ -32,7 +32,6 @@ import harness
 from harness.errors import UserError
 from harness.study import Replication, flatten
 
-PROGRESS_ENV = "HARNESS_PACK_PROGRESS"  # set: harness.pack logs each pack epoch (harness run --log plain)
 
 SLOT_WAIT_S = 600.0  # a worker waits this long for a free slot before giving up
 

@@ -1,4 +1,4 @@
-"""harness.bench: its figures, not its speed (timings are never asserted)."""
+"""harness.perf.bench: its figures, not its speed (timings are never asserted)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from harness import bench
+from harness.perf import bench
 from harness.data import load_splits
 from harness.study import build_config, load_study
 

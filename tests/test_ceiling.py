@@ -1,4 +1,4 @@
-"""harness.ceiling: a packed step's matmuls, recorded from the pack's own code and replayed.
+"""harness.perf.ceiling: a packed step's matmuls, recorded from the pack's own code and replayed.
 
 The FLOPs of the recorded calls are checked against bench.model_flops, which counts one
 replication's nn.Module forward and backward with autograd: a different path, so equal
@@ -6,14 +6,13 @@ totals mean the recorder caught every matmul of the step and nothing else."""
 
 from __future__ import annotations
 
-import contextlib
 import math
 import pickle
 
 import pytest
 import torch
 
-from harness import bench, ceiling, pack
+from harness.perf import bench, ceiling
 from harness.data import load_splits
 from harness.study import build_config
 
@@ -41,7 +40,6 @@ def test_a_dense_pack_step_is_five_batched_matmuls_with_the_models_flops(splits)
     per_example, _ = bench.model_flops(cell[0], splits)
     assert flops == 3 * cell[0].train.batch_size * per_example
     assert seconds > 0 and math.isfinite(flops / seconds)
-    assert pack.step_context is contextlib.nullcontext  # the hook is put back
 
 
 def test_a_cnn_pack_step_records_the_grouped_convolutions_vmap_makes(splits):
@@ -67,7 +65,6 @@ def test_recorded_calls_travel_to_worker_processes_and_replay_on_fresh_tensors(s
     assert torch.isfinite(kwargs["out"]).all()
 
 
-def test_a_failed_recording_puts_the_step_hook_back(splits):
+def test_replications_that_cannot_pack_are_refused(splits):
     with pytest.raises(ValueError):
         ceiling.record_step_matmuls([configs(1)[0], build_config({"dataset": "digits", "model": "mlp"})], splits, "cpu")
-    assert pack.step_context is contextlib.nullcontext

@@ -391,7 +391,7 @@ def test_coco_unet_end_to_end(tmp_path, monkeypatch):
 
 
 def test_segmentation_metrics_by_hand():
-    from harness.train import _evaluate
+    from harness.training.evaluation import evaluate_batches
 
     class Fixed(nn.Module):
         def forward(self, x):
@@ -399,7 +399,7 @@ def test_segmentation_metrics_by_hand():
 
     logits = torch.tensor([[[[1.0, 1.0], [-1.0, -1.0]]], [[[1.0, -1.0], [-1.0, -1.0]]]])
     truth = torch.tensor([[[[1.0, 0.0], [0.0, 0.0]]], [[[1.0, 0.0], [0.0, 1.0]]]])
-    out = _evaluate(Fixed(), [(logits, truth)], "segmentation", "bce")
+    out = evaluate_batches(Fixed(), [(logits, truth)], "segmentation", "bce")
     # tp 2, fp 1, fn 1, tn 4 over 8 pixels
     assert out["acc"] == pytest.approx(6 / 8)
     assert out["iou_fg"] == pytest.approx(2 / 4) and out["iou"] == pytest.approx((2 / 4 + 4 / 6) / 2)

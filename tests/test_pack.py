@@ -1,5 +1,5 @@
-"""harness.pack: a member of a pack gives the result its replication gives trained alone
-(harness.train.train), on scikit-learn's digits: histories, stopping epochs, metrics and
+"""harness.training.pack: a member of a pack gives the result its replication gives trained alone
+(harness.training.loop.train), on scikit-learn's digits: histories, stopping epochs, metrics and
 entropy profiles, for the dense autoencoder and the CNN."""
 
 from __future__ import annotations
@@ -10,11 +10,12 @@ import pytest
 import torch
 from torch import nn
 
-from harness import pack
+from harness.training import engines, pack, packing
 from harness.data import load_splits
 from harness.entropy import entropy_loss
 from harness.study import Replication, build_config, flatten
-from harness.train import run_replication, run_replications, train
+from harness.training.dispatch import run_replications
+from harness.training.loop import run_replication, train
 
 RTOL = 1e-4  # batched kernels sum in another order than the lone run's
 
@@ -87,7 +88,7 @@ def test_total_float32_monitor_members_match_lone_runs(digits):
     """monitor=total_float32 packs, and the float32 term (log form: it moves with the
     weights) decides stopping as in a lone run, not as the task loss would."""
     common = {**DENSE, "train.monitor": "total_float32", "entropy.form": "log", "train.max_epochs": 12, "train.patience": 1}
-    assert pack.pack_key(build_config({**common, "lam": 1e-3, "seed": 0})) is not None
+    assert packing.pack_key(build_config({**common, "lam": 1e-3, "seed": 0})) is not None
     packed = check_pack(configs(common, [0.0, 1e-2, 1.0], [0, 1]), digits)
     by_task = pack.train_pack(configs({**common, "train.monitor": "task"}, [0.0, 1e-2, 1.0], [0, 1]), digits, "cpu")
     stops = [o.metrics["stop_epoch"] for o in packed]
@@ -116,7 +117,7 @@ def test_stopping_rules_share_one_trained_member_and_each_stops_as_alone(digits,
     assert len(set(stops[4:8])) > 1  # one member, replications stopping at different epochs
     assert all(o.metrics["stop_epoch"] == 2 for o in packed[3::4])
     # the scheduler's groups keep a member's replications together and count members
-    assert [len(g) for g in pack.pack_groups(cfgs, max_size=3)] == [12, 4]
+    assert [len(g) for g in packing.pack_groups(cfgs, max_size=3)] == [12, 4]
     assert sum(o.wall_s for o in packed) > 0
 
 
@@ -187,12 +188,12 @@ def test_the_dense_step_is_autograds_whatever_the_layout_and_the_buffers_held(la
     plain = [torch.randn(size, *p.shape) for p in template.parameters()]
     stored = [p.mT.contiguous().mT if stored_transposed and p.ndim == 3 else p for p in plain]
     x = torch.rand(size, batch, width)
-    dense = pack._DenseEngine(template)
+    dense = engines.DenseEngine(template)
     dense.task_and_grads(stored, torch.rand(size, batch + 2, width), None)
     for buf in dense._buffers.values():
         buf.fill_(math.nan)
     task, _, grads = dense.task_and_grads(stored, x, None)
-    reference = pack._VmapEngine(template, "reconstruction")
+    reference = engines.VmapEngine(template, "reconstruction")
     ref_task, _, ref_grads = reference.task_and_grads([p.clone().requires_grad_() for p in plain], x, None)
     torch.testing.assert_close(task, ref_task)
     for g, ref, p in zip(grads, ref_grads, stored):
@@ -211,7 +212,7 @@ def test_dense_term_and_gradient_match_entropy_loss(form, precision):
     lam = torch.tensor([1e-3, 1.0, 10.0], dtype=torch.float64)
     for shape in [(6, 9), (9, 6), (130, 140)]:  # 6 wide: batched slogdet; 130: LAPACK per matrix
         weights = torch.randn(3, *shape) / shape[0] ** 0.5
-        term = pack._Entropy([0], ["dense"], [weights.shape], ent)
+        term = engines.PackEntropy([0], ["dense"], [weights.shape], ent)
         values, (grad,) = term.term_and_grads([weights], torch.arange(3), lam)
         for i in range(3):
             layer = nn.Linear(shape[1], shape[0])
@@ -232,7 +233,7 @@ def test_conv_term_and_gradient_match_entropy_loss(c11, reduce):
     torch.manual_seed(1)
     ent = build_config({"entropy.c11": c11, "entropy.reduce": reduce, "entropy.form": "inverse"}).entropy
     weights = torch.randn(2, 4, 3, 3, 3)
-    term = pack._Entropy([0], ["conv"], [weights.shape], ent)
+    term = engines.PackEntropy([0], ["conv"], [weights.shape], ent)
     lam = torch.tensor([0.1, 2.0], dtype=torch.float64)
     values, (grad,) = term.term_and_grads([weights], torch.arange(2), lam)
     full = torch.zeros_like(weights)
@@ -252,17 +253,17 @@ def test_conv_term_and_gradient_match_entropy_loss(c11, reduce):
 def test_pack_key_groups_what_differs_only_in_lambda_and_seed():
     base = {"dataset": "digits", "model": "dense_ae", "latent": 8}
     a, b = build_config({**base, "lam": 0.1, "seed": 3}), build_config({**base, "lam": 0.0, "seed": 0})
-    assert pack.pack_key(a) == pack.pack_key(b) is not None
-    assert pack.pack_key(build_config({**base, "latent": 16})) != pack.pack_key(a)
+    assert packing.pack_key(a) == packing.pack_key(b) is not None
+    assert packing.pack_key(build_config({**base, "latent": 16})) != packing.pack_key(a)
     cnn = {"dataset": "digits", "model": "cnn", "task": "classification", "arch": (4,)}
-    assert pack.pack_key(build_config({**cnn, "net.dropout": 0.5})) is None  # dropout draws from the global RNG
-    assert pack.pack_key(build_config({**cnn, "train.lr_patience": 3})) is None  # a per-member learning rate
-    assert pack.pack_key(build_config({**base, "latent": 0})) is None  # train() rejects it: runs alone, fails there
+    assert packing.pack_key(build_config({**cnn, "net.dropout": 0.5})) is None  # dropout draws from the global RNG
+    assert packing.pack_key(build_config({**cnn, "train.lr_patience": 3})) is None  # a per-member learning rate
+    assert packing.pack_key(build_config({**base, "latent": 0})) is None  # train() rejects it: runs alone, fails there
     c, d = build_config({**base, "lam": 1.0, "seed": 1}), build_config({**base, "lam": 1.0, "seed": 2})
     cfgs = [a, build_config({**base, "latent": 16}), b, build_config({**cnn, "net.dropout": 0.5}), c, d]
-    assert pack.pack_groups(cfgs) == [[0, 2, 4, 5], [1], [3]]
-    assert pack.pack_groups(cfgs, max_size=3) == [[0, 2, 4], [1], [3], [5]]
-    assert pack.pack_groups(cfgs, max_size=lambda config: 1 if config.lam == 1.0 else 3) == [[0, 2], [1], [3], [4], [5]]
+    assert packing.pack_groups(cfgs) == [[0, 2, 4, 5], [1], [3]]
+    assert packing.pack_groups(cfgs, max_size=3) == [[0, 2, 4], [1], [3], [5]]
+    assert packing.pack_groups(cfgs, max_size=lambda config: 1 if config.lam == 1.0 else 3) == [[0, 2], [1], [3], [4], [5]]
 
 
 def test_replications_that_differ_only_in_their_stopping_rule_share_a_member():
@@ -270,30 +271,30 @@ def test_replications_that_differ_only_in_their_stopping_rule_share_a_member():
     task = build_config(base)
     total = build_config({**base, "train.monitor": "total_float32", "train.patience": 3})
     other = build_config({**base, "seed": 1})
-    assert pack.pack_key(task) == pack.pack_key(total) == pack.pack_key(other)
-    assert pack.trajectory_key(task) == pack.trajectory_key(total) != pack.trajectory_key(other)
-    assert pack.stopping_rule(task) != pack.stopping_rule(total)
+    assert packing.pack_key(task) == packing.pack_key(total) == packing.pack_key(other)
+    assert packing.trajectory_key(task) == packing.trajectory_key(total) != packing.trajectory_key(other)
+    assert packing.stopping_rule(task) != packing.stopping_rule(total)
     # a pack of 2 members holds the 2 replications of the first trajectory and the other one
-    assert pack.pack_groups([task, other, total], max_size=2) == [[0, 1, 2]]
-    assert pack.pack_groups([task, other, total], max_size=1) == [[0], [1], [2]]  # alone: no pack at all
+    assert packing.pack_groups([task, other, total], max_size=2) == [[0, 1, 2]]
+    assert packing.pack_groups([task, other, total], max_size=1) == [[0], [1], [2]]  # alone: no pack at all
 
 
 def test_choose_pack_size_follows_free_memory_and_the_cache(monkeypatch):
     config = build_config({"dataset": "digits", "model": "dense_ae", "latent": 16})
-    size = pack.choose_pack_size(config, (1, 8, 8), 10, "cpu")
-    assert 1 <= size <= pack.MAX_PACK_CPU
+    size = packing.choose_pack_size(config, (1, 8, 8), 10, "cpu")
+    assert 1 <= size <= packing.MAX_PACK_CPU
     mnist_cnn = build_config({"dataset": "mnist", "model": "cnn", "task": "classification", "arch": (32,)})
-    assert pack.choose_pack_size(mnist_cnn, (1, 28, 28), 10, "cpu") == 1  # 32 x 32 x 26 x 26 activations a step
+    assert packing.choose_pack_size(mnist_cnn, (1, 28, 28), 10, "cpu") == 1  # 32 x 32 x 26 x 26 activations a step
     # E1's autoencoder: a step's working set, counted by hand, within CPU_PACK_BYTES
     for latent, size in ((20, 29), (80, 14)):
         params = 2 * 784 * latent + latent + 784
         activations = 32 * (784 + 2 * latent + 2 * 784)  # input, encoder and decoder outputs and activations
         per_member = 4 * (4 * params + 3 * activations)  # weights, gradients, Adam's moments; acts and grads
-        assert pack.CPU_PACK_BYTES // per_member == size
+        assert packing.CPU_PACK_BYTES // per_member == size
         ae = build_config({"dataset": "mnist", "model": "dense_ae", "latent": latent})
-        assert pack.choose_pack_size(ae, (1, 28, 28), 10, "cpu") == size
-    monkeypatch.setattr(pack, "free_host_memory", lambda: 10_000)
-    assert pack.choose_pack_size(config, (1, 8, 8), 10, "cpu") == 1
+        assert packing.choose_pack_size(ae, (1, 28, 28), 10, "cpu") == size
+    monkeypatch.setattr(packing, "free_host_memory", lambda: 10_000)
+    assert packing.choose_pack_size(config, (1, 8, 8), 10, "cpu") == 1
 
 
 def test_a_pack_of_one_is_the_reference_loop(digits):
@@ -327,7 +328,7 @@ def test_flush_denormals_is_a_recorded_setting_on_for_training_and_restored(digi
     replication's id. Everything recorded is the same either way, alone and packed: the
     histories, and the gradient diagnostics, measured with IEEE subnormals. At λ = 1e-33
     the term's float32 gradient is subnormal: flushed, it would change term_led."""
-    from harness.train import float32_math, flushes_denormals
+    from harness.training.numerics import float32_math, flushes_denormals
 
     base = build_config({**DENSE, "train.max_epochs": 2})
     off = build_config({**DENSE, "train.max_epochs": 2, "train.flush_denormals": False})
@@ -354,7 +355,7 @@ def test_flushing_adams_subnormal_moments_leaves_the_weights_unchanged():
     MNIST pixel that is rarely lit) has Adam's first moment decay by 0.9 a step into the
     subnormal range, where the update it contributes is far below the weight's float32
     rounding. 800 steps of the fused Adam with and without the flush give the same bits."""
-    from harness.train import flushes_denormals
+    from harness.training.numerics import flushes_denormals
 
     weights, before = [], flushes_denormals()
     for flush in (False, True):
@@ -386,7 +387,7 @@ def test_tf32_is_a_recorded_setting_that_a_cpu_computes_in_float32(digits):
     """train.tf32 sets CUDA's float32 matmul and convolution modes for the training and
     restores them; it changes the replication's id; a CPU trains the same numbers either
     way (alone and packed)."""
-    from harness.train import float32_math
+    from harness.training.numerics import float32_math
 
     base = build_config({**DENSE, "train.max_epochs": 2})
     tf32 = build_config({**DENSE, "train.max_epochs": 2, "train.tf32": True})

@@ -293,7 +293,7 @@ def test_auto_layout_is_a_worker_per_core_on_the_cpu_and_several_per_gpu():
 
 
 def test_auto_workers_cap_counts_models_to_train_and_what_memory_holds(monkeypatch):
-    from harness import pack as packing
+    from harness.training import packing
     from harness.data import splits_for
     from harness.schedule import auto_workers_cap
 
@@ -493,12 +493,12 @@ def test_a_capped_group_splits_into_equal_packs():
 
 
 def test_auto_groups_on_cpu_are_one_pack_each(cifar_dir):
-    """With --pack-size auto on CPU a group is what harness.pack trains as one pack there,
+    """With --pack-size auto on CPU a group is what harness.training.pack trains as one pack there,
     so its results are recorded when that pack ends. A CIFAR CNN's activations fill the
     CPU pack's working set (choose_pack_size 1): its replications are separate tasks, spread over the
     workers; a dense autoencoder's pack."""
     from harness.data import splits_for
-    from harness.pack import choose_pack_size
+    from harness.training.packing import choose_pack_size
     from harness.schedule import cpu_pack_sizes
 
     cnn = Study("cnn", settings={"dataset": "cifar10", "model": "cnn", "task": "classification", "arch": (128,)},

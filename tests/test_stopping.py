@@ -1,4 +1,4 @@
-"""harness.stopping: the Keras-style float32 monitor, the one early-stopping rule, and
+"""harness.training.stopping: the Keras-style float32 monitor, the one early-stopping rule, and
 the protocol=keras preset; a replication alone and in a pack stops at the same epoch,
 and every stopping epoch recomputes from what the database recorded."""
 
@@ -9,11 +9,11 @@ import sqlite3
 import numpy as np
 import pytest
 
-from harness import pack
+from harness.training import pack
 from harness.data import load_splits
-from harness.stopping import EarlyStopping, EpochValidation, keras_val_loss, monitored_value, replay
+from harness.training.stopping import EarlyStopping, EpochValidation, keras_val_loss, monitored_value, replay
 from harness.study import PRESETS, Replication, Study, StudyError, build_config, flatten
-from harness.train import train
+from harness.training.loop import train
 
 
 def keras_by_hand(losses, batch_size, lam, term):

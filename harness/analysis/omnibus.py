@@ -46,7 +46,7 @@ def repeated_measures_anova(frame: pd.DataFrame, metric: str, a: str, b: str | N
     """One- or two-way repeated-measures ANOVA of ``metric`` (statsmodels AnovaRM),
     ``subject`` the unit measured in every cell: the seed, whose initial weights and data
     order every level shares; and with ``b`` the λ × monitor design, whose monitor arms
-    of a (λ, seed) share one trained model (harness.stopping.STOPPING_RULE), so that an
+    of a (λ, seed) share one trained model (harness.training.stopping.STOPPING_RULE), so that an
     unpaired ANOVA would count each training twice. Per effect: F, its df and error df,
     p, and partial η² = F·df / (F·df + df_error). Only subjects with every cell are used;
     empty when fewer than 2 remain."""

@@ -20,7 +20,7 @@ from harness.analysis import grouping, paper, significance, stats
 from harness.analysis.grouping import groups, matches, sort_key, sorted_levels
 from harness.analysis.significance import add_signs, pairwise
 from harness.analysis.claims import claim_cells, claim_sentence
-from harness.stopping import STOPPING_RULE
+from harness.training.stopping import STOPPING_RULE
 
 # The settings an arm is made of, in the order the table shows them.
 ARM_KEYS = ("entropy.precision", "train.monitor", "entropy.eps", "train.adam_eps", "train.restore_best", "net.init")

@@ -20,7 +20,7 @@ from harness.data.folders import COCO_YEAR, FolderSet, ImageSplits, foreground_m
 from harness.data.batches import EVAL_BATCH, LoaderBatches, TensorBatches, _slices, augment_batch, batch_source, loader_workers
 
 # The image-folder data sets, read from files by a DataLoader rather than held as tensors
-# (harness.pack and harness.bench train only the others). Taken once both kinds have
+# (harness.training.pack and harness.perf.bench train only the others). Taken once both kinds have
 # registered above.
 IMAGE_DATASETS: tuple[str, ...] = streamed_names()
 

@@ -8,8 +8,8 @@ the same process, twice:
 * plain: what a researcher would write, one replication at a time, each with its own
   model, optimizer and ``DataLoader`` (the same loss, entropy term, per-epoch validation
   and final train/val evaluation as the harness);
-* packed: the harness's own path, ``harness.pack.train_in_packs``: packs of the size
-  ``harness.pack.choose_pack_size`` picks for this device, in this one process;
+* packed: the harness's own path, ``harness.training.pack.train_in_packs``: packs of the size
+  ``harness.training.packing.choose_pack_size`` picks for this device, in this one process;
 * spread (``--workers W``, on CPU by default one per core): the same packed path as
   ``harness run --workers W`` lays it out, the replications dealt in W groups to W worker
   processes of cores/W torch threads each, training at once. Small per-member operations
@@ -67,7 +67,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-members", type=int, default=0, help="cap on the replications taken (0 = the whole cell)")
     parser.add_argument(
         "--pack-size", type=int, default=None,
-        help="members per pack for the packed and spread runs (default: what harness.pack.choose_pack_size picks)",
+        help="members per pack for the packed and spread runs (default: what harness.training.packing.choose_pack_size picks)",
     )
     parser.add_argument(
         "--workers", type=int, default=None,
@@ -118,7 +118,7 @@ def first_cell(study) -> list:
     first only in λ and seed (its pack key and stopping rule), in grid order. Replications
     that differ in their stopping rule alone would share a trained model in a pack, and
     the plain loop would train each: not a like-for-like comparison."""
-    from harness.pack import pack_key, stopping_rule
+    from harness.training.packing import pack_key, stopping_rule
 
     reps = study.replications()
     key, rule = pack_key(reps[0].config), stopping_rule(reps[0].config)
@@ -238,7 +238,7 @@ class BenchResult:
             lines.append(line)
         lines += [
             f"pack size the harness chooses on this device: {self.chosen_pack_size or self.pack_size} "
-            "(harness.pack.choose_pack_size)",
+            "(harness.training.packing.choose_pack_size)",
         ]
         return "\n".join(lines)
 
@@ -252,9 +252,10 @@ def bench(configs: list, splits, device: str, plain_reps: int | None = None, rep
     estimate of what the code costs, and alternating exposes both paths to the same load."""
     import torch
 
-    from harness.ceiling import record_step_matmuls, replay_rate
+    from harness.perf.ceiling import record_step_matmuls, replay_rate
     from harness.entropy import mkl_on_intel
-    from harness.pack import choose_pack_size, train_in_packs
+    from harness.training.pack import train_in_packs
+    from harness.training.packing import choose_pack_size
 
     plain_reps = min(plain_reps or len(configs), len(configs))
     plain_configs = configs[:: len(configs) // plain_reps][:plain_reps]
@@ -348,7 +349,7 @@ class _SpreadPool:
         """FLOP/s of every worker replaying ``calls`` at once (harness.ceiling.replay_rate), summed."""
         from joblib import delayed
 
-        from harness.ceiling import replay_rate
+        from harness.perf.ceiling import replay_rate
 
         timings = self.parallel([delayed(replay_rate)(calls, self.threads) for _ in range(self.workers)])
         return sum(flops / seconds for flops, seconds in timings)
@@ -360,7 +361,7 @@ class _SpreadPool:
 def _train_group(configs: list, splits, device, size: int, threads: int) -> None:
     import torch
 
-    from harness.pack import train_in_packs
+    from harness.training.pack import train_in_packs
 
     torch.set_num_threads(threads)
     train_in_packs(configs, _on(splits, device), device, size=size)
@@ -388,7 +389,7 @@ def plain_loop(configs: list, splits, device: str) -> None:
     from torch.utils.data import DataLoader, TensorDataset
 
     from harness.entropy import entropy_loss, guided_layers
-    from harness.train import seeded_model
+    from harness.training.loop import seeded_model
     from harness.study import derive_seed
 
     train_set = TensorDataset(splits.train_x, splits.train_y)
@@ -454,7 +455,7 @@ def model_flops(config, splits) -> tuple[float, float]:
     import torch.nn.functional as F
     from torch.utils.flop_counter import FlopCounterMode
 
-    from harness.train import seeded_model
+    from harness.training.loop import seeded_model
 
     model = seeded_model(config, splits.input_shape, splits.n_classes)
     batch = config.train.batch_size

@@ -8,7 +8,7 @@ built from them can reach. This module measures it, so that the bench can say ho
 the gap to the peak is the harness's overhead (Adam, the entropy term, element-wise
 passes, Python) and how much is the shape of the problem.
 
-record_step_matmuls trains one step of a pack (harness.pack.train_pack, the same code as a
+record_step_matmuls trains one step of a pack (harness.training.pack.train_pack, the same code as a
 run) and records every matmul and convolution it calls, with the shapes, strides and
 dtypes of their tensors; replay_rate calls them again on fresh tensors of that layout and
 times them. FLOPs are torch.utils.flop_counter's, as the bench's model FLOPs (but for a
@@ -86,7 +86,7 @@ class _Recorder(TorchDispatchMode):
 def record_step_matmuls(configs: list, splits, device) -> list[Call]:
     """The matmuls of one training step of ``configs`` trained as one pack on ``device``
     (a copy of the configs stopped after one epoch of exactly one batch)."""
-    from harness import pack
+    from harness.training.pack import train_pack
     from harness.study import build_config, flatten
 
     batch = configs[0].train.batch_size
@@ -94,12 +94,7 @@ def record_step_matmuls(configs: list, splits, device) -> list[Call]:
                                    val_x=splits.val_x[:batch], val_y=splits.val_y[:batch])
     configs = [build_config({**flatten(c), "train.max_epochs": 1}) for c in configs]
     calls: list[Call] = []
-    saved = pack.step_context
-    pack.step_context = lambda: _Recorder(calls)  # one_step has one step
-    try:
-        pack.train_pack(configs, one_step, device)
-    finally:
-        pack.step_context = saved
+    train_pack(configs, one_step, device, step_context=lambda: _Recorder(calls))  # one_step has one step
     if not calls:
         raise RuntimeError("no matmul recorded in a training step")
     return calls

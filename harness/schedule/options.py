@@ -19,7 +19,7 @@ class RunOptions:
     scheduler: str | None = None  # address of a running Dask scheduler (implies backend dask)
     retries: int = 1  # further attempts at a replication that failed in this run
     rerun_failed: bool = False  # also train replications that earlier runs recorded as failed
-    pack_size: int = 1  # a worker trains up to this many models at once (harness.pack.pack_groups)
+    pack_size: int = 1  # a worker trains up to this many models at once (harness.training.packing.pack_groups)
     log: str = "auto"  # auto (a live bar on a terminal, else plain) | bar | plain (a line per result) | quiet
     lease_s: float = LEASE_S  # claim lease; renewed every lease_s / 10 while the run lives
     time_limit_s: float | None = None  # start nothing new after this many seconds; None = no limit

@@ -44,9 +44,9 @@ def in_rounds(reps: list[Replication], recorded: set[str]) -> list[Replication]:
 
 
 def pack(reps: list[Replication], size: int, cap: Callable[[object], int] | None = None) -> list[list[Replication]]:
-    """Groups of replications that harness.pack trains as one vectorised pack (differing
+    """Groups of replications that harness.training.pack trains as one vectorised pack (differing
     only in λ, seed and stopping rule), in order of first member, of at most ``size``
-    trained models each (harness.pack.pack_groups: replications that differ only in
+    trained models each (harness.training.packing.pack_groups: replications that differ only in
     their stopping rule share a model and a group). ``cap(config)``: at most that many
     models in a group with this config (1: a task of its own though it could pack), and
     ``size`` models (a worker's share) in equal packs within it: with a cap of 14 and 35 a
@@ -54,7 +54,7 @@ def pack(reps: list[Replication], size: int, cap: Callable[[object], int] | None
     12 members, not five of 14, three rounds of 14 with one worker idle in the last."""
     if size < 1:
         raise ScheduleError(f"--pack-size must be at least 1, not {size}")
-    from harness.pack import pack_groups  # torch: imported only when a sweep runs
+    from harness.training.packing import pack_groups  # torch: imported only when a sweep runs
 
     limit = size if cap is None else (lambda config: even_share(size, cap(config)))
     return [[reps[i] for i in group] for group in pack_groups([r.config for r in reps], limit)]
@@ -70,14 +70,14 @@ AUTO_PACK_CAP = 70  # a pack's results arrive together: cap what an interruption
 
 
 def cpu_pack_sizes(data_dir) -> Callable[[object], int]:
-    """For --pack-size auto on CPU workers: the pack size harness.pack trains a config in
+    """For --pack-size auto on CPU workers: the pack size harness.training.pack trains a config in
     there (choose_pack_size), so that a group is one pack. Its results then arrive (and are
     recorded) when that pack ends, not when the last of several packs of a group does,
     and an interruption loses one pack at most. A CNN, whose activations fill a CPU pack's
     working set, trains alone there (size 1): a task of its own, which other workers can take. Decided
     once per pack key, from the data's shapes."""
     from harness.data import splits_for
-    from harness.pack import choose_pack_size, pack_key
+    from harness.training.packing import choose_pack_size, pack_key
 
     decided: dict = {}
 
@@ -98,13 +98,13 @@ def cpu_pack_sizes(data_dir) -> Callable[[object], int]:
 
 def auto_pack_size(reps: list[Replication], workers: int) -> int:
     """--pack-size auto: the groups of packable replications split only as far as it
-    takes to give every worker a pack, at most AUTO_PACK_CAP per group (harness.pack
+    takes to give every worker a pack, at most AUTO_PACK_CAP per group (harness.training.pack
     splits a group further to fit the device's memory or cache, or trains it one at a
     time where packing does not pay). Counted in trained models: the replications that
     share a trajectory are one. A small model's pack step is bound by Python and kernel
     launches, not by its members (on a GPU, and on a CPU for the quickstart's digits),
     so two packs of 35 would take about twice as long as one of 70."""
-    from harness.pack import trajectory_key
+    from harness.training.packing import trajectory_key
 
     sizes = [len({trajectory_key(r.config) for r in group}) for group in pack(reps, len(reps))]
     return max(1, min(AUTO_PACK_CAP, max(sizes), -(-sum(sizes) // max(1, workers))))
@@ -143,12 +143,12 @@ def auto_workers_cap(reps: list[Replication], data_dir) -> int:
     """The most workers --workers-per-device auto starts for ``reps``: no more than there
     are models to train (replications that differ only in their stopping rule are one),
     nor than half the free memory holds, each worker holding its own copy of the data and
-    a model in training (harness.pack.replication_bytes; a pack is sized to the memory
-    left, harness.pack.choose_pack_size)."""
+    a model in training (harness.training.packing.replication_bytes; a pack is sized to the memory
+    left, harness.training.packing.choose_pack_size)."""
     import torch
 
     from harness.data import splits_for
-    from harness.pack import free_host_memory, replication_bytes, shared_settings, trajectory_key
+    from harness.training.packing import free_host_memory, replication_bytes, shared_settings, trajectory_key
 
     models = len({trajectory_key(r.config) for r in reps})
     shapes = {shared_settings(r.config): r.config for r in reps}  # λ, seed, stopping: the same memory

@@ -25,7 +25,8 @@ from harness.schedule.progress import Progress
 from harness.schedule.signals import SweepSignals
 from harness.schedule.sweep import Heartbeat, Sweep
 from harness.study import Replication, Study
-from harness.workers import PROGRESS_ENV, ScheduleError, SlotPool
+from harness.training import PROGRESS_ENV
+from harness.workers import ScheduleError, SlotPool
 
 
 def run_study(
@@ -34,10 +35,11 @@ def run_study(
     """Train what remains of ``study``, recording each result as it finishes. Returns the
     exit code: 0 when every replication it trained finished (done or diverged), 1 if any
     failed, 130 when interrupted. ``work(reps, device, data_dir) -> results`` is what a
-    worker calls (default: harness.train.run_replications)."""
+    worker calls (default: harness.training.dispatch.run_replications)."""
     from harness.data import data_dir_from_env
     from harness.store import Store
-    from harness.train import check_config, machine
+    from harness.training.checks import check_config
+    from harness.training.outcome import machine
 
     options = options or RunOptions()
     if options.log not in LOG_MODES:
@@ -135,7 +137,7 @@ def _sweep(study, store, groups, backend: str, slots, options: RunOptions, worke
 
 
 def _default_work() -> Callable:
-    from harness.train import run_replications
+    from harness.training.dispatch import run_replications
 
     return run_replications
 

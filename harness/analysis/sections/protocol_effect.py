@@ -7,7 +7,7 @@ import pandas as pd
 
 from harness.analysis import by_seed, grouping, omnibus, protocol, significance
 from harness.analysis.spec import ProtocolEffect
-from harness.stopping import STOPPING_RULE
+from harness.training.stopping import STOPPING_RULE
 from harness.analysis.sections.base import renders
 from harness.analysis.writer import ReportWriter, at, at_label, stem
 

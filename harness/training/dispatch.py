@@ -1,0 +1,28 @@
+"""The scheduler's unit of work: a group of replications trained on one device, each alone
+(loop) or packed (pack), one result dict each. Above both training paths."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from harness.study import Replication
+from harness.training.loop import run_replication
+from harness.training.pack import run_pack
+from harness.training.packing import pack_groups
+
+
+def run_replications(reps: list[Replication], device: str = "cpu", data_dir: str | Path | None = None) -> list[dict]:
+    """The scheduler's unit of work: train a group of replications on one device and return
+    one result dict each, in order. Replications that differ only in λ and seed (the same
+    harness.pack.pack_key) are trained together as one vectorised pack (harness.pack),
+    each still giving its own result; the others one at a time by run_replication."""
+    results: list[dict] = [None] * len(reps)  # type: ignore[list-item]
+    for group in pack_groups([rep.config for rep in reps]):
+        members = [reps[i] for i in group]
+        if len(members) == 1:
+            out = [run_replication(members[0], device=device, data_dir=data_dir)]
+        else:
+            out = run_pack(members, device=device, data_dir=data_dir)
+        for i, result in zip(group, out):
+            results[i] = result
+    return results
