@@ -4,6 +4,7 @@ golden report tables, byte-identical reruns, visible missing data, one-line erro
 import re
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -338,3 +339,26 @@ def test_training_curves_average_the_replications_still_training(tmp_path):
 
     ax = plots.curve_plot(summaries.curve_table(store.frame("curves"), store.history("curves"), "val_loss", "lam"), "lam")
     assert [list(line.get_xdata()) for line in ax.lines] == [[1, 2, 3, 4]] * 2  # n >= 1.5 of 3 train
+
+
+def test_the_equivalence_margin_is_a_setting_of_the_table(tmp_path):
+    """Two levels 0.5% apart with a 1% spread: not shown different, and shown equivalent
+    within the default ±5%; within a declared ±1%, ten seeds cannot tell."""
+    from harness.analysis.report import study_report
+
+    noise = np.random.default_rng(0).normal(0, 0.01, (2, 10))
+    rows = [dict(id=f"{lam}-{s}", study="e", status="done", lam=lam, seed=s,
+                 y=(1.0 if lam == 0 else 1.005) + noise[k, s]) for k, lam in enumerate((0.0, 1.0)) for s in range(10)]
+    frame = pd.DataFrame(rows)
+
+    def verdicts(**kw) -> str:
+        out = tmp_path / str(kw)
+        definition = {"name": "e", "grid": {"lam": [0.0, 1.0], "seed": list(range(10))},
+                      "analyses": [spec_to_dict(SignificanceTable("y", **kw))]}
+        study_report(definition, frame, None, out)
+        return pd.read_csv(out / "sig_y_by_lam_paired.csv")["verdict"].item()
+
+    assert verdicts() == "equivalent"
+    assert verdicts(equivalence=0.01) == "inconclusive"
+    with pytest.raises(ValueError, match="equivalence"):
+        SignificanceTable("y", equivalence=5)
