@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from harness import entropy
+from harness.entropy import determinants
 from harness.entropy import (
     conv_entropy_change,
     dense_entropy_change,
@@ -188,7 +189,8 @@ def test_logabsdet_value_and_gradient_against_numpy(dtype, lapack, monkeypatch):
     scipy's getrf/getri with torch on several threads (batched MKL getrf from several
     threads gets wide matrices wrong, pytorch#181570), torch's batched LU and lu_solve on
     one thread, the path an Intel CPU takes (forced here, whatever this CPU)."""
-    monkeypatch.setattr(entropy, "mkl_on_intel", lambda: True)
+    # patched where torch_lapack_preferred looks it up: the determinants module, not the package
+    monkeypatch.setattr(determinants, "mkl_on_intel", lambda: True)
     threads = torch.get_num_threads()
     torch.set_num_threads(1 if lapack == "torch" else 2)
     try:

@@ -31,13 +31,16 @@ figures of one run with each other.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import functools
 import math
-import time
 from dataclasses import dataclass
 
 from harness.errors import UserError
+# plain_loop, matmul_peak and model_flops live in their own modules and are named here too:
+# harness.perf.bench is where callers and tests have always found them
+from harness.perf.measure import matmul_peak, model_flops, timed
+from harness.perf.plain import plain_loop
+from harness.perf.spread import SpreadPool, subset
 
 __all__ = ["add_arguments", "run", "BenchError", "BenchResult", "bench", "first_cell", "plain_loop", "matmul_peak", "model_flops"]
 
@@ -252,7 +255,6 @@ def bench(configs: list, splits, device: str, plain_reps: int | None = None, rep
     estimate of what the code costs, and alternating exposes both paths to the same load."""
     import torch
 
-    from harness.perf.ceiling import record_step_matmuls, replay_rate
     from harness.entropy import mkl_on_intel
     from harness.training.pack import train_in_packs
     from harness.training.packing import choose_pack_size
@@ -262,32 +264,22 @@ def bench(configs: list, splits, device: str, plain_reps: int | None = None, rep
     chosen = choose_pack_size(configs[0], splits.input_shape, splits.n_classes, device)
     size = pack_size or chosen
     # Warm-up, left out of timing: first calls allocate, pick kernels, fill caches.
-    tiny = _subset(splits, 64)
+    tiny = subset(splits, 64)
     plain_loop(plain_configs[:1], tiny, device)
     train_in_packs(configs[: min(2, size)], tiny, device, size=size)
 
-    pool = _SpreadPool(workers, splits, device, size) if workers > 1 else None
+    pool = SpreadPool(workers, splits, device, size) if workers > 1 else None
     peak, plain_s, packed_s, spread_s = 0.0, math.inf, math.inf, math.inf
-    spread_ceiling = math.nan
     try:
         if pool is not None:
             pool.train(configs[: 2 * workers], warm_up=True)
         for _ in range(repeats):
             peak = max(peak, matmul_peak(device))
-            plain_s = min(plain_s, _timed(plain_loop, plain_configs, splits, device))
-            packed_s = min(packed_s, _timed(functools.partial(train_in_packs, size=size), configs, splits, device))
+            plain_s = min(plain_s, timed(plain_loop, plain_configs, splits, device))
+            packed_s = min(packed_s, timed(functools.partial(train_in_packs, size=size), configs, splits, device))
             if pool is not None:
                 spread_s = min(spread_s, pool.train(configs))
-        # what the step's matmuls reach alone, in each layout's first pack
-        one_process = _first_pack(len(configs), size)
-        calls = record_step_matmuls(configs[:one_process], splits, device)
-        flops, seconds = replay_rate(calls)
-        ceiling = flops / seconds
-        if pool is not None:
-            per_worker = _first_pack(-(-len(configs) // workers), size)
-            if per_worker != one_process:  # a worker's first pack is smaller: its own matmuls
-                calls = record_step_matmuls(configs[:per_worker], splits, device)
-            spread_ceiling = pool.replay(calls)
+        ceiling, spread_ceiling = _ceilings(configs, splits, device, size, pool)
     finally:
         if pool is not None:
             pool.close()
@@ -308,6 +300,24 @@ def bench(configs: list, splits, device: str, plain_reps: int | None = None, rep
     )
 
 
+def _ceilings(configs: list, splits, device, size: int, pool: SpreadPool | None) -> tuple[float, float]:
+    """What the packed step's matmuls reach alone, in each layout's first pack: FLOP/s in
+    this one process, and summed over the spread's worker processes at once (nan without a
+    spread). Run while the pool's workers are still up."""
+    from harness.perf.ceiling import record_step_matmuls, replay_rate
+
+    one_process = _first_pack(len(configs), size)
+    calls = record_step_matmuls(configs[:one_process], splits, device)
+    flops, seconds = replay_rate(calls)
+    ceiling = flops / seconds
+    if pool is None:
+        return ceiling, math.nan
+    per_worker = _first_pack(-(-len(configs) // pool.workers), size)
+    if per_worker != one_process:  # a worker's first pack is smaller: its own matmuls
+        calls = record_step_matmuls(configs[:per_worker], splits, device)
+    return ceiling, pool.replay(calls)
+
+
 def default_workers(n_configs: int, device="cpu") -> int:
     """The spread's workers: the layout `harness run` picks by default for this one
     device (harness.workers.plan_slots, auto), no more than there are replications."""
@@ -317,173 +327,6 @@ def default_workers(n_configs: int, device="cpu") -> int:
     return len(plan_slots([entry], None, n_gpus=1, most=n_configs))
 
 
-class _SpreadPool:
-    """``workers`` processes (joblib's loky), each with its share of this process's torch
-    threads and its own copy of the data, that train groups of configs at once."""
-
-    def __init__(self, workers: int, splits, device, size: int):
-        import torch
-        from joblib import Parallel
-
-        # the workers get the data on the CPU and move it to the device themselves: a CUDA
-        # tensor does not travel to another process by pickling
-        self.workers, self.splits, self.device, self.size = workers, _on(splits, "cpu"), device, size
-        self.threads = max(1, torch.get_num_threads() // workers)
-        self.parallel = Parallel(n_jobs=workers, backend="loky")
-        self.parallel.__enter__()  # keep the worker processes between calls
-
-    def train(self, configs: list, warm_up: bool = False) -> float:
-        """Wall time of training ``configs`` dealt in ``workers`` contiguous groups, as
-        harness.schedule.pack groups them (all workers start together)."""
-        from joblib import delayed
-
-        per = -(-len(configs) // self.workers)
-        groups = [configs[i : i + per] for i in range(0, len(configs), per)]
-        splits = _subset(self.splits, 64) if warm_up else self.splits
-        jobs = [delayed(_train_group)(g, splits, self.device, self.size, self.threads) for g in groups]
-        start = time.perf_counter()
-        self.parallel(jobs)
-        return time.perf_counter() - start
-
-    def replay(self, calls: list) -> float:
-        """FLOP/s of every worker replaying ``calls`` at once (harness.ceiling.replay_rate), summed."""
-        from joblib import delayed
-
-        from harness.perf.ceiling import replay_rate
-
-        timings = self.parallel([delayed(replay_rate)(calls, self.threads) for _ in range(self.workers)])
-        return sum(flops / seconds for flops, seconds in timings)
-
-    def close(self) -> None:
-        self.parallel.__exit__(None, None, None)
-
-
-def _train_group(configs: list, splits, device, size: int, threads: int) -> None:
-    import torch
-
-    from harness.training.pack import train_in_packs
-
-    torch.set_num_threads(threads)
-    train_in_packs(configs, _on(splits, device), device, size=size)
-
-
 def _first_pack(n: int, size: int) -> int:
     """Members of the first pack train_in_packs makes of ``n`` trajectories at most ``size`` a pack."""
     return n // -(-n // size)
-
-
-def _timed(fn, configs, splits, device) -> float:
-    _sync(device)
-    start = time.perf_counter()
-    fn(configs, splits, device)
-    _sync(device)
-    return time.perf_counter() - start
-
-
-def plain_loop(configs: list, splits, device: str) -> None:
-    """One replication after another, as a researcher would write it: a model, an Adam
-    optimizer and a shuffling DataLoader each; loss + λ·entropy term per batch; validation
-    loss every epoch; train and validation loss at the end. Same seeds as the harness."""
-    import torch
-    import torch.nn.functional as F
-    from torch.utils.data import DataLoader, TensorDataset
-
-    from harness.entropy import entropy_loss, guided_layers
-    from harness.training.loop import seeded_model
-    from harness.study import derive_seed
-
-    train_set = TensorDataset(splits.train_x, splits.train_y)
-    val_set = TensorDataset(splits.val_x, splits.val_y)
-    for config in configs:
-        model = seeded_model(config, splits.input_shape, splits.n_classes).to(device)
-        guided = [m for _, m in guided_layers(model, config.placement, input_shape=splits.input_shape)]
-        ent = config.entropy
-        optimizer = torch.optim.Adam(model.parameters(), lr=config.train.lr)
-        generator = torch.Generator().manual_seed(derive_seed(config.seed, "data"))
-        loader = DataLoader(train_set, batch_size=config.train.batch_size, shuffle=True, generator=generator)
-
-        def loss_fn(out, x, y):
-            if config.task == "reconstruction":
-                return F.mse_loss(out, x.flatten(1))
-            return F.cross_entropy(out, y)
-
-        def evaluate(dataset):
-            model.eval()
-            total = 0.0
-            with torch.no_grad():
-                for x, y in DataLoader(dataset, batch_size=1024):
-                    total += loss_fn(model(x), x, y).item() * len(x)
-            model.train()
-            return total / len(dataset)
-
-        for _ in range(config.train.max_epochs):
-            for x, y in loader:
-                loss = loss_fn(model(x), x, y)
-                if config.lam:
-                    loss = loss + entropy_loss(guided, config.lam, form=ent.form, eps=ent.eps,
-                                               precision=ent.precision, c11=ent.c11, reduce=ent.reduce)
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-            evaluate(val_set)
-        evaluate(train_set), evaluate(val_set)
-
-
-def matmul_peak(device: str = "cpu", n: int = 4096, repeats: int = 3) -> float:
-    """FLOP/s of the fastest of ``repeats`` float32 (n x n) @ (n x n) matmuls on ``device``
-    (after one untimed): the rate this machine's BLAS reaches on a large, easy problem."""
-    import torch
-
-    a = torch.randn(n, n, device=device)
-    b = torch.randn(n, n, device=device)
-    a @ b
-    _sync(device)
-    best = math.inf
-    for _ in range(repeats):
-        start = time.perf_counter()
-        a @ b
-        _sync(device)
-        best = min(best, time.perf_counter() - start)
-    return 2 * n**3 / best
-
-
-def model_flops(config, splits) -> tuple[float, float]:
-    """(training FLOPs per example, evaluation FLOPs per example) of one replication's
-    model, counted by torch's FlopCounterMode on one batch: forward and backward of a
-    training step (the entropy term's small determinant is left out), and a forward."""
-    import torch
-    import torch.nn.functional as F
-    from torch.utils.flop_counter import FlopCounterMode
-
-    from harness.training.loop import seeded_model
-
-    model = seeded_model(config, splits.input_shape, splits.n_classes)
-    batch = config.train.batch_size
-    x = torch.rand((batch, *splits.input_shape))
-    y = torch.zeros(batch, dtype=torch.int64)
-    with FlopCounterMode(display=False) as counter:
-        out = model(x)
-        loss = F.mse_loss(out, x.flatten(1)) if config.task == "reconstruction" else F.cross_entropy(out, y)
-        loss.backward()
-    train = counter.get_total_flops() / batch
-    with FlopCounterMode(display=False) as counter, torch.no_grad():
-        model(x)
-    return train, counter.get_total_flops() / batch
-
-
-def _on(splits, device):
-    """``splits`` with its tensors on ``device``."""
-    return dataclasses.replace(splits, **{name: getattr(splits, name).to(device)
-                                          for name in ("train_x", "train_y", "val_x", "val_y")})
-
-
-def _subset(splits, n: int):
-    return dataclasses.replace(splits, train_x=splits.train_x[:n], train_y=splits.train_y[:n],
-                               val_x=splits.val_x[:n], val_y=splits.val_y[:n])
-
-
-def _sync(device) -> None:
-    import torch
-
-    if str(device).startswith("cuda"):
-        torch.cuda.synchronize()
