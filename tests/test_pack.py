@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from harness.training import engines, pack, packing
+from harness.training import engines, members, pack, packing
 from harness.data import load_splits
 from harness.entropy import entropy_loss
 from harness.study import Replication, build_config, flatten
@@ -102,8 +102,8 @@ def test_stopping_rules_share_one_trained_member_and_each_stops_as_alone(digits,
     2 λ × 4 stopping rules are 16 replications on 4 members, each one's result still what
     it gives trained alone (its own stopping epoch, best weights, metrics)."""
     sizes = []
-    init = pack._Pack.__init__
-    monkeypatch.setattr(pack._Pack, "__init__", lambda self, members, *a, **k: (sizes.append(len(members)), init(self, members, *a, **k))[1])
+    init = members.Pack.__init__
+    monkeypatch.setattr(members.Pack, "__init__", lambda self, members, *a, **k: (sizes.append(len(members)), init(self, members, *a, **k))[1])
     common = {**DENSE, "entropy.form": "log", "train.max_epochs": 12, "train.patience": 1}
     rules = [{}, {"train.monitor": "total_float32"}, {"train.patience": 3, "train.min_delta": 1e-4},
              {"train.max_epochs": 2, "train.restore_best": False}]

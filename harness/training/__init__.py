@@ -9,6 +9,7 @@ replication (loop) and by the packs that train many as one vectorised model (pac
     numerics     TF32 and subnormal modes
     packing      which replications pack together, and how many
     engines      the packed model's training step
+    members      a pack's state: its replications, its models, their stacked weights
     dispatch     alone or packed: the scheduler's unit of work, above both paths
 
 Nothing is imported here, so ``harness.training.stopping`` (numpy only) loads without torch.

@@ -1,6 +1,6 @@
 """What the guidance term did: its gradient against the task gradient (grad_ratio,
-term_led), and the entropy profile rows recorded at initialisation, for the guided
-layers, and after training."""
+term_led; pack_grad_ratios for every member of a pack at once), and the entropy profile
+rows recorded at initialisation, for the guided layers, and after training."""
 
 from __future__ import annotations
 
@@ -30,6 +30,22 @@ def grad_ratio(task: torch.Tensor, term: torch.Tensor, params: list, lam: float)
     acted = sum(int((b != 0).sum()) for _, b in pairs)
     led = sum(int(((b.abs() > a.abs()) & (b != 0)).sum()) for a, b in pairs)
     return ratio, led / acted if acted else float("nan")
+
+
+def pack_grad_ratios(grads, term_grads, task_pieces, guided: list[int], members: torch.Tensor,
+                     size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """grad_ratio for every member of a pack: per member (||∇ λ·term|| / ||∇ task||,
+    term_led) over the guided layers' weights (0 where λ = 0: only ``members`` have a
+    term). The term's gradient lives in its pieces only; ``task_pieces`` are the task
+    gradient's matching pieces (harness.training.engines.PackEntropy.pieces)."""
+    norm_task = torch.sqrt(sum((grads[g].index_select(0, members).double() ** 2).flatten(1).sum(1) for g in guided))
+    norm_term = torch.sqrt(sum((g.double() ** 2).flatten(1).sum(1) for g in term_grads))
+    ratio = torch.where(norm_task > 0, norm_term / norm_task, torch.full_like(norm_task, math.inf))
+    acted = sum((b != 0).flatten(1).sum(1) for b in term_grads)
+    led = sum(((b.abs() > a.abs()) & (b != 0)).flatten(1).sum(1) for a, b in zip(task_pieces, term_grads))
+    led = torch.where(acted > 0, led.double() / acted.clamp(min=1), torch.full_like(norm_task, math.nan))
+    zeros = torch.zeros(size, dtype=torch.float64, device=ratio.device)
+    return zeros.index_copy(0, members, ratio), zeros.clone().index_copy(0, members, led)
 
 
 

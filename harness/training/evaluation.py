@@ -1,17 +1,22 @@
 """The evaluation contract: the task loss of each task, a model's loss and accuracy (IoU for
 segmentation) over a split, each example's float32 loss for the Keras-style monitor, and
-a replication's final metrics."""
+a replication's final metrics; and a pack's loss and accuracy over a split, per member."""
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from harness.data import _slices
 from harness.entropy import entropy_stats
 from harness.study import Config
+
+PACK_EVAL_BATCH = 1024  # shared examples per evaluation step of a pack, as harness.data's EVAL_BATCH
+PACK_EVAL_FLOATS_CPU = 1 << 21  # activations of one evaluation step on CPU, in floats (8 MiB: cache-sized)
+PACK_EVAL_FLOATS_GPU = 1 << 28
 
 
 def task_loss(task: str, seg_loss: str = "mse"):
@@ -115,3 +120,42 @@ def final_metrics(model, batches, config: Config, entropy_term, guided) -> dict:
         metrics["entropy_loss"] = entropy_term(1.0).item()
         metrics.update(entropy_stats(guided, c11=config.entropy.c11))
     return {k: float(v) for k, v in metrics.items()}
+
+
+@torch.no_grad()
+def evaluate_pack(engine, params: list[torch.Tensor], x: torch.Tensor, y: torch.Tensor, reconstruction: bool,
+                  examples: bool = False) -> tuple[list, list | None, np.ndarray | None]:
+    """Per member of a pack (``params`` stacked, stepped by a harness.training.engines
+    engine) mean task loss (and accuracy) over a whole split, as evaluate, and with
+    ``examples`` every example's float32 task loss, (members, examples) (else None).
+
+    Batches of up to PACK_EVAL_BATCH shared examples, members a few at a time: on CPU the
+    activations of one step (PACK_EVAL_FLOATS_CPU) then stay in the last-level cache, so the
+    loss is computed from cache rather than from memory."""
+    size, device = params[0].shape[0], params[0].device
+    batch = min(PACK_EVAL_BATCH, len(x))
+    budget = PACK_EVAL_FLOATS_CPU if device.type == "cpu" else PACK_EVAL_FLOATS_GPU
+    chunk = max(1, min(size, budget // (batch * engine.example_floats)))
+    loss_sum = torch.zeros(size, dtype=torch.float64, device=device)
+    correct = torch.zeros(size, dtype=torch.int64, device=device)
+    per_example = torch.empty((size, len(x)) if examples else (0, 0), dtype=torch.float32, device=device)
+    for start in range(0, len(x), batch):
+        xb, yb = x[start : start + batch], y[start : start + batch]
+        target = xb.flatten(1)
+        for lo in range(0, size, chunk):
+            hi = min(size, lo + chunk)
+            out = engine.forward([p[lo:hi] for p in params], xb)
+            if examples:  # as example_losses: each example's mean over its pixels
+                per_example[lo:hi, start : start + len(xb)] = (
+                    (out - target).pow(2).mean(-1) if reconstruction
+                    else F.cross_entropy(out.flatten(0, 1), yb.repeat(hi - lo), reduction="none").view(hi - lo, -1))
+            if reconstruction:
+                diff = out.sub_(target).flatten(1)  # in place: no megabyte temporaries (see forward)
+                loss_sum[lo:hi] += diff.mul_(diff).sum(1).double() / target.shape[1]  # vecdot's mul and sum
+            else:
+                losses = F.cross_entropy(out.flatten(0, 1), yb.repeat(hi - lo), reduction="none")
+                loss_sum[lo:hi] += losses.view(hi - lo, -1).sum(1).double()
+                correct[lo:hi] += (out.argmax(-1) == yb).sum(1)
+    loss = (loss_sum / len(x)).tolist()
+    return (loss, (None if reconstruction else (correct.double() / len(x)).tolist()),
+            per_example.cpu().numpy() if examples else None)

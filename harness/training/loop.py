@@ -52,114 +52,158 @@ def train(config: Config, splits, device: str) -> Outcome:
 
 
 def _train(config: Config, splits, device: str) -> Outcome:
-    batches = batch_source(splits, config, device)
-    input_shape = batches.input_shape
-    model = seeded_model(config, input_shape, batches.n_classes).to(device)
-    ent = config.entropy
-    guided = guided_layers(
-        model, config.placement, input_shape=input_shape, profile=ent.profile or None, k=ent.empirical_k, rank=ent.empirical_rank
-    )
-    guided_modules = [module for _, module in guided]
-    guided_params = [module.weight for module in guided_modules]
+    return _Run(config, splits, device).train()
+
+
+class _Run:
+    """One replication's training: its model and optimizer, the state carried from epoch to
+    epoch (early stopping, best weights, the lr schedule, the diagnostics), and its outcome."""
+
+    def __init__(self, config: Config, splits, device: str):
+        """Everything before the first epoch, in the order the reference loop has always
+        taken it: the model's seeded init comes first, the profiles see the initial weights."""
+        self.config = config
+        self.batches = batch_source(splits, config, device)
+        self.input_shape = self.batches.input_shape
+        self.model = model = seeded_model(config, self.input_shape, self.batches.n_classes).to(device)
+        ent = config.entropy
+        self.guided = guided_layers(
+            model, config.placement, input_shape=self.input_shape, profile=ent.profile or None, k=ent.empirical_k,
+            rank=ent.empirical_rank
+        )
+        guided_modules = [module for _, module in self.guided]
+        self.guided_params = [module.weight for module in guided_modules]
+        self.entropy_term = _entropy_term(guided_modules, ent)
+
+        self.outcome = Outcome()
+        self.outcome.profiles += diagnostics.profile_rows(model, self.input_shape, "init", ent.c11)
+        if config.placement.strip().lower() in ("pre-skip", "empirical"):  # resolved from a graph or a file: record it
+            self.outcome.profiles += diagnostics.guided_rows(model, self.input_shape, self.guided, ent.c11)
+        if config.train.compile != "off":  # in place: the module keeps its parameters and their names
+            model.compile(mode=config.train.compile)
+        self.optimizer = _optimizer(model, config)
+        self.task_loss = evaluation.task_loss(config.task, config.train.seg_loss)
+        self.augment = _augmenter(config, device)
+
+        self.stopping = EarlyStopping.of(config)
+        self.best_state, self.lr_wait = None, 0
+        self.best_monitor_acc = -math.inf
+        self.grad_ratios, self.term_leds = [], []
+
+    def train(self) -> Outcome:
+        epoch = 0
+        try:
+            for epoch in range(1, self.config.train.max_epochs + 1):
+                train_loss, train_acc = self._train_epoch(epoch)
+                if self._validate(epoch, train_loss, train_acc):
+                    break
+        except Diverged as err:
+            self.outcome.status, self.outcome.error = "diverged", str(err)
+            self.outcome.metrics = {"stop_epoch": float(epoch), "best_epoch": float(self.stopping.best_epoch)}
+            return self.outcome
+        return self._finish(epoch)
+
+    def _train_epoch(self, epoch: int) -> tuple[float, float | None]:
+        """One pass over the training set; (mean task loss, accuracy or None). Raises
+        Diverged on a non-finite loss."""
+        config, model = self.config, self.model
+        model.train()
+        loss_sum, correct, seen = 0.0, 0, 0
+        for step, (x, y) in enumerate(self.batches.train_epoch()):
+            if self.augment is not None:
+                x, y = self.augment(x, y)
+            with subnormals_kept(step == 0):  # the measured step: its gradients as IEEE floats
+                out = model(x)
+                task = self.task_loss(out, x, y)
+                total = task + self.entropy_term(config.lam) if config.lam != 0 else task
+                if step == 0:  # once per epoch: how strong is the guidance against the task?
+                    ratio, led = diagnostics.grad_ratio(task, self.entropy_term(config.lam), self.guided_params,
+                                                        config.lam)
+                    self.grad_ratios.append(ratio)
+                    self.term_leds.append(led)
+                if not torch.isfinite(total):
+                    raise Diverged(f"non-finite loss at epoch {epoch}: task {task.item()}, total {total.item()}")
+                self.optimizer.zero_grad(set_to_none=True)
+                total.backward()
+                self.optimizer.step()
+            loss_sum += task.item() * len(x)
+            seen += len(x)
+            if config.task == "classification":
+                correct += (out.argmax(1) == y).sum().item()
+            elif config.task == "segmentation":  # pixel accuracy, averaged over images
+                correct += ((out > 0) == (evaluation.crop_like(y, out) > 0.5)).float().mean().item() * len(x)
+        return loss_sum / seen, correct / seen if config.task != "reconstruction" else None
+
+    def _validate(self, epoch: int, train_loss: float, train_acc: float | None) -> bool:
+        """The epoch's validation: its history row, early stopping (keeping the best
+        weights) and the lr schedule; True when training stops here. Raises Diverged on a
+        non-finite validation loss."""
+        config, stopping = self.config, self.stopping
+        val = evaluation.evaluate_batches(self.model, self.batches.eval("val"), config.task, config.train.seg_loss,
+                                          examples=stopping.needs_float32)
+        val_loss, val_acc = val["loss"], val.get("acc")
+        with torch.no_grad():
+            ent_value = self.entropy_term(1.0).item()
+            term32 = self.entropy_term(1.0, precision="float32").item() if stopping.needs_float32 else None
+        if not math.isfinite(val_loss):
+            raise Diverged(f"non-finite validation loss at epoch {epoch}")
+        improved, seen_by_rule = stopping.observe(
+            epoch, EpochValidation(val_loss, val_acc, ent_value, term32, val.get("examples32")))
+        self.outcome.history.append(
+            {
+                "epoch": epoch,
+                "train_loss": train_loss,
+                "val_loss": val_loss,
+                "entropy_loss": ent_value,
+                "train_acc": train_acc,
+                "val_acc": val_acc,
+                **({"val_iou": val["iou"]} if "iou" in val else {}),
+                **seen_by_rule,
+            }
+        )
+        if improved and config.train.restore_best:
+            self.best_state = copy.deepcopy(self.model.state_dict())
+        if config.train.lr_patience:
+            self._schedule_lr(val_loss, val_acc)
+        return stopping.should_stop(epoch)
+
+    def _schedule_lr(self, val_loss: float, val_acc: float | None) -> None:
+        """E4: lr / 10 after lr_patience epochs without val gain."""
+        metric = val_acc if val_acc is not None else -val_loss
+        self.lr_wait = 0 if metric > self.best_monitor_acc else self.lr_wait + 1
+        self.best_monitor_acc = max(self.best_monitor_acc, metric)
+        if self.lr_wait >= self.config.train.lr_patience:
+            for group in self.optimizer.param_groups:
+                group["lr"] /= 10
+            self.lr_wait = 0
+
+    def _finish(self, epoch: int) -> Outcome:
+        """The final metrics and profiles, on the best weights (restore_best) or the last."""
+        if self.best_state is not None:
+            self.model.load_state_dict(self.best_state)
+        outcome, stopping = self.outcome, self.stopping
+        outcome.metrics = evaluation.final_metrics(self.model, self.batches, self.config, self.entropy_term, self.guided)
+        outcome.metrics.update(
+            stop_epoch=float(epoch),
+            best_epoch=float(stopping.best_epoch),
+            hit_max_epochs=float(stopping.hit_max_epochs),
+            grad_ratio=mean_or_nan(self.grad_ratios),
+            term_led=mean_or_nan(self.term_leds),
+        )
+        outcome.profiles += diagnostics.profile_rows(self.model, self.input_shape, "final", self.config.entropy.c11)
+        return outcome
+
+
+def _entropy_term(guided_modules: list, ent):
+    """(λ, precision) -> λ · the guided layers' entropy term, in the config's precision
+    unless told another (the Keras-style monitor reads it in float32)."""
 
     def entropy_term(lam: float, precision: str = ent.precision) -> torch.Tensor:
         return entropy_loss(
             guided_modules, lam, form=ent.form, eps=ent.eps, precision=precision, c11=ent.c11, reduce=ent.reduce
         )
 
-    outcome = Outcome()
-    outcome.profiles += diagnostics.profile_rows(model, input_shape, "init", ent.c11)
-    if config.placement.strip().lower() in ("pre-skip", "empirical"):  # resolved from a graph or a file: record it
-        outcome.profiles += diagnostics.guided_rows(model, input_shape, guided, ent.c11)
-    if config.train.compile != "off":  # in place: the module keeps its parameters and their names
-        model.compile(mode=config.train.compile)
-    optimizer = _optimizer(model, config)
-    task_loss = evaluation.task_loss(config.task, config.train.seg_loss)
-    augment = _augmenter(config, device)
-
-    stopping = EarlyStopping.of(config)
-    best_state, lr_wait = None, 0
-    best_monitor_acc = -math.inf
-    grad_ratios, term_leds = [], []
-    epoch = 0
-    try:
-        for epoch in range(1, config.train.max_epochs + 1):
-            model.train()
-            loss_sum, correct, seen = 0.0, 0, 0
-            for step, (x, y) in enumerate(batches.train_epoch()):
-                if augment is not None:
-                    x, y = augment(x, y)
-                with subnormals_kept(step == 0):  # the measured step: its gradients as IEEE floats
-                    out = model(x)
-                    task = task_loss(out, x, y)
-                    total = task + entropy_term(config.lam) if config.lam != 0 else task
-                    if step == 0:  # once per epoch: how strong is the guidance against the task?
-                        ratio, led = diagnostics.grad_ratio(task, entropy_term(config.lam), guided_params, config.lam)
-                        grad_ratios.append(ratio)
-                        term_leds.append(led)
-                    if not torch.isfinite(total):
-                        raise Diverged(f"non-finite loss at epoch {epoch}: task {task.item()}, total {total.item()}")
-                    optimizer.zero_grad(set_to_none=True)
-                    total.backward()
-                    optimizer.step()
-                loss_sum += task.item() * len(x)
-                seen += len(x)
-                if config.task == "classification":
-                    correct += (out.argmax(1) == y).sum().item()
-                elif config.task == "segmentation":  # pixel accuracy, averaged over images
-                    correct += ((out > 0) == (evaluation.crop_like(y, out) > 0.5)).float().mean().item() * len(x)
-
-            val = evaluation.evaluate_batches(model, batches.eval("val"), config.task, config.train.seg_loss,
-                            examples=stopping.needs_float32)
-            val_loss, val_acc = val["loss"], val.get("acc")
-            with torch.no_grad():
-                ent_value = entropy_term(1.0).item()
-                term32 = entropy_term(1.0, precision="float32").item() if stopping.needs_float32 else None
-            if not math.isfinite(val_loss):
-                raise Diverged(f"non-finite validation loss at epoch {epoch}")
-            improved, seen_by_rule = stopping.observe(
-                epoch, EpochValidation(val_loss, val_acc, ent_value, term32, val.get("examples32")))
-            outcome.history.append(
-                {
-                    "epoch": epoch,
-                    "train_loss": loss_sum / seen,
-                    "val_loss": val_loss,
-                    "entropy_loss": ent_value,
-                    "train_acc": correct / seen if config.task != "reconstruction" else None,
-                    "val_acc": val_acc,
-                    **({"val_iou": val["iou"]} if "iou" in val else {}),
-                    **seen_by_rule,
-                }
-            )
-            if improved and config.train.restore_best:
-                best_state = copy.deepcopy(model.state_dict())
-            if config.train.lr_patience:  # E4: lr / 10 after lr_patience epochs without val gain
-                metric = val_acc if val_acc is not None else -val_loss
-                lr_wait = 0 if metric > best_monitor_acc else lr_wait + 1
-                best_monitor_acc = max(best_monitor_acc, metric)
-                if lr_wait >= config.train.lr_patience:
-                    for group in optimizer.param_groups:
-                        group["lr"] /= 10
-                    lr_wait = 0
-            if stopping.should_stop(epoch):
-                break
-    except Diverged as err:
-        outcome.status, outcome.error = "diverged", str(err)
-        outcome.metrics = {"stop_epoch": float(epoch), "best_epoch": float(stopping.best_epoch)}
-        return outcome
-
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    outcome.metrics = evaluation.final_metrics(model, batches, config, entropy_term, guided)
-    outcome.metrics.update(
-        stop_epoch=float(epoch),
-        best_epoch=float(stopping.best_epoch),
-        hit_max_epochs=float(stopping.hit_max_epochs),
-        grad_ratio=mean_or_nan(grad_ratios),
-        term_led=mean_or_nan(term_leds),
-    )
-    outcome.profiles += diagnostics.profile_rows(model, input_shape, "final", ent.c11)
-    return outcome
+    return entropy_term
 
 
 def seeded_model(config: Config, input_shape: tuple, n_classes: int) -> torch.nn.Module:

@@ -47,30 +47,26 @@ import sys
 import time
 import traceback
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from harness.data import Splits, splits_for
 from harness.entropy import entropy_loss, entropy_stats, guided_layers
 from harness.models import DenseAutoencoder
-from harness.study import Config, Replication, derive_seed, flatten
+from harness.study import Config, Replication, flatten
 from harness.training import PROGRESS_ENV, diagnostics
 from harness.training.engines import DenseEngine, PackEntropy, VmapEngine
-from harness.training.loop import seeded_model, train
+from harness.training.evaluation import evaluate_pack
+from harness.training.loop import train
+from harness.training.members import EpochNumbers, EpochSums, Member, Pack, seeded_members
 from harness.training.numerics import float32_math, subnormals_kept
 from harness.training.outcome import Outcome, PackedOutcome, mean_or_nan, result_dict
 from harness.training.packing import activation_floats, choose_pack_size, pack_key, trajectory_key
-from harness.training.stopping import EarlyStopping, EpochValidation
-
-EVAL_BATCH = 1024  # shared examples per evaluation step, as train.EVAL_BATCH
-EVAL_FLOATS_CPU = 1 << 21  # activations of one evaluation step on CPU, in floats (8 MiB: cache-sized)
-EVAL_FLOATS_GPU = 1 << 28
+from harness.training.stopping import EpochValidation
 
 
 def run_pack(reps: Sequence[Replication], device: str = "cpu", data_dir: str | Path | None = None) -> list[dict]:
@@ -127,100 +123,6 @@ def _result(rep: Replication, outcome: PackedOutcome, device, started: datetime)
 
 
 
-@dataclass
-class _Stopper:
-    """One replication on a member's trajectory: its early stopping (the rule train()
-    uses too) and its result."""
-
-    index: int  # position in the caller's list
-    config: Config
-    outcome: PackedOutcome = field(default_factory=PackedOutcome)
-    rule: EarlyStopping = None  # type: ignore[assignment]
-    best_state: list[Tensor] | None = None
-    stopped: bool = False
-
-    def __post_init__(self):
-        self.rule = EarlyStopping.of(self.config)
-
-
-@dataclass
-class _Member:
-    """One trained model of the pack: its weights' own state (init, data order,
-    diagnostics), shared by its replications (``stoppers``, one per stopping rule)."""
-
-    config: Config  # how it trains: its first replication's config
-    model: nn.Module  # its own module: init profile, and its final weights for the last metrics
-    data_gen: torch.Generator
-    stoppers: list[_Stopper]
-    grad_ratios: list[float] = field(default_factory=list)
-    term_leds: list[float] = field(default_factory=list)
-
-    def training(self) -> list[_Stopper]:
-        return [s for s in self.stoppers if not s.stopped]
-
-
-class _Pack:
-    """The stacked weights, their optimizer, and the members they belong to, in order.
-
-    The optimizer owns contiguous tensors (``leaves``: what the fused kernels take); the
-    engine reads ``params``, the same memory in the modules' shapes. A weight the engine
-    reads transposed (``engine.transposed``) is stored as its transpose, (P, in, out), and
-    its param is the transposed view."""
-
-    def __init__(self, members: list[_Member], names: list[str], guided: list[str], device, transposed=None):
-        self.members = members
-        self.names = names
-        stacked = [torch.stack([dict(m.model.named_parameters())[n].detach() for m in members]) for n in names]
-        self.transposed = [bool(transposed and transposed(p)) for p in stacked]
-        self._set([(p.mT if t else p).to(device).contiguous().requires_grad_() for p, t in zip(stacked, self.transposed)])
-        self.guided = [names.index(g) for g in guided]
-
-    def _set(self, leaves: list[Tensor], state: list[dict] | None = None) -> None:
-        self.leaves = leaves
-        # a transposed view is made outside autograd: only the dense engine reads one, and
-        # without autograd; an untransposed param is its leaf, which the vmap engine differentiates
-        with torch.no_grad():
-            self.params = [leaf.mT if t else leaf for leaf, t in zip(leaves, self.transposed)]
-        self.optimizer = _optimizer(leaves, self.members[0].config)
-        for leaf, st in zip(leaves, state or []):
-            self.optimizer.state[leaf] = st
-
-    def set_grads(self, grads: list[Tensor] | None) -> None:
-        """Hand the engine's gradients (params' shapes) to the optimizer's leaves, or clear them."""
-        for leaf, g, t in zip(self.leaves, grads or [None] * len(self.leaves), self.transposed):
-            if g is not None:
-                g = g.mT if t else g
-                # the fused CPU optimizers read a gradient as if laid out like its parameter
-                # (cf. pytorch/pytorch#106951): one laid out otherwise must be copied first
-                g = g if g.stride() == leaf.stride() else g.contiguous()
-            leaf.grad = g
-
-    def keep(self, positions: list[int]) -> None:
-        """Drop every member not at ``positions``: slice the weights and optimizer state."""
-        index = torch.tensor(positions, device=self.leaves[0].device)
-        size = len(self.members)
-        leaves = [p.detach().index_select(0, index).requires_grad_() for p in self.leaves]
-        state = [
-            {k: v.index_select(0, index.to(v.device)) if torch.is_tensor(v) and v.ndim and v.shape[0] == size else v
-             for k, v in self.optimizer.state.get(old, {}).items()}
-            for old in self.leaves
-        ]
-        self.members = [self.members[i] for i in positions]
-        self._set(leaves, state)
-
-    def member_weights(self, position: int) -> list[Tensor]:
-        return [p[position].detach().clone() for p in self.params]
-
-
-def _optimizer(params: list[Tensor], config: Config) -> torch.optim.Optimizer:
-    """train()'s optimizer over stacked tensors: element-wise, so P optimizers in one.
-    fused where the device has a fused kernel (one pass over weights and state)."""
-    fused = params[0].device.type in ("cpu", "cuda")
-    if config.train.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=config.train.lr, momentum=config.train.momentum, fused=fused)
-    return torch.optim.Adam(params, lr=config.train.lr, eps=config.train.adam_eps, fused=fused)
-
-
 def train_pack(configs: Sequence[Config], splits: Splits, device: str | torch.device,
                step_context: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext) -> list[PackedOutcome]:
     """Train the replications ``configs`` (one pack_key) together; one outcome each, in
@@ -239,155 +141,228 @@ def train_pack(configs: Sequence[Config], splits: Splits, device: str | torch.de
 
 def _train_pack(configs: list[Config], splits: Splits, device: torch.device | str,
                 step_context: Callable[[], contextlib.AbstractContextManager]) -> list[PackedOutcome]:
-    base = configs[0]
     if not isinstance(splits, Splits):
         raise TypeError("train_pack trains on in-memory Splits (harness.data.load_splits of a tensor data set)")
-    train_cfg = base.train
-    reconstruction = base.task == "reconstruction"
-    device = torch.device(device)
-    xs, ys = splits.train_x.to(device), splits.train_y.to(device)
+    return _PackRun(configs, splits, torch.device(device), step_context).train()
 
-    by_trajectory: dict[tuple, list[_Stopper]] = {}
-    for i, config in enumerate(configs):
-        by_trajectory.setdefault(trajectory_key(config), []).append(_Stopper(i, config))
-    members = []
-    for stoppers in by_trajectory.values():
-        config = stoppers[0].config
-        model = seeded_model(config, splits.input_shape, splits.n_classes).to(device)
-        gen = torch.Generator(device=xs.device).manual_seed(derive_seed(config.seed, "data"))
-        rows = diagnostics.profile_rows(model, splits.input_shape, "init", base.entropy.c11)
-        for s in stoppers:
-            s.outcome.profiles += rows
-        members.append(_Member(config, model, gen, stoppers))
-    stoppers = [s for m in members for s in m.stoppers]
+
+def _guided_layers(members: list[Member], base: Config, input_shape: tuple) -> list:
+    """The first member's guided layers, (name, module): their names are every member's
+    (the pack stacks and _finish reads them by name). Each member's replications record
+    what a placement resolved from a graph or a file resolved to, as train() does."""
     ent = base.entropy
     guided = [
-        guided_layers(m.model, base.placement, input_shape=splits.input_shape, profile=ent.profile or None,
+        guided_layers(m.model, base.placement, input_shape=input_shape, profile=ent.profile or None,
                       k=ent.empirical_k, rank=ent.empirical_rank)
         for m in members
     ]
     if base.placement.strip().lower() in ("pre-skip", "empirical"):  # as train(): record what it resolved to
         for m, layers in zip(members, guided):
-            rows = diagnostics.guided_rows(m.model, splits.input_shape, layers, ent.c11)
+            rows = diagnostics.guided_rows(m.model, input_shape, layers, ent.c11)
             for s in m.stoppers:
                 s.outcome.profiles += rows
-    template, guided = members[0].model, guided[0]
-    names = [n for n, _ in template.named_parameters()]
-    compiled = train_cfg.compile != "off"  # torch.compile takes the plain vmap engine, not the hand-written step
-    engine = (DenseEngine(template) if isinstance(template, DenseAutoencoder) and not compiled
-              else VmapEngine(template, base.task, compile_mode=train_cfg.compile))
-    engine.example_floats = activation_floats(template, splits.input_shape)
-    pack = _Pack(members, names, [f"{name}.weight" for name, _ in guided], device, transposed=engine.transposed)
-    kinds = ["conv" if isinstance(m, nn.Conv2d) else "dense" for _, m in guided]
-    shapes = [pack.params[g].shape for g in pack.guided]
-    entropy = PackEntropy(pack.guided, kinds, shapes, base.entropy)
-    # monitor=total_float32: the term as a Keras model reports it, in float32 (train()'s
-    # entropy_term(1.0, precision="float32")), and every example's float32 loss, once an epoch
-    float32_monitor = any(s.rule.needs_float32 for s in stoppers)
-    entropy32 = (PackEntropy(pack.guided, kinds, shapes, replace(base.entropy, precision="float32"))
-                 if float32_monitor else None)
+    return guided[0]
 
-    n, batch = len(xs), train_cfg.batch_size
-    report = _epoch_reporter(base, len(members), len(stoppers))
-    clock = time.perf_counter()
-    for epoch in range(1, max(s.config.train.max_epochs for s in stoppers) + 1):
-        size = len(pack.members)
+
+class _PackRun:
+    """One train_pack call: the members' stacked weights (Pack), the engine that steps
+    them, their entropy terms, and the epoch loop that trains, validates, stops and
+    compacts them."""
+
+    def __init__(self, configs: list[Config], splits: Splits, device: torch.device,
+                 step_context: Callable[[], contextlib.AbstractContextManager]):
+        base = self.base = configs[0]
+        self.splits, self.device, self.step_context = splits, device, step_context
+        self.reconstruction = base.task == "reconstruction"
+        self.xs, self.ys = splits.train_x.to(device), splits.train_y.to(device)
+        members = seeded_members(configs, splits, device, self.xs.device)
+        self.stoppers = [s for m in members for s in m.stoppers]
+        self.guided = _guided_layers(members, base, splits.input_shape)
+        template = members[0].model
+        names = [n for n, _ in template.named_parameters()]
+        compiled = base.train.compile != "off"  # torch.compile takes the plain vmap engine, not the hand-written step
+        self.engine = engine = (DenseEngine(template) if isinstance(template, DenseAutoencoder) and not compiled
+                                else VmapEngine(template, base.task, compile_mode=base.train.compile))
+        engine.example_floats = activation_floats(template, splits.input_shape)
+        self.pack = pack = Pack(members, names, [f"{name}.weight" for name, _ in self.guided], device,
+                                transposed=engine.transposed)
+        kinds = ["conv" if isinstance(m, nn.Conv2d) else "dense" for _, m in self.guided]
+        shapes = [pack.params[g].shape for g in pack.guided]
+        self.entropy = PackEntropy(pack.guided, kinds, shapes, base.entropy)
+        # monitor=total_float32: the term as a Keras model reports it, in float32 (train()'s
+        # entropy_term(1.0, precision="float32")), and every example's float32 loss, once an epoch
+        self.float32_monitor = any(s.rule.needs_float32 for s in self.stoppers)
+        self.entropy32 = (PackEntropy(pack.guided, kinds, shapes, replace(base.entropy, precision="float32"))
+                          if self.float32_monitor else None)
+
+    def train(self) -> list[PackedOutcome]:
+        """Epochs until every replication has stopped; one outcome each, in the caller's order."""
+        report = _epoch_reporter(self.base, len(self.pack.members), len(self.stoppers))
+        self.clock = time.perf_counter()
+        for epoch in range(1, max(s.config.train.max_epochs for s in self.stoppers) + 1):
+            size = len(self.pack.members)
+            measured = self._measure(self._train_epoch())
+            epoch_s = time.perf_counter() - self.clock
+            share = epoch_s / size
+            self.clock = time.perf_counter()
+            keep, finishing = self._observe(epoch, measured, share)
+            if finishing:
+                self._finish(finishing)
+                for s in (s for _, _, s, _ in finishing):
+                    s.outcome.wall_s += (time.perf_counter() - self.clock) / len(finishing)
+                self.clock = time.perf_counter()
+            report(epoch, epoch_s, len(keep))
+            if not keep:
+                break
+            if len(keep) < size:  # frozen members leave the pack: the others train on alone
+                self.pack.keep(keep)
+        return [s.outcome for s in sorted(self.stoppers, key=lambda s: s.index)]
+
+    def _train_epoch(self) -> EpochSums:
+        """One pass over the training set, each member in its own data order (its own
+        generator's randperm, as train()); the epoch's sums per member."""
+        pack, xs, device = self.pack, self.xs, self.device
+        n, batch = len(xs), self.base.train.batch_size
         lam = torch.tensor([m.config.lam for m in pack.members], dtype=torch.float64, device=device)
         guided_on = (lam != 0).nonzero().flatten()  # members with a guidance term (train() skips λ = 0)
         lam_on = lam.index_select(0, guided_on)
         orders = torch.stack([torch.randperm(n, generator=m.data_gen, device=xs.device) for m in pack.members])
-        loss_sum = torch.zeros(size, dtype=torch.float64, device=device)
-        correct = torch.zeros(size, dtype=torch.int64, device=device)
-        bad = torch.zeros(size, dtype=torch.bool, device=device)
-        bad_task = torch.zeros(size, device=device)
-        bad_total = torch.zeros(size, device=device)
-        ratios = torch.zeros(size, dtype=torch.float64, device=device)
-        leds = torch.zeros(size, dtype=torch.float64, device=device)
+        sums = EpochSums.zeros(len(pack.members), device)
         for start in range(0, n, batch):
             # step_context: nothing, unless harness.perf.ceiling is recording a step; the step whose
             # gradients are measured keeps IEEE subnormals, as train()'s
-            with step_context(), subnormals_kept(start == 0):
+            with self.step_context(), subnormals_kept(start == 0):
                 idx = orders[:, start : start + batch]
-                x, y = engine.batch(xs, ys, idx)
-                task, out, grads = engine.task_and_grads(pack.params, x, y)
-                total = task
-                if len(guided_on):
-                    term, term_grads = entropy.term_and_grads(pack.params, guided_on, lam_on)
-                    total = task.index_add(0, guided_on, term)
-                    if start == 0:  # once per epoch: how strong is the guidance against the task?
-                        ratios, leds = _grad_ratios(grads, term_grads, entropy.pieces(grads, guided_on), pack.guided,
-                                                    guided_on, size)
-                    entropy.add_into(grads, term_grads, guided_on)
-                pack.set_grads(grads)
-                pack.optimizer.step()
-                pack.set_grads(None)
-            with torch.no_grad():
-                newly = ~torch.isfinite(total) & ~bad
-                bad_task = torch.where(newly, task, bad_task)
-                bad_total = torch.where(newly, total, bad_total)
-                bad |= newly
-                loss_sum += task.double() * idx.shape[1]
-                if not reconstruction:
-                    correct += (out.argmax(-1) == y).sum(1)
+                task, total, out, y = self._step(idx, start == 0, guided_on, lam_on, sums)
+            sums.add(task, total, out, y, idx.shape[1], self.reconstruction)
+        return sums
 
-        val_loss, val_acc, examples32 = _evaluate(engine, pack.params, splits.val_x.to(device), splits.val_y.to(device),
-                                                  reconstruction, examples=float32_monitor)
-        ent_value = entropy.values(pack.params)
-        ent32 = entropy32.values(pack.params) if entropy32 is not None else None
-        train_loss = (loss_sum / n).tolist()
-        train_acc = (correct.double() / n).tolist()
-        bad_list, bad_task, bad_total = bad.tolist(), bad_task.tolist(), bad_total.tolist()
-        ratio_list, led_list = ratios.tolist(), leds.tolist()
-        epoch_s = time.perf_counter() - clock
-        share = epoch_s / size
-        clock = time.perf_counter()
+    def _step(self, idx: Tensor, first: bool, guided_on: Tensor, lam_on: Tensor, sums: EpochSums):
+        """One optimizer step of every member on its rows ``idx`` of the training set:
+        (task, total, out, y), per member. The epoch's ``first`` step also measures the
+        guidance gradient against the task's (into ``sums``)."""
+        engine, pack, entropy = self.engine, self.pack, self.entropy
+        x, y = engine.batch(self.xs, self.ys, idx)
+        task, out, grads = engine.task_and_grads(pack.params, x, y)
+        total = task
+        if len(guided_on):
+            term, term_grads = entropy.term_and_grads(pack.params, guided_on, lam_on)
+            total = task.index_add(0, guided_on, term)
+            if first:  # once per epoch: how strong is the guidance against the task?
+                sums.ratios, sums.leds = diagnostics.pack_grad_ratios(
+                    grads, term_grads, entropy.pieces(grads, guided_on), pack.guided, guided_on, len(pack.members))
+            entropy.add_into(grads, term_grads, guided_on)
+        pack.set_grads(grads)
+        pack.optimizer.step()
+        pack.set_grads(None)
+        return task, total, out, y
 
+    def _measure(self, sums: EpochSums) -> EpochNumbers:
+        """The epoch's validation (loss, accuracy, and every example's float32 loss for the
+        Keras-style monitor) and entropy terms, with its training sums, per member."""
+        pack, device, n = self.pack, self.device, len(self.xs)
+        val_loss, val_acc, examples32 = evaluate_pack(self.engine, pack.params, self.splits.val_x.to(device),
+                                                      self.splits.val_y.to(device), self.reconstruction,
+                                                      examples=self.float32_monitor)
+        ent_value = self.entropy.values(pack.params)
+        ent32 = self.entropy32.values(pack.params) if self.entropy32 is not None else None
+        return EpochNumbers(
+            val_loss, val_acc, examples32, ent_value, ent32,
+            train_loss=(sums.loss_sum / n).tolist(),
+            train_acc=(sums.correct.double() / n).tolist(),
+            bad=sums.bad.tolist(), bad_task=sums.bad_task.tolist(), bad_total=sums.bad_total.tolist(),
+            ratios=sums.ratios.tolist(), leds=sums.leds.tolist(),
+        )
+
+    def _observe(self, epoch: int, measured: EpochNumbers, share: float) -> tuple[list[int], list[tuple]]:
+        """Every member's epoch (_observe_member): (the positions of the members still
+        training, the (position, member, stopper, epoch) of the replications stopping now)."""
         keep, finishing = [], []
-        for pos, m in enumerate(pack.members):
-            training = m.training()
-            for s in training:  # a member's time is shared by the replications it trains for
-                s.outcome.wall_s += share / len(training)
-            m.grad_ratios.append(ratio_list[pos])
-            m.term_leds.append(led_list[pos])
-            if bad_list[pos] or not math.isfinite(val_loss[pos]):
-                message = (f"non-finite loss at epoch {epoch}: task {bad_task[pos]}, total {bad_total[pos]}"
-                           if bad_list[pos] else f"non-finite validation loss at epoch {epoch}")
-                for s in training:
-                    _diverge(s, epoch, message)
-                continue
-            row = {
-                "epoch": epoch,
-                "train_loss": train_loss[pos],
-                "val_loss": val_loss[pos],
-                "entropy_loss": ent_value[pos],
-                "train_acc": None if reconstruction else train_acc[pos],
-                "val_acc": None if reconstruction else val_acc[pos],
-            }
-            weights = None  # this epoch's weights, copied once for every stopper they are best for
-            val = EpochValidation(val_loss[pos], None if reconstruction else val_acc[pos], ent_value[pos],
-                                  None if ent32 is None else ent32[pos], None if examples32 is None else examples32[pos])
-            for s in training:
-                improved, seen_by_rule = s.rule.observe(epoch, val)
-                s.outcome.history.append({**row, **seen_by_rule})
-                if improved and s.rule.restore_best:
-                    weights = weights or pack.member_weights(pos)
-                    s.best_state = weights
-                if s.rule.should_stop(epoch):
-                    s.stopped = True
-                    finishing.append((pos, m, s, epoch))
-            if m.training():
+        for pos, m in enumerate(self.pack.members):
+            if self._observe_member(epoch, pos, m, measured, share, finishing):
                 keep.append(pos)
-        if finishing:
-            _finish(finishing, pack, engine, splits, guided, reconstruction, device)
-            for s in (s for _, _, s, _ in finishing):
-                s.outcome.wall_s += (time.perf_counter() - clock) / len(finishing)
-            clock = time.perf_counter()
-        report(epoch, epoch_s, len(keep))
-        if not keep:
-            break
-        if len(keep) < size:  # frozen members leave the pack: the others train on alone
-            pack.keep(keep)
-    return [s.outcome for s in sorted(stoppers, key=lambda s: s.index)]
+        return keep, finishing
+
+    def _observe_member(self, epoch: int, pos: int, m: Member, e: EpochNumbers, share: float, finishing: list) -> bool:
+        """Member ``m``'s epoch for each replication still training on it: its share of the
+        epoch's time, its divergence, or its history row and early stopping (this epoch's
+        weights kept where they are its best; a replication stopping now is added to
+        ``finishing``). True while any of them trains on."""
+        training = m.training()
+        for s in training:  # a member's time is shared by the replications it trains for
+            s.outcome.wall_s += share / len(training)
+        m.grad_ratios.append(e.ratios[pos])
+        m.term_leds.append(e.leds[pos])
+        if e.bad[pos] or not math.isfinite(e.val_loss[pos]):
+            message = (f"non-finite loss at epoch {epoch}: task {e.bad_task[pos]}, total {e.bad_total[pos]}"
+                       if e.bad[pos] else f"non-finite validation loss at epoch {epoch}")
+            for s in training:
+                s.diverge(epoch, message)
+            return False
+        reconstruction = self.reconstruction
+        row = {
+            "epoch": epoch,
+            "train_loss": e.train_loss[pos],
+            "val_loss": e.val_loss[pos],
+            "entropy_loss": e.ent_value[pos],
+            "train_acc": None if reconstruction else e.train_acc[pos],
+            "val_acc": None if reconstruction else e.val_acc[pos],
+        }
+        weights = None  # this epoch's weights, copied once for every stopper they are best for
+        val = EpochValidation(e.val_loss[pos], None if reconstruction else e.val_acc[pos], e.ent_value[pos],
+                              None if e.ent32 is None else e.ent32[pos], None if e.examples32 is None else e.examples32[pos])
+        for s in training:
+            improved, seen_by_rule = s.rule.observe(epoch, val)
+            s.outcome.history.append({**row, **seen_by_rule})
+            if improved and s.rule.restore_best:
+                weights = weights or self.pack.member_weights(pos)
+                s.best_state = weights
+            if s.rule.should_stop(epoch):
+                s.stopped = True
+                finishing.append((pos, m, s, epoch))
+        return bool(m.training())
+
+    def _finish(self, finishing: list[tuple]) -> None:
+        """Final metrics and profiles of the replications that stop this epoch, as train()
+        computes them: best weights (restore_best) or last, evaluated on the whole val and
+        train sets."""
+        pack, splits, device, reconstruction = self.pack, self.splits, self.device, self.reconstruction
+        weights = [s.best_state if s.best_state is not None else pack.member_weights(pos) for pos, _, s, _ in finishing]
+        stacked = [torch.stack(ws) for ws in zip(*weights)]
+        val_loss, val_acc, _ = evaluate_pack(self.engine, stacked, splits.val_x.to(device), splits.val_y.to(device),
+                                             reconstruction)
+        train_loss, train_acc, _ = evaluate_pack(self.engine, stacked, splits.train_x.to(device),
+                                                 splits.train_y.to(device), reconstruction)
+        now = datetime.now(timezone.utc)
+        guided_names = [name for name, _ in self.guided]
+        for j, (_, m, s, epoch) in enumerate(finishing):
+            ent = s.config.entropy
+            with torch.no_grad():
+                for p, w in zip(m.model.parameters(), weights[j]):
+                    p.copy_(w)
+            modules = dict(m.model.named_modules())
+            member_guided = [(name, modules[name]) for name in guided_names]
+            metrics = {"val_loss": val_loss[j], "train_loss": train_loss[j]}
+            if reconstruction:
+                metrics.update(val_mse=val_loss[j], train_mse=train_loss[j])
+            else:
+                metrics.update(val_acc=val_acc[j], train_acc=train_acc[j])
+            with torch.no_grad():
+                metrics["entropy_loss"] = entropy_loss(
+                    member_guided, 1.0, form=ent.form, eps=ent.eps, precision=ent.precision, c11=ent.c11, reduce=ent.reduce
+                ).item()
+                metrics.update(entropy_stats(member_guided, c11=ent.c11))
+            metrics = {k: float(v) for k, v in metrics.items()}
+            metrics.update(
+                stop_epoch=float(epoch),
+                best_epoch=float(s.rule.best_epoch),
+                hit_max_epochs=float(s.rule.hit_max_epochs),
+                grad_ratio=mean_or_nan(m.grad_ratios),
+                term_led=mean_or_nan(m.term_leds),
+            )
+            s.outcome.metrics = metrics
+            s.outcome.profiles += diagnostics.profile_rows(m.model, splits.input_shape, "final", ent.c11)
+            s.outcome.finished_at = now
 
 
 def _epoch_reporter(config: Config, members: int, replications: int):
@@ -406,102 +381,3 @@ def _epoch_reporter(config: Config, members: int, replications: int):
               file=sys.stderr, flush=True)
 
     return report
-
-
-def _grad_ratios(grads, term_grads, task_pieces, guided: list[int], members: Tensor, size: int) -> tuple[Tensor, Tensor]:
-    """Per member (||∇ λ·term|| / ||∇ task||, term_led) over the guided layers' weights, as
-    train()'s _grad_ratio (0 where λ = 0). The term's gradient lives in its pieces only;
-    ``task_pieces`` are the task gradient's matching pieces."""
-    norm_task = torch.sqrt(sum((grads[g].index_select(0, members).double() ** 2).flatten(1).sum(1) for g in guided))
-    norm_term = torch.sqrt(sum((g.double() ** 2).flatten(1).sum(1) for g in term_grads))
-    ratio = torch.where(norm_task > 0, norm_term / norm_task, torch.full_like(norm_task, math.inf))
-    acted = sum((b != 0).flatten(1).sum(1) for b in term_grads)
-    led = sum(((b.abs() > a.abs()) & (b != 0)).flatten(1).sum(1) for a, b in zip(task_pieces, term_grads))
-    led = torch.where(acted > 0, led.double() / acted.clamp(min=1), torch.full_like(norm_task, math.nan))
-    zeros = torch.zeros(size, dtype=torch.float64, device=ratio.device)
-    return zeros.index_copy(0, members, ratio), zeros.clone().index_copy(0, members, led)
-
-
-def _diverge(s: _Stopper, epoch: int, message: str) -> None:
-    s.outcome.status, s.outcome.error = "diverged", message
-    s.outcome.metrics = {"stop_epoch": float(epoch), "best_epoch": float(s.rule.best_epoch)}
-    s.outcome.finished_at = datetime.now(timezone.utc)
-    s.stopped = True
-
-
-@torch.no_grad()
-def _evaluate(engine, params: list[Tensor], x: Tensor, y: Tensor, reconstruction: bool,
-              examples: bool = False) -> tuple[list, list | None, "np.ndarray | None"]:
-    """Per member mean task loss (and accuracy) over a whole split, as train.evaluate, and
-    with ``examples`` every example's float32 task loss, (members, examples) (else None).
-
-    Batches of up to EVAL_BATCH shared examples, members a few at a time: on CPU the
-    activations of one step (EVAL_FLOATS_CPU) then stay in the last-level cache, so the
-    loss is computed from cache rather than from memory."""
-    size, device = params[0].shape[0], params[0].device
-    batch = min(EVAL_BATCH, len(x))
-    budget = EVAL_FLOATS_CPU if device.type == "cpu" else EVAL_FLOATS_GPU
-    chunk = max(1, min(size, budget // (batch * engine.example_floats)))
-    loss_sum = torch.zeros(size, dtype=torch.float64, device=device)
-    correct = torch.zeros(size, dtype=torch.int64, device=device)
-    per_example = torch.empty((size, len(x)) if examples else (0, 0), dtype=torch.float32, device=device)
-    for start in range(0, len(x), batch):
-        xb, yb = x[start : start + batch], y[start : start + batch]
-        target = xb.flatten(1)
-        for lo in range(0, size, chunk):
-            hi = min(size, lo + chunk)
-            out = engine.forward([p[lo:hi] for p in params], xb)
-            if examples:  # as train._example_losses: each example's mean over its pixels
-                per_example[lo:hi, start : start + len(xb)] = (
-                    (out - target).pow(2).mean(-1) if reconstruction
-                    else F.cross_entropy(out.flatten(0, 1), yb.repeat(hi - lo), reduction="none").view(hi - lo, -1))
-            if reconstruction:
-                diff = out.sub_(target).flatten(1)  # in place: no megabyte temporaries (see forward)
-                loss_sum[lo:hi] += diff.mul_(diff).sum(1).double() / target.shape[1]  # vecdot's mul and sum
-            else:
-                losses = F.cross_entropy(out.flatten(0, 1), yb.repeat(hi - lo), reduction="none")
-                loss_sum[lo:hi] += losses.view(hi - lo, -1).sum(1).double()
-                correct[lo:hi] += (out.argmax(-1) == yb).sum(1)
-    loss = (loss_sum / len(x)).tolist()
-    return (loss, (None if reconstruction else (correct.double() / len(x)).tolist()),
-            per_example.cpu().numpy() if examples else None)
-
-
-def _finish(finishing, pack: _Pack, engine, splits: Splits, guided, reconstruction: bool, device) -> None:
-    """Final metrics and profiles of the replications that stop this epoch, as train()
-    computes them: best weights (restore_best) or last, evaluated on the whole val and
-    train sets."""
-    weights = [s.best_state if s.best_state is not None else pack.member_weights(pos) for pos, _, s, _ in finishing]
-    stacked = [torch.stack(ws) for ws in zip(*weights)]
-    val_loss, val_acc, _ = _evaluate(engine, stacked, splits.val_x.to(device), splits.val_y.to(device), reconstruction)
-    train_loss, train_acc, _ = _evaluate(engine, stacked, splits.train_x.to(device), splits.train_y.to(device), reconstruction)
-    now = datetime.now(timezone.utc)
-    guided_names = [name for name, _ in guided]
-    for j, (_, m, s, epoch) in enumerate(finishing):
-        config, ent = s.config, s.config.entropy
-        with torch.no_grad():
-            for p, w in zip(m.model.parameters(), weights[j]):
-                p.copy_(w)
-        modules = dict(m.model.named_modules())
-        member_guided = [(name, modules[name]) for name in guided_names]
-        metrics = {"val_loss": val_loss[j], "train_loss": train_loss[j]}
-        if reconstruction:
-            metrics.update(val_mse=val_loss[j], train_mse=train_loss[j])
-        else:
-            metrics.update(val_acc=val_acc[j], train_acc=train_acc[j])
-        with torch.no_grad():
-            metrics["entropy_loss"] = entropy_loss(
-                member_guided, 1.0, form=ent.form, eps=ent.eps, precision=ent.precision, c11=ent.c11, reduce=ent.reduce
-            ).item()
-            metrics.update(entropy_stats(member_guided, c11=ent.c11))
-        metrics = {k: float(v) for k, v in metrics.items()}
-        metrics.update(
-            stop_epoch=float(epoch),
-            best_epoch=float(s.rule.best_epoch),
-            hit_max_epochs=float(s.rule.hit_max_epochs),
-            grad_ratio=mean_or_nan(m.grad_ratios),
-            term_led=mean_or_nan(m.term_leds),
-        )
-        s.outcome.metrics = metrics
-        s.outcome.profiles += diagnostics.profile_rows(m.model, splits.input_shape, "final", ent.c11)
-        s.outcome.finished_at = now
