@@ -322,6 +322,28 @@ def test_run_replications_packs_and_returns_run_replications_dicts():
     assert len({r["metrics"]["val_mse"] for r in results if "val_mse" in r["metrics"]}) == 4  # each its own
 
 
+def test_wall_s_is_training_time_alone_or_packed(monkeypatch):
+    """A lone run's wall_s, like a packed member's share, leaves out loading the data: a
+    data set that takes 1 s to load does not count in it."""
+    import time
+
+    from harness.training import loop
+
+    real = loop.splits_for
+
+    def slow_splits(*args, **kwargs):
+        time.sleep(1.0)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "splits_for", slow_splits)
+    rep = Replication("t", build_config({"dataset": "digits", "model": "dense_ae", "latent": 8,
+                                         "train.max_epochs": 1, "data.n_train": 100, "data.n_val": 50}))
+    clock = time.perf_counter()
+    result = run_replication(rep, device="cpu")
+    elapsed = time.perf_counter() - clock
+    assert result["status"] == "done" and 0 < result["wall_s"] <= elapsed - 1.0
+
+
 def test_flush_denormals_is_a_recorded_setting_on_for_training_and_restored(digits):
     """train.flush_denormals (on by default) flushes subnormal floats to zero in the
     training thread and restores the thread's mode afterwards; turning it off changes the

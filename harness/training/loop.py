@@ -29,14 +29,18 @@ from harness.training.stopping import EarlyStopping, EpochValidation
 def run_replication(rep: Replication, device: str = "cpu", data_dir: str | Path | None = None) -> dict:
     """Train ``rep`` on ``device`` and return its result dict (see harness.store.Store.record)."""
     started = datetime.now(timezone.utc)
-    clock = time.perf_counter()
     config = rep.config
+    clock = None
     try:
         splits = splits_for(config, data_dir, device)
+        # wall_s is training time alone, as a packed member's share of its pack's epochs
+        # (pack.run_pack loads the splits before its clock starts too)
+        clock = time.perf_counter()
         outcome = train(config, splits, device)
     except Exception:  # recorded, not raised: one bad replication must not stop a sweep
         outcome = Outcome(status="failed", error=traceback.format_exc())
-    return result_dict(rep, outcome, device, started, datetime.now(timezone.utc), time.perf_counter() - clock)
+    wall_s = time.perf_counter() - clock if clock is not None else 0.0
+    return result_dict(rep, outcome, device, started, datetime.now(timezone.utc), wall_s)
 
 
 
