@@ -59,3 +59,15 @@ def test_protocol_sentence_names_the_arm_and_says_the_stopping_rule_did_it():
     flat = frame.assign(stop_epoch=80.0)
     arms = protocol.protocol_arms(flat, [FIG4B], None, ["lam", "entropy.precision", "train.monitor"])
     assert protocol.protocol_sentence(arms, [FIG4B]).startswith("No protocol arm reproduces the published pattern")
+
+
+def test_total_float32_recorded_before_the_keras_monitor_is_named_apart():
+    """Two total_float32 replications: one recorded with what its rule saw each epoch, one
+    from before the Keras-style monitor (no monitored value): only the second is relabelled,
+    and one without history changes nothing."""
+    frame = pd.DataFrame({"id": ["a", "b", "c"], "status": "done", "train.monitor": ["total_float32", "total_float32", "task"]})
+    history = pd.DataFrame({"id": ["a", "a", "b", "b", "c"], "epoch": [1, 2, 1, 2, 1],
+                            "monitored": [0.5, 0.4, np.nan, np.nan, np.nan]})
+    labelled, n = protocol.label_legacy_monitor(frame, history)
+    assert n == 1 and labelled["train.monitor"].tolist() == ["total_float32", protocol.LEGACY_MONITOR, "task"]
+    assert protocol.label_legacy_monitor(frame, None) == (frame, 0)

@@ -32,6 +32,28 @@ NO_GRADIENT, NEGLIGIBLE = 1e-12, 1e-6
 TARGETS = ("logdet_mean", "log_c11_mean")  # what the term acts on: dense log|det W|, conv log|c11|
 
 
+# train.monitor=total_float32 first summed a float32 term into a float64 task loss, which
+# sees every improvement; since the Keras-style emulation (harness.training.stopping) it
+# sums in float32, and each epoch records what the rule saw ("monitored"). A replication
+# recorded before keeps its id but trained under the first rule: the analysis names it
+# apart, so that no table mixes the two.
+LEGACY_MONITOR = "total_float32_f64sum"
+
+
+def label_legacy_monitor(frame: pd.DataFrame, history: pd.DataFrame | None) -> tuple[pd.DataFrame, int]:
+    """(frame, n): ``frame`` with train.monitor = LEGACY_MONITOR for the done replications
+    recorded with total_float32 whose epochs hold no monitored value (recorded before the
+    Keras-style emulation), and how many they are. Unchanged without a history."""
+    if history is None or "monitored" not in history.columns or "train.monitor" not in frame.columns:
+        return frame, 0
+    seen = history.groupby("id")["monitored"].apply(lambda v: bool(np.isfinite(v.astype(float)).any()))
+    legacy = ((frame["train.monitor"] == "total_float32") & (frame["status"] == grouping.DONE)
+              & ~frame["id"].map(seen).fillna(False).astype(bool))
+    if not legacy.any():
+        return frame, 0
+    return frame.assign(**{"train.monitor": frame["train.monitor"].where(~legacy, LEGACY_MONITOR)}), int(legacy.sum())
+
+
 def arm_keys(frame: pd.DataFrame) -> list[str]:
     """The ARM_KEYS that vary among the done replications (the arms' columns)."""
     done = frame[frame["status"] == grouping.DONE]

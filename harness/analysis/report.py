@@ -50,7 +50,7 @@ def analyze(store, studies: list[str] | None, out_dir: Path) -> list[Path]:
     paths = []
     for name in names:
         # the per-epoch history is most of a study's data: read only for the curves that use it
-        wants_history = any(isinstance(spec, CurvePlot) for spec in specs[name])
+        wants_history = any(isinstance(spec, CurvePlot) for spec in specs[name]) or _keras_monitor(frames[name])
         paths += study_report(definitions[name], frames[name], store.profiles(name), Path(out_dir) / name,
                               hosts=store.hosts(), history=store.history(name) if wants_history else None)
     return paths
@@ -62,6 +62,11 @@ class _Recorded:
 
     profiles: pd.DataFrame | None = None  # Store.profiles: entropy change per layer and filter
     history: pd.DataFrame | None = None   # Store.history: one row per replication and epoch
+
+
+def _keras_monitor(frame: pd.DataFrame) -> bool:
+    """Whether the history is needed to tell the two total_float32 rules apart."""
+    return "train.monitor" in frame.columns and bool((frame["train.monitor"] == "total_float32").any())
 
 
 def _specs(definition: dict) -> list:
@@ -94,9 +99,16 @@ def study_report(definition: dict, frame: pd.DataFrame, profiles: pd.DataFrame |
         profiles = profiles.sort_values(["id", "stage", "layer", "filter"], kind="stable")
     if history is not None and len(history):
         history = history.sort_values(["id", "epoch"], kind="stable")
+    frame, legacy = protocol.label_legacy_monitor(frame, history)
     recorded = _Recorded(profiles, history)
     factors, stray = study_factors(definition, frame)
     _which_protocol(r, specs, frame, factors)
+    if legacy:
+        r.md(f"**{legacy} replications with train.monitor=total_float32 were recorded before the Keras-style "
+             "monitor** (their epochs hold no monitored value): their early stopping summed the float32 term "
+             "into a float64 task loss, which sees every improvement, where a Keras val_loss sums in float32 "
+             f"(docs/protocol.md). They keep their ids; every table shows them as train.monitor={protocol.LEGACY_MONITOR}.",
+             "")
     _header(r, definition, frame, factors)
     _where_and_how_long(r, frame, hosts or {})
     if stray:
