@@ -75,3 +75,29 @@ def test_the_cycle_finder_finds_a_circle(tmp_path, monkeypatch):
     monkeypatch.setattr(__import__(__name__), "PACKAGE", pkg)
     edges = graph()
     assert edges["harness.a"] == {"harness.b"} and edges["harness.b"] == {"harness.a"}
+
+
+BEGIN, END = "<!-- import picture: begin -->", "<!-- import picture: end -->"
+
+
+def import_picture() -> str:
+    """Which harness module imports which (every import, local ones included), one line a
+    module, as the architecture page shows it."""
+    lines = ["| module | imports |", "|---|---|"]
+    for name, deps in sorted(graph().items()):
+        short = ", ".join(f"`{d.removeprefix('harness.')}`" for d in sorted(deps)) or "–"
+        lines.append(f"| `{name.removeprefix('harness.') or 'harness'}` | {short} |")
+    return "\n".join(lines)
+
+
+def test_the_import_picture_is_current():
+    page = (ROOT / "docs" / "architecture.md").read_text()
+    shown = page.split(BEGIN)[1].split(END)[0].strip() if BEGIN in page else ""
+    assert shown == import_picture(), "the import picture is stale: run `python tests/test_architecture.py`"
+
+
+if __name__ == "__main__":  # rewrite the page's import picture
+    path = ROOT / "docs" / "architecture.md"
+    page = path.read_text()
+    head, rest = page.split(BEGIN)
+    path.write_text(f"{head}{BEGIN}\n{import_picture()}\n{END}{rest.split(END)[1]}")
