@@ -104,7 +104,8 @@ def reports(store, tmp_path_factory):
 
 
 def _strip_stamp(text: str) -> str:
-    return "\n".join(l for l in text.splitlines() if not l.startswith("_Generated "))
+    return "\n".join(l for l in text.splitlines()
+                     if not l.startswith(("_Generated ", '<p class="stamp">Generated ')))
 
 
 def _golden_files(out: Path):
@@ -116,10 +117,13 @@ def test_writes_report_tables_and_figures(reports):
     assert all(p.exists() for p in paths)
     for study in ("ae", "cnn"):
         assert (out / study / "report.md") in paths
+        assert (out / study / "report.html") in paths
         names = {p.name for p in paths if p.parent.name == study}
         for p in names:
-            if p.endswith(".csv"):
+            if p.endswith(".csv") and p != "provenance.csv":  # provenance.csv: data a sentence links to
                 assert p[:-4] + ".tex" in names  # every table as CSV and LaTeX
+            if p.endswith(".png"):
+                assert p[:-4] + ".pdf" in names  # every figure also as a vector PDF
     assert (out / "ae" / "ci_val_mse_by_latent_lam_train.monitor-task.png") in paths
     assert any(p.name.startswith("profile_") and p.suffix == ".png" for p in paths)
 
@@ -160,7 +164,7 @@ def test_reruns_are_byte_identical(store, reports, tmp_path):
     assert [p.relative_to(tmp_path) for p in again] == [p.relative_to(out) for p in paths]
     for p in paths:
         q = tmp_path / p.relative_to(out)
-        if p.name == "report.md":
+        if p.name in ("report.md", "report.html"):
             assert _strip_stamp(p.read_text()) == _strip_stamp(q.read_text())
         else:
             assert p.read_bytes() == q.read_bytes(), p.name
@@ -243,7 +247,7 @@ def test_study_object_round_trip(tmp_path):
                              {"val_mse": 0.01 + 0.001 * k + 0.004 * seed}))
     paths = analyze(s, ["q"], tmp_path / "out")
     text = (tmp_path / "out" / "q" / "report.md").read_text()
-    assert "SignificanceTable(metric=val_mse; alpha=0.05)" in text
+    assert "## Validation MSE across λ1\n" in text
     # one pair, not significant: its detectable difference is one number, not a range
     assert re.search(r"For the blank pair, a true difference of [\d.e+-]+ \(val_mse units\) would have been found "
                      r"with power 0.8; the largest observed \|difference\| is 0.001\.", text)
@@ -274,7 +278,7 @@ def test_settings_left_varying_by_overrides_split_the_tables(tmp_path):
     study_report(definition, frame, None, tmp_path)
     report = (tmp_path / "report.md").read_text()
     assert "**Note:** train.monitor vary among the recorded replications" in report
-    assert "### val_mse by lam at latent=80, train.monitor=task" in report
+    assert "### Validation MSE across λ1 at latent 80, stopping monitor task" in report
 
 
 def test_a_grid_still_being_run_reports_what_is_there(tmp_path):
@@ -335,7 +339,7 @@ def test_training_curves_average_the_replications_still_training(tmp_path):
             else:
                 assert np.isnan(row["lo"]) and np.isnan(row["hi"])
     report = (out / "report.md").read_text()
-    assert "![val_loss per epoch" in report and "Skipped:** no per-epoch 'val_acc' recorded" in report
+    assert "![Validation loss per epoch" in report and "Skipped:** no per-epoch 'val_acc' recorded" in report
 
     ax = plots.curve_plot(summaries.curve_table(store.frame("curves"), store.history("curves"), "val_loss", "lam"), "lam")
     assert [list(line.get_xdata()) for line in ax.lines] == [[1, 2, 3, 4]] * 2  # n >= 1.5 of 3 train

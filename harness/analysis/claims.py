@@ -118,6 +118,20 @@ def claim_cells(frame: pd.DataFrame, claim: dict, factors: list[str]) -> pd.Data
     return pd.DataFrame(rows)
 
 
+def largest_verdict(claim: dict, cells: pd.DataFrame) -> tuple[pd.Series, str]:
+    """An "up to r" ratio claim: the cell with the largest ratio, and 'holds' / 'no' /
+    'inconclusive'. No cell can reach r when every upper bound is below the range; the
+    largest exceeds it when its lower bound is above."""
+    ratios = cells["ratio"].astype(float)
+    top = cells.loc[ratios.idxmax()]
+    lo, hi = claim["largest"]
+    if (cells["ci_hi"].astype(float) < lo).all() or float(top["ci_lo"]) >= hi:
+        return top, "no"
+    if lo <= float(top["ci_lo"]) and float(top["ci_hi"]) < hi:
+        return top, "holds"
+    return top, INCONCLUSIVE
+
+
 def claim_sentence(claim: dict, cells: pd.DataFrame) -> str:
     """'holds in 3 of 4 cells (1 inconclusive)' or, for an "up to" ratio claim, its
     largest ratio with its interval against the published value."""
@@ -127,17 +141,9 @@ def claim_sentence(claim: dict, cells: pd.DataFrame) -> str:
         ratios = cells["ratio"].astype(float)
         if not np.isfinite(ratios).any():
             return "not testable (no base replications)"
-        top = cells.loc[ratios.idxmax()]
-        lo, hi = claim["largest"]
-        # "up to r": the largest cell's ratio is r. No cell can reach it when every upper
-        # bound is below the range; the largest exceeds it when its lower bound is above.
-        highs = cells["ci_hi"].astype(float)
-        if (highs < lo).all() or float(top["ci_lo"]) >= hi:
-            verdict = "does not agree with"
-        elif lo <= float(top["ci_lo"]) and float(top["ci_hi"]) < hi:
-            verdict = "agrees with"
-        else:
-            verdict = "cannot tell (inconclusive) whether it agrees with"
+        top, word = largest_verdict(claim, cells)
+        verdict = {"holds": "agrees with", "no": "does not agree with"}.get(
+            word, "cannot tell (inconclusive) whether it agrees with")
         return (f"largest ratio {float(top['ratio']):.2f} [{float(top['ci_lo']):.2f}, {float(top['ci_hi']):.2f}], "
                 f"smallest {float(ratios.min()):.2f}: {verdict} the published value")
     tested = cells[cells["verdict"] != UNTESTABLE]

@@ -1,9 +1,10 @@
 """``harness analyze``: one report per study, from the store alone.
 
-``analyze(store, studies, out_dir)`` writes ``out_dir/<study>/report.md`` and, for every
-table, ``<name>.csv`` and ``<name>.tex``, for every figure ``<name>.png``. This is the only
-module of the analysis that writes files. Apart from the one "Generated" line, reruns on
-the same database are byte-identical.
+``analyze(store, studies, out_dir)`` writes ``out_dir/<study>/report.md``, the same report
+as one self-contained ``report.html``, for every table ``<name>.csv`` and ``<name>.tex``,
+for every figure ``<name>.png`` and ``<name>.pdf``. It and the writer are the only modules
+of the analysis that write files. Apart from the one "Generated" line, reruns on the same
+database are byte-identical.
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from harness.analysis import grouping, paper, protocol, summaries
+from harness.analysis import grouping, paper, protocol, summaries, verdict, words
 from harness.analysis.sections import RENDERERS
-from harness.analysis.spec import AnalysisError, Claims, CurvePlot, SignificanceTable, Table1, describe, spec_from_dict
+from harness.analysis.spec import AnalysisError, Claims, CurvePlot, SignificanceTable, Table1, spec_from_dict
 from harness.analysis.writer import ReportWriter, at_label
 
 __all__ = ["AnalysisError", "analyze", "study_report"]
@@ -115,7 +116,8 @@ def study_report(definition: dict, frame: pd.DataFrame, profiles: pd.DataFrame |
         r.md(f"**Note:** {', '.join(stray)} vary among the recorded replications though not "
              "grid axes (runs with different overrides); every table is split by them.", "")
     for spec in specs:
-        r.md(f"## {describe(spec)}", "")
+        r.section = r.heading(2, words.heading(spec))
+        r.md("")
         try:
             for metric in _metrics(spec):
                 grouping.check_metric(frame, metric)
@@ -126,7 +128,27 @@ def study_report(definition: dict, frame: pd.DataFrame, profiles: pd.DataFrame |
         r.md("The study declares no analyses (`Study(..., analyses=[...])`).", "")
     _diagnostics(r, frame, factors)
     _methods(r)
+    _verdict(r)
     return r.finish()
+
+
+def _verdict(r: ReportWriter):
+    """'Verdict': the first thing after the title, one row per published claim and sign table
+    the sections compared (harness.analysis.verdict), each linked to its evidence."""
+    if not r.verdicts:
+        return
+    table = verdict.verdict_table(r.verdicts)
+    counts = table["verdict"].str.split(":").str[0].value_counts()
+    tally = ", ".join(f"{int(counts.get(w, 0))} {w}" for w in
+                      (verdict.REPRODUCES, verdict.DOES_NOT, verdict.UNDECIDED))
+    with r.verdict_first():
+        r.md("## Verdict", "",
+             f"Of {len(table)} published claims and tables compared: {tally}. A claim reproduces when the 95% "
+             "interval of every cell it speaks of lies in the published range; a sign table when every cell "
+             "agrees. The rest of the report is the evidence.", "")
+        # the files name the section as report.md#anchor; the report links it
+        files = table.assign(evidence=table["evidence"].str.replace(r"^\[.*\]\((#.*)\)$", r"report.md\1", regex=True))
+        r.table(files, "verdict", "The paper's claims and tables against the replications", show=table)
 
 
 def _metrics(spec) -> list[str]:
@@ -175,13 +197,7 @@ def _header(r: ReportWriter, definition: dict, frame: pd.DataFrame, factors: lis
     r.md("## Replications", "",
          f"{len(frame)} replications recorded: {n_done} done, {bad}. "
          "Only done replications enter the statistics; every grid cell is kept below.", "")
-    prov = []
-    for col in ("harness_version", "torch_version", "git_commit", "device"):
-        if col in frame.columns:
-            vals = sorted(str(v) for v in frame[col].dropna().unique())
-            prov.append(f"{col}: {', '.join(vals) or 'n/a'}")
-    if prov:
-        r.md("Provenance — " + "; ".join(prov) + ".", "")
+    _provenance(r, frame)
     cells = summaries.status_counts(frame, factors)
     cells["note"] = np.where(cells["done"] < 2, "fewer than 2 done", "")
     if "hit_max_epochs" in cells and cells["hit_max_epochs"].sum():
@@ -207,6 +223,23 @@ def _header(r: ReportWriter, definition: dict, frame: pd.DataFrame, factors: lis
                           columns=["key", "value"])
     r.table(grid_df, "grid", "Grid axes")
     r.table(set_df, "settings", "All fixed settings of the study", inline=len(set_df) <= 60)
+
+
+def _provenance(r: ReportWriter, frame: pd.DataFrame):
+    """One line: the versions, the device, 'N commits (first…last)' by when each was first
+    used, and the full list in provenance.csv."""
+    parts = []
+    for col, word in (("harness_version", "harness"), ("torch_version", "torch"), ("device", "device")):
+        if col in frame.columns:
+            parts.append(f"{word} {', '.join(sorted(str(v) for v in frame[col].dropna().unique())) or 'n/a'}")
+    if "git_commit" in frame.columns and frame["git_commit"].notna().any():
+        commits = summaries.commits(frame)
+        name = r.data(commits, "provenance")
+        first, last = commits["git_commit"].iloc[0][:7], commits["git_commit"].iloc[-1][:7]
+        span = first if len(commits) == 1 else f"{first}…{last}"
+        parts.append(f"{len(commits)} commit{'s' * (len(commits) != 1)} ({span}; every one in [{name}]({name}))")
+    if parts:
+        r.md("Provenance: " + "; ".join(parts) + ".", "")
 
 
 def _where_and_how_long(r: ReportWriter, frame: pd.DataFrame, hosts: dict):

@@ -241,3 +241,21 @@ def profile_summary(profiles: pd.DataFrame) -> pd.DataFrame:
                              sd=v.std(ddof=1) if len(v) > 1 else np.nan,
                              min=q[0], q1=q[1], median=q[2], q3=q[3], max=q[4]))
     return pd.DataFrame(rows, columns=cols)
+
+
+def commits(frame: pd.DataFrame) -> pd.DataFrame:
+    """One row per git commit the replications were trained at, in the order first used:
+    replications, first start, last finish, and the harness and torch versions."""
+    done = frame[frame["git_commit"].notna()].copy()
+    done["git_commit"] = done["git_commit"].astype(str)
+    agg = {"replications": ("id", "size")}
+    if "started_at" in done.columns:
+        agg["first_started"] = ("started_at", "min")
+    if "finished_at" in done.columns:
+        agg["last_finished"] = ("finished_at", "max")
+    for col in ("harness_version", "torch_version"):
+        if col in done.columns:
+            agg[col] = (col, lambda s: ", ".join(sorted(str(v) for v in s.dropna().unique())))
+    table = done.groupby("git_commit", sort=True).agg(**agg).reset_index()
+    order = ["first_started", "git_commit"] if "first_started" in table.columns else ["git_commit"]
+    return table.sort_values(order, kind="stable").reset_index(drop=True)

@@ -6,10 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from harness.analysis import by_seed, grouping, omnibus, paper, render, significance, stats
+from harness.analysis import by_seed, grouping, omnibus, paper, render, significance, stats, verdict, words
 from harness.analysis.spec import SignificanceTable
 from harness.analysis.sections.base import renders
-from harness.analysis.writer import ReportWriter, at, at_label, stem
+from harness.analysis.writer import ReportWriter, at_label, stem
 
 
 @renders(SignificanceTable)
@@ -19,8 +19,12 @@ def _significance(r: ReportWriter, spec: SignificanceTable, frame, recorded, fac
         r.md(f"**Unknown published table {spec.published!r}** (known: {', '.join(paper.SIGN_TABLES)}).", "")
     for labels, sub in grouping.slices(frame, spec.at, factors, exclude=(spec.factor,)):
         where = at_label(labels)
+        said = words.slice_words(labels) or "all replications"
+        metric, factor = words.metric(spec.metric), words.factor(spec.factor)
         base = stem("sig", spec.metric, "by", spec.factor, labels=labels)
-        r.md(f"### {spec.metric} by {spec.factor}{at(labels)}", "")
+        anchor = r.heading(3, f"{words.capital(words.metric(spec.metric))} across {words.factor(spec.factor)}"
+                           f"{words.at(labels)}")
+        r.md("")
         if not len(sub):
             r.md(f"No replications at {where}.", "")
             continue
@@ -52,14 +56,14 @@ def _significance(r: ReportWriter, spec: SignificanceTable, frame, recorded, fac
         raw = significance.sign_matrix(long, "sign")
         adj = significance.sign_matrix(long, "sign_adj")
         raw.index.name = adj.index.name = f"{spec.factor} row \\ col"
-        r.table(long, base, f"All pairwise tests of {spec.metric} by {spec.factor} at {where}",
+        r.table(long, base, f"All pairwise tests of {metric} across {factor}, {said}",
                 inline=False)
-        r.table(raw, base + "_signs", f"Sign table, uncorrected (as the paper): {spec.metric}, {where}", index=True)
+        r.table(raw, base + "_signs", f"Sign table, uncorrected (as the paper): {metric}, {said}", index=True)
         r.table(adj, base + f"_signs_{spec.correction}",
-                f"Sign table, {spec.correction}-corrected: {spec.metric}, {where}", index=True)
+                f"Sign table, {spec.correction}-corrected: {metric}, {said}", index=True)
         _blank_cells(r, long, spec)
         if pub is not None:
-            _vs_published(r, spec, labels, raw, adj, pub, base, long)
+            _vs_published(r, spec, labels, raw, adj, pub, base, long, anchor)
         _paired(r, sub, spec, labels, base)
 
 
@@ -98,7 +102,8 @@ def _levels_table(r, grp, factor, metric, base):
         rows.append({factor: level, "n": len(vals), "mean": mean, "ci_lo": lo, "ci_hi": hi,
                      "sd": vals.std(ddof=1) if len(vals) > 1 else np.nan,
                      "note": "fewer than 2" if len(vals) < 2 else ""})
-    r.table(pd.DataFrame(rows), base + "_levels", f"{metric} per {factor}: mean and 95% t-interval")
+    r.table(pd.DataFrame(rows), base + "_levels",
+            f"{words.capital(words.metric(metric))} per {words.factor(factor)}: mean and 95% t-interval")
 
 
 def _blank_cells(r, long, spec):
@@ -134,7 +139,7 @@ def _paired(r, sub, spec, labels, base):
             f"{grouping.level_label(paired['vs'].iloc[0])}, paired by seed ({spec.correction} across levels)")
 
 
-def _vs_published(r, spec, labels, raw, adj, pub, base, long):
+def _vs_published(r, spec, labels, raw, adj, pub, base, long, anchor):
     theirs = significance.published_signs(spec.published)
     theirs.index.name = f"{spec.factor} row \\ col"
     note = ""
@@ -149,6 +154,10 @@ def _vs_published(r, spec, labels, raw, adj, pub, base, long):
                 f"{significance.verdict_counts(long)} (t-test; pooled TOST within ±"
                 f"{100 * _margin(spec):g}% of the pair's mean).")
     r.summary.append(f"{spec.metric} by {spec.factor} at {at_label(labels)} vs {sentence}")
+    where = words.slice_words(labels)
+    r.verdicts.append(verdict.sign_table_row(
+        words.published(spec.published), where, raw, theirs, significance.sign_matrix(long, "verdict3"),
+        f"[§ {words.published(spec.published)}](#{anchor})"))
     r.md(f"**Published vs replicated.** {sentence}", "")
     r.table(theirs, base + f"_{spec.published}", f"Published: {pub['title']}", index=True)
     r.table(cmp_raw, base + f"_vs_{spec.published}",

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pandas as pd
 
-from harness.analysis import by_seed, grouping, omnibus, protocol, significance
+from harness.analysis import by_seed, grouping, omnibus, protocol, significance, words
 from harness.analysis.spec import ProtocolEffect
 from harness.training.stopping import STOPPING_RULE
 from harness.analysis.sections.base import renders
-from harness.analysis.writer import ReportWriter, at, at_label, stem
+from harness.analysis.writer import ReportWriter, at_label, stem
 
 
 @renders(ProtocolEffect)
@@ -17,7 +17,7 @@ def _protocol(r: ReportWriter, spec: ProtocolEffect, frame, recorded, factors):
     for labels, sub in grouping.slices(frame, spec.at, factors, exclude=(spec.factor, spec.protocol)):
         where = at_label(labels)
         base = stem("protocol", spec.protocol, spec.metric, labels=labels)
-        r.md(f"### Effect of {spec.protocol} on {spec.metric}{at(labels)}", "")
+        r.md(f"### Effect of the {words.factor(spec.protocol)} on {words.metric(spec.metric)}{words.at(labels)}", "")
         eff = protocol.protocol_effect(sub, spec.metric, spec.protocol, spec.factor,
                                      alpha=spec.alpha, test=spec.test, correction=spec.correction)
         r.table(eff, base, f"{spec.protocol} values compared at each {spec.factor} "

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from harness.analysis import grouping, paper, paper_tables, render, stats
+from harness.analysis import grouping, paper, paper_tables, render, stats, verdict, words
 from harness.analysis.claims import claim_cells, claim_sentence
 from harness.analysis.spec import Claims, Table1, Table2
 from harness.analysis.sections.base import renders
-from harness.analysis.writer import ReportWriter, at, at_label, stem
+from harness.analysis.writer import ReportWriter, at_label, stem
 
 
 @renders(Table1)
@@ -23,7 +23,7 @@ def _table1(r: ReportWriter, spec: Table1, frame, recorded, factors):
         labels = dict(dict(spec.at or {}), **labels)
         where = at_label(labels)
         base = stem("table1", labels=labels)
-        r.md(f"### Table 1{at(labels)}", "")
+        r.md(f"### Table 1{words.at(labels)}", "")
         t1 = paper_tables.table1(sub, metric_train=spec.metric_train, metric_val=spec.metric_val,
                            factor=spec.factor, by=spec.by, test=spec.test,
                            correction=spec.correction, alpha=spec.alpha)
@@ -73,7 +73,7 @@ def _table2(r: ReportWriter, spec: Table2, frame, recorded, factors):
     for labels, sub in grouping.slices(frame, spec.at, factors, exclude=(spec.factor, *rows)):
         where = at_label(labels)
         base = stem("table2", spec.metric, labels=labels)
-        r.md(f"### Table 2: {spec.metric}{at(labels)}", "")
+        r.md(f"### Table 2: {words.metric(spec.metric)}{words.at(labels)}", "")
         long = paper_tables.table2(sub, spec.metric, spec.factor, rows, alpha=spec.alpha, test=spec.test,
                              correction=spec.correction, confidence=spec.confidence)
         plain, bold = paper_tables.table2_layout(long, spec.factor, rows)
@@ -123,6 +123,7 @@ def _claims(r: ReportWriter, spec: Claims, frame, recorded, factors):
         cells = claim_cells(frame, claim, factors)
         sentence = f"“{claim['text']}”: {claim_sentence(claim, cells)}"
         r.summary.append(f"Claim {sentence}")
+        r.verdicts.append(verdict.claim_row(claim, cells, f"[claim {i}](#{r.section})"))
         r.md(f"- {sentence}.", "")
         if len(cells):
             r.table(cells, f"claim{i}_{claim['metric']}", f"Claim {i}: {claim['text']}", inline=False)

@@ -1,0 +1,123 @@
+"""The report's verdict: one row per published claim and per published sign table compared,
+`claim | published | replicated | verdict | evidence`, where the verdict is one of
+"reproduces", "does not reproduce" or "inconclusive". Plain data in, a DataFrame out.
+
+A claim (harness.analysis.claims) reproduces when it holds in every cell it speaks of that
+could be tested, does not when its interval lies outside the published range in some cell,
+and is inconclusive otherwise (intervals straddling a bound, or nothing testable). A sign
+table reproduces when every compared cell agrees, does not when a cell contradicts the
+paper outright (our test finds a difference the paper did not, the opposite one, or shows
+the two levels equivalent where the paper marks a difference), and is inconclusive when
+every disagreeing cell is one our replications cannot decide.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from harness.analysis import render
+from harness.analysis.claims import INCONCLUSIVE, largest_verdict
+from harness.analysis.grouping import UNTESTABLE
+
+REPRODUCES, DOES_NOT, UNDECIDED = "reproduces", "does not reproduce", "inconclusive"
+COLUMNS = ["claim", "published", "replicated", "verdict", "evidence"]
+
+
+def _interval(value, lo, hi) -> str:
+    return f"{render.num(value, 3)} [{render.num(lo, 3)}, {render.num(hi, 3)}]"
+
+
+def _spread(cells: pd.DataFrame, column: str) -> str:
+    """One cell: 'mean [lo, hi]'; several: the range of the means and of the intervals."""
+    values = cells[column].to_numpy(dtype=float)
+    lo, hi = cells["ci_lo"].to_numpy(dtype=float), cells["ci_hi"].to_numpy(dtype=float)
+    if len(cells) == 1:
+        return f"{column} " + _interval(values[0], lo[0], hi[0])
+    finite = np.isfinite(values)
+    if not finite.any():
+        return f"no {column} in {len(cells)} cells"
+    return (f"{column} {render.num(np.nanmin(values), 3)} to {render.num(np.nanmax(values), 3)} over "
+            f"{len(cells)} cells (intervals {render.num(np.nanmin(lo), 3)} to {render.num(np.nanmax(hi), 3)})")
+
+
+def _published(claim: dict) -> str:
+    """The published range: '8 to 10', '> 40', 'largest ratio 3.5 to 4.5'."""
+    if "largest" in claim:
+        return f"largest ratio {render.num(claim['largest'][0], 3)} to {render.num(claim['largest'][1], 3)}"
+    low, high = claim.get("low"), claim.get("high")
+    if low is not None and high is not None:
+        return f"{render.num(low, 3)} to {render.num(high, 3)}"
+    return f"> {render.num(low, 3)}" if low is not None else (f"< {render.num(high, 3)}" if high is not None else "")
+
+
+def claim_row(claim: dict, cells: pd.DataFrame, evidence: str) -> dict:
+    """The verdict row of one claim (paper.CLAIMS) from its ``claims.claim_cells`` table;
+    ``evidence`` is a Markdown link to the section that holds the cells."""
+    row = dict(kind=0, claim=claim["text"], published=_published(claim), evidence=evidence)
+    if not len(cells):
+        return dict(row, replicated="no replications", verdict=f"{UNDECIDED}: no cells to test")
+    column = "ratio" if "ratio" in cells.columns else "mean"
+    if "largest" in claim:
+        if not np.isfinite(cells["ratio"].astype(float)).any():
+            return dict(row, replicated="no base replications", verdict=f"{UNDECIDED}: not testable")
+        top, word = largest_verdict(claim, cells)
+        word = {"holds": REPRODUCES, "no": DOES_NOT}.get(word, UNDECIDED)
+        return dict(row, replicated="largest ratio " + _interval(top["ratio"], top["ci_lo"], top["ci_hi"]),
+                    verdict=f"{word}: largest ratio {render.num(float(top['ratio']), 3)}")
+    tested = cells[cells["verdict"] != UNTESTABLE]
+    held = int((tested["verdict"] == "holds").sum())
+    failed = int((tested["verdict"] == "no").sum())
+    unsure = int((tested["verdict"] == INCONCLUSIVE).sum())
+    if len(tested) and held == len(tested):
+        word = REPRODUCES
+    elif failed:
+        word = DOES_NOT
+    else:
+        word = UNDECIDED
+    detail = f"holds in {held} of {len(tested)} cells"
+    if unsure:
+        detail += f", {unsure} inconclusive"
+    if len(tested) < len(cells):
+        detail += f", {len(cells) - len(tested)} untestable"
+    return dict(row, replicated=_spread(cells, column), verdict=f"{word}: {detail}")
+
+
+def sign_table_row(title: str, where: str, ours: pd.DataFrame, theirs: pd.DataFrame,
+                   verdicts: pd.DataFrame, evidence: str) -> dict:
+    """The verdict row of one published sign table (paper.SIGN_TABLES) against ours.
+
+    ``ours`` and ``theirs`` are sign matrices ("+", "-", "", "?"), ``verdicts`` the matrix
+    of our per-pair verdicts (significance.verdict: differs / equivalent / inconclusive),
+    all labelled by level."""
+    common = [level for level in ours.index if level in theirs.index]
+    agree = compared = contradict = 0
+    for r in common:
+        for c in common:
+            if r == c or ours.loc[r, c] == UNTESTABLE:
+                continue
+            compared += 1
+            a, b = ours.loc[r, c], theirs.loc[r, c]
+            agree += a == b
+            contradict += a != b and (a in ("+", "-") or verdicts.loc[r, c] == "equivalent")
+    pairs = [verdicts.loc[r, c] for i, r in enumerate(common) for c in common[i + 1:]]
+    counts = {v: pairs.count(v) for v in ("differs", "equivalent", "inconclusive")}
+    if compared and agree == compared:
+        word = REPRODUCES
+    elif contradict:
+        word = DOES_NOT
+    else:
+        word = UNDECIDED
+    return dict(kind=1, claim=f"{title} sign table" + (f" ({where})" if where else ""),
+                published=f"{sum(theirs.loc[r, c] in ('+', '-') for r in common for c in common)} of "
+                          f"{len(common) * (len(common) - 1)} cells marked + or -",
+                replicated=f"{agree} of {compared} cells agree; of its {len(pairs)} pairs, {counts['differs']} "
+                           f"differ, {counts['equivalent']} equivalent, {counts['inconclusive']} inconclusive",
+                verdict=word, evidence=evidence)
+
+
+def verdict_table(rows: list[dict]) -> pd.DataFrame:
+    """The verdict rows as the report's first table: the claims first, then the sign tables,
+    each in the order the report's sections give them."""
+    ordered = sorted(rows, key=lambda row: row.get("kind", 0))
+    return pd.DataFrame(ordered, columns=COLUMNS)

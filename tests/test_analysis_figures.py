@@ -1,0 +1,127 @@
+"""Camera-ready figures and the verdict's rows, from plain data: axis labels in words with
+symbols, the log axes chosen from the data, styles that differ in grayscale, one entropy
+profile per trained model, a PDF beside every PNG; each claim and sign table's verdict."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from harness.analysis import plots, verdict, words
+from harness.analysis.sections.figures import _trained_models
+from harness.analysis.writer import ReportWriter, slug
+
+
+def _ci(x, hue, xs, levels, mean):
+    rows = [{hue: h, x: v, "n": 3, "mean": mean(v, h), "lo": mean(v, h) * 0.9, "hi": mean(v, h) * 1.1}
+            for h in levels for v in xs]
+    return pd.DataFrame(rows)
+
+
+def test_ci_plot_labels_in_words_and_a_log_x_for_lambda():
+    ci = _ci("lam", "latent", [0.0, 1e-4, 1e-2, 1.0], [20, 80], lambda v, h: 0.003 + 0.001 * v)
+    ax = plots.ci_plot(ci, "lam", "latent", ylabel="val_mse")
+    assert ax.get_xlabel() == "λ₁" and ax.get_ylabel() == "validation MSE"
+    assert ax.get_xscale() == "symlog"  # λ = 0 stays on the axis
+    assert ax.get_yscale() == "linear"  # 0.0027 to 0.0044: less than a decade
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["latent = 20", "latent = 80"]
+
+
+def test_ci_plot_goes_log_when_the_range_spans_a_decade():
+    ci = _ci("latent", "lam", [20, 80, 180], [0.0, 1.0], lambda v, h: 10.0 ** (v / 60))
+    ax = plots.ci_plot(ci, "latent", "lam", ylabel="stop_epoch")
+    assert ax.get_yscale() == "log" and ax.get_xscale() == "linear"
+    assert ax.get_ylabel() == "stopping epoch" and ax.get_xlabel() == "latent"
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["λ₁ = 0", "λ₁ = 1"]
+
+
+def test_curve_plot_log_y_auto_and_bands_visible():
+    curves = pd.DataFrame([{"lam": lam, "epoch": e, "n": 3, "of": 3, "mean": 1.0 / e ** 2, "lo": 0.8 / e ** 2,
+                            "hi": 1.2 / e ** 2} for lam in (0.0, 1e-3) for e in range(1, 11)])
+    ax = plots.curve_plot(curves, "lam", ylabel="val_loss")
+    assert ax.get_yscale() == "log" and ax.get_ylabel() == "validation loss" and ax.get_xlabel() == "epoch"
+    assert all(band.get_alpha() == pytest.approx(0.2) for band in ax.collections)
+    flat = plots.curve_plot(curves.assign(mean=1.0, lo=0.9, hi=1.1), "lam", ylabel="val_loss")
+    assert flat.get_yscale() == "linear"
+
+
+def test_levels_differ_in_marker_and_line_style_not_only_colour():
+    looks = plots.styles(7)
+    assert len({(s["marker"], s["ls"]) for s in looks}) == 7
+    assert len({s["marker"] for s in looks}) == 7
+
+
+def test_profiles_count_each_trained_model_once():
+    """Two stopping rules of one (λ, seed) share one training: one profile each."""
+    done = pd.DataFrame([{"id": f"{m}{s}", "lam": 0.0, "seed": s, "train.monitor": m}
+                         for m in ("task", "total") for s in range(3)])
+    kept = _trained_models(done, ["lam", "train.monitor"])
+    assert len(kept) == 3 and kept["seed"].tolist() == [0, 1, 2]
+    assert len(_trained_models(done.drop(columns="train.monitor"), ["lam"])) == 6
+
+
+def test_figures_are_written_as_300_dpi_png_and_pdf(tmp_path):
+    r = ReportWriter(tmp_path, "s")
+    ax = plots.ci_plot(_ci("latent", "lam", [20, 80], [0.0], lambda v, h: 1.0), "latent", "lam", ylabel="val_mse")
+    name = r.figure(ax, "ci", "A caption")
+    assert (tmp_path / f"{name}.pdf").read_bytes().startswith(b"%PDF")
+    from PIL import Image
+
+    with Image.open(tmp_path / f"{name}.png") as png:
+        assert png.size == (6.4 * 300, 4.4 * 300)
+
+
+def test_plain_words():
+    assert words.metric("val_mse") == "validation MSE" and words.metric("odd_metric") == "odd_metric"
+    assert words.at({"latent": 80, "lam": 0.1}) == " at latent 80, λ1 = 0.1"
+    assert words.published("fig3b") == "Fig. 3b" and words.published("table1") == "Table 1"
+    from harness.analysis.spec import Claims, SignificanceTable
+
+    assert words.heading(SignificanceTable("val_mse", at={"latent": 80}, published="fig3b")) == \
+        "Validation MSE across λ1 at latent 80 (Fig. 3b)"
+    assert words.heading(SignificanceTable("stop_epoch", at={"latent": 180}, published="fig4b")) == \
+        "Stopping epoch across λ1 at latent 180 (Fig. 4b)"
+    assert words.heading(Claims()) == "The paper's headline claims"
+    assert slug("Validation MSE across λ1 at latent 80 (Fig. 3b)") == "validation-mse-across-λ1-at-latent-80-fig-3b"
+
+
+CLAIM = dict(text="stopping epoch 8-10", metric="stop_epoch", low=8.0, high=10.0)
+
+
+def _cells(verdicts, mean=9.0):
+    return pd.DataFrame({"n": 10, "mean": mean, "ci_lo": mean - 1, "ci_hi": mean + 1, "published": "8 to 10",
+                         "verdict": verdicts})
+
+
+@pytest.mark.parametrize("cells, word", [
+    (["holds", "holds"], "reproduces: holds in 2 of 2 cells"),
+    (["no"] * 24, "does not reproduce: holds in 0 of 24 cells"),
+    (["holds", "inconclusive"], "inconclusive: holds in 1 of 2 cells, 1 inconclusive"),
+    (["holds", "?"], "reproduces: holds in 1 of 1 cells, 1 untestable"),
+])
+def test_claim_verdicts(cells, word):
+    row = verdict.claim_row(CLAIM, _cells(cells), "[claim 1](#c)")
+    assert row["verdict"] == word and row["published"] == "8 to 10" and row["evidence"] == "[claim 1](#c)"
+
+
+def test_one_cell_claim_shows_its_mean_and_interval():
+    row = verdict.claim_row(CLAIM, _cells(["holds"]), "")
+    assert row["replicated"] == "mean 9 [8, 10]"
+
+
+def test_sign_table_verdicts():
+    levels = ["0", "1", "2"]
+
+    def matrix(cells):
+        return pd.DataFrame(cells, index=levels, columns=levels)
+
+    theirs = matrix([["", "+", "+"], ["-", "", ""], ["-", "", ""]])
+    blank = matrix([[""] * 3] * 3)
+    undecided = matrix([["", "inconclusive", "inconclusive"], ["inconclusive", "", "equivalent"],
+                        ["inconclusive", "equivalent", ""]])
+    row = verdict.sign_table_row("Fig. 4b", "latent 180", blank, theirs, undecided, "[x](#x)")
+    assert row["replicated"] == "2 of 6 cells agree; of its 3 pairs, 0 differ, 1 equivalent, 2 inconclusive"
+    assert row["verdict"] == "inconclusive" and row["claim"] == "Fig. 4b sign table (latent 180)"
+    shown_equal = undecided.replace("inconclusive", "equivalent")
+    assert verdict.sign_table_row("F", "", blank, theirs, shown_equal, "")["verdict"] == "does not reproduce"
+    assert verdict.sign_table_row("F", "", theirs, theirs, undecided, "")["verdict"] == "reproduces"
+    assert np.array_equal(verdict.verdict_table([row]).columns, verdict.COLUMNS)
