@@ -80,6 +80,23 @@ def choose_backend(backend: str | None, scheduler: str | None, n_slots: int) -> 
     return backend
 
 
+def check_scheduler_address(address: str) -> None:
+    """A Dask scheduler's address as Dask reads it (tcp://host:8786, host:8786, tls://...):
+    a malformed one is one line before the database is touched, not Dask's traceback at
+    connect time."""
+    from distributed.comm.addressing import parse_address, parse_host_port
+
+    try:
+        scheme, location = parse_address(address)
+        if scheme in ("tcp", "tls", "ws", "wss"):
+            host, port = parse_host_port(location)
+            if not host or any(c.isspace() for c in host) or not 0 < port < 65536:
+                raise ValueError(address)
+    except (ValueError, TypeError):
+        raise ScheduleError(f"bad --scheduler address {address!r}: expected a Dask scheduler's, "
+                            "e.g. tcp://host:8786") from None
+
+
 def backends_help() -> str:
     """The backends for --backend's help: 'a (what a does), b (...) or c'."""
     names = [f"{name} ({BACKENDS[name].summary})" if BACKENDS[name].summary else name for name in BACKENDS]

@@ -242,9 +242,13 @@ def cmd_analyze(args) -> int:
     from pathlib import Path
 
     from harness.analysis.report import analyze
+    from harness.errors import UserError
     from harness.store import Store
 
-    paths = analyze(Store(args.db, reader=True), args.study or None, Path(args.out))
+    try:
+        paths = analyze(Store(args.db, reader=True), args.study or None, Path(args.out))
+    except OSError as err:  # --out is a file, or a folder this user cannot write
+        raise UserError(f"cannot write the report to {err.filename or args.out}: {err.strerror or err}") from None
     for path in paths:
         print(path)
     return 0

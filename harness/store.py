@@ -508,12 +508,14 @@ class Store:
         if reps.empty:
             return reps.drop(columns=["pk", "config"])
         configs = _config_frame(reps)
-        metrics = pd.DataFrame(columns=["rep_pk", "name", "value"]) if metrics_table.name in self._absent else pd.read_sql(
-            sa.select(metrics_table.c.rep_pk, metrics_table.c.name, metrics_table.c.value)
-            .join(replications_table)
-            .where(replications_table.c.study == study),
-            self.engine,
-        )
+        metrics = pd.DataFrame(columns=["rep_pk", "name", "value"])  # none in an older file without the table
+        if metrics_table.name not in self._absent:
+            metrics = pd.read_sql(
+                sa.select(metrics_table.c.rep_pk, metrics_table.c.name, metrics_table.c.value)
+                .join(replications_table)
+                .where(replications_table.c.study == study),
+                self.engine,
+            )
         wide = metrics.pivot(index="rep_pk", columns="name", values="value") if not metrics.empty else pd.DataFrame()
         wide = wide.reindex(reps["pk"]).reset_index(drop=True)
         front = reps[["id", "study", "status"]]
@@ -533,15 +535,17 @@ class Store:
     def history(self, study: str) -> pd.DataFrame:
         """One row per (replication, epoch) with the per-epoch losses and accuracies."""
         columns = ["id", "epoch", *EPOCH_COLUMNS]
+        frames = []
         with self.engine.connect() as conn:
-            present = _epoch_columns(conn) if epochs_table.name not in self._absent else set()  # an older file lacks the newer quantities
-            query = (
-                sa.select(replications_table.c.id, epochs_table.c.epoch,
-                          *(epochs_table.c[c] for c in EPOCH_COLUMNS if c in present))
-                .join(replications_table)
-                .where(replications_table.c.study == study)
-            )
-            frames = [pd.read_sql(query, conn).reindex(columns=columns)]
+            if epochs_table.name not in self._absent:  # a file older than the epochs table has the legacy rows only
+                present = _epoch_columns(conn)  # an older file lacks the newer quantities
+                query = (
+                    sa.select(replications_table.c.id, epochs_table.c.epoch,
+                              *(epochs_table.c[c] for c in EPOCH_COLUMNS if c in present))
+                    .join(replications_table)
+                    .where(replications_table.c.study == study)
+                )
+                frames.append(pd.read_sql(query, conn).reindex(columns=columns))
             if _legacy_tables(conn):  # an older file's rows, not yet moved by harness compact
                 frames.append(_legacy_history(conn, study))
         frames = [f for f in frames if not f.empty]

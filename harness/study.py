@@ -24,14 +24,10 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, get_type_hints
 
-from harness.errors import UserError
+from harness.validate import StudyError, allowed, check_fields, check_range
 
 # Bumped when the meaning of a config changes in a way that invalidates old results.
 CONFIG_VERSION = 1
-
-
-class StudyError(UserError):
-    """A user error in a study file or an override: printed as one line."""
 
 
 @dataclass(frozen=True)
@@ -50,7 +46,7 @@ class TrainConfig:
     # "total" = task loss + the entropy term (what Keras does with add_loss);
     # "total_float32" = the val_loss a tf.keras model reports with the term added by
     # add_loss: per validation batch the float32 task loss plus the float32 λ·term, their
-    # running mean kept in float32 (harness.stopping.keras_val_loss). |det W| underflows
+    # running mean kept in float32 (harness.training.stopping.keras_val_loss). |det W| underflows
     # to 0 in float32, so the term is often the constant λ/ε and the total cannot see the
     # task loss improve;
     # "acc" = validation accuracy (E4: "no improvements in 25 epochs" of val accuracy;
@@ -79,7 +75,7 @@ class TrainConfig:
     # torch.compile of the model's forward (its backward through AOTAutograd) in this
     # torch.compile mode, or "off". The same math, fused into fewer kernels: results equal
     # the eager ones to float32 rounding (tested). A pack then goes through the vmap engine
-    # (harness.pack), not the hand-written dense step. Each worker compiles once per shape
+    # (harness.training.pack), not the hand-written dense step. Each worker compiles once per shape
     # (seconds to a minute). On a 2-core CPU it was no faster (README, "How fast"); on a
     # GPU, where a small model's step is kernel launches, "reduce-overhead" (CUDA graphs)
     # is the mode to measure.
@@ -306,9 +302,9 @@ def coerce(key: str, value: Any) -> Any:
             if isinstance(value, bool):
                 raise ValueError
             if isinstance(value, float) and value.is_integer():
-                return int(value)
+                return check_range(key, int(value), value)
             if isinstance(value, (int, str)):
-                return int(value)
+                return check_range(key, int(value))
             raise ValueError
         if kind is float:
             if isinstance(value, bool):
@@ -316,7 +312,7 @@ def coerce(key: str, value: Any) -> Any:
             number = float(value)
             if not math.isfinite(number):  # NaN is not JSON, and no setting means inf
                 raise StudyError(f"bad value {value!r} for {key}: expected a finite number")
-            return number
+            return check_range(key, number)
         if kind is str:
             if isinstance(value, (list, tuple)):  # placement given as indices
                 return ",".join(str(int(v)) for v in value)
@@ -326,13 +322,13 @@ def coerce(key: str, value: Any) -> Any:
             return value
         if kind == tuple[int, ...]:
             if isinstance(value, str):  # "32-64-128" on the command line
-                return tuple(int(v) for v in value.split("-") if v != "")
+                return check_range(key, tuple(int(v) for v in value.split("-") if v != ""))
             if isinstance(value, int):
-                return (value,)
-            return tuple(int(v) for v in value)
+                return check_range(key, (value,))
+            return check_range(key, tuple(int(v) for v in value))
     except (TypeError, ValueError):
         pass
-    raise StudyError(f"bad value {value!r} for {key}: expected {_type_name(kind)}")
+    raise StudyError(f"bad value {value!r} for {key}: expected {_type_name(kind)}{allowed(key)}")
 
 
 def _type_name(kind) -> str:
@@ -408,6 +404,7 @@ class Study:
     def __post_init__(self):
         if not self.name or not isinstance(self.name, str):
             raise StudyError("a study needs a name")
+        check_fields(self.settings, self.grid, self.analyses, self.exclude)
         self.settings = {k: coerce(k, v) for k, v in self.settings.items()}
         grid = {}
         for key, values in self.grid.items():
@@ -442,11 +439,16 @@ class Study:
         commas: ``placement=[1,5]`` is one placement, ``placement=[1,5],first`` two.
         """
         settings, grid = dict(self.settings), dict(self.grid)
+        given: dict[str, str] = {}
         for item in overrides:
             key, sep, text = item.partition("=")
             if not sep or not key:
                 raise StudyError(f"bad override {item!r}: expected key=value, e.g. lam=0,1e-3")
             check_key(key)
+            if key in given:  # which one was meant? (a list is one override: lam=0,1e-3)
+                raise StudyError(f"{key} is given twice ({given[key]} and {item}): give it once, "
+                                 f"e.g. {key}=a,b for a grid axis")
+            given[key] = item
             values = _parse_values(key, text)
             if len(values) > 1 or key in grid:
                 grid[key] = values

@@ -23,10 +23,12 @@ TINY = ["train.max_epochs=3", "latent=8"]
 
 def harness(db: Path, *args) -> list[str]:
     # one replication per task, so results arrive one by one and an interruption lands
-    # between them (packs would finish these tiny grids before the signal)
+    # between them (packs would finish these tiny grids before the signal); a key of TINY
+    # that args give is theirs (a key given twice is refused)
+    given = {a.partition("=")[0] for a in args if "=" in a}
     return [
         sys.executable, "-m", "harness.cli", "run", "studies/quickstart.py", "--db", f"sqlite:///{db}",
-        *TINY, "--pack-size", "1", *args,
+        *(t for t in TINY if t.partition("=")[0] not in given), "--pack-size", "1", *args,
     ]
 
 
@@ -200,7 +202,7 @@ def test_ctrl_c_in_the_in_process_backend_says_so_at_once_and_records_the_replic
 
 
 METRICS = "SELECT r.id, m.name, m.value FROM replications r JOIN metrics m ON m.rep_pk = r.pk ORDER BY r.id, m.name"
-SMALL = [*TINY, "seed=0", "train.max_epochs=2", "--log", "plain"]
+SMALL = ["latent=8", "seed=0", "train.max_epochs=2", "--log", "plain"]
 
 
 @pytest.fixture(scope="module")
@@ -282,7 +284,7 @@ def test_a_monitor_axis_is_trained_once_and_recorded_for_each_monitor(tmp_path, 
     """train.monitor=task,total: each (λ, seed) is one model in the pack, stopped for each
     monitor; the recorded results are the ones each monitor gives in a run of its own."""
     both, alone = tmp_path / "both.db", tmp_path / "alone.db"
-    args = ["run", "studies/quickstart.py", "--workers", "1", "--log", "plain", *TINY, "train.max_epochs=6", "entropy.form=log",
+    args = ["run", "studies/quickstart.py", "--workers", "1", "--log", "plain", "latent=8", "train.max_epochs=6", "entropy.form=log",
             "train.patience=1", "seed=0,1"]
     assert main([*args, "--db", str(both), "train.monitor=task,total"]) == 0
     err = capsys.readouterr().err

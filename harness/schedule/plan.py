@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Callable
 
-from harness.backends import BACKENDS
+from harness.backends import BACKENDS, check_scheduler_address
 from harness.schedule.options import RunOptions
 from harness.study import Replication, Study, flatten
 from harness.workers import ScheduleError, Slot, expand_devices, plan_slots
@@ -16,10 +16,11 @@ from harness.workers import ScheduleError, Slot, expand_devices, plan_slots
 
 def remaining(study: Study, store, rerun_failed: bool = False) -> tuple[list[Replication], int]:
     """(replications still to train, in rounds (in_rounds), size of the grid). Done and
-    diverged replications are finished; failed ones are left alone unless ``rerun_failed``."""
+    diverged replications are finished; failed ones are left alone unless ``rerun_failed``.
+    ``store`` None: nothing is recorded yet."""
     reps = list({r.id: r for r in study.replications()}.values())  # a repeated grid point runs once
     statuses = ("done", "diverged") if rerun_failed else ("done", "diverged", "failed")
-    recorded = store.ids(study.name, statuses)
+    recorded = store.ids(study.name, statuses) if store is not None else set()  # None: no database yet (a dry run)
     return in_rounds(reps, recorded), len(reps)
 
 
@@ -110,6 +111,17 @@ def auto_pack_size(reps: list[Replication], workers: int) -> int:
     return max(1, min(AUTO_PACK_CAP, max(sizes), -(-sum(sizes) // max(1, workers))))
 
 
+def check_names(reps: list[Replication]) -> None:
+    """Every model and data set the replications name exists: an unknown one is one line
+    with the closest match (the registries' UserError), before the database is touched."""
+    from harness.data import dataset
+    from harness.models import MODELS
+
+    for model, data in dict.fromkeys((r.config.model, r.config.dataset) for r in reps):
+        MODELS[model]  # noqa: B018 - the lookup is the check
+        dataset(data)
+
+
 def check_data(reps: list[Replication], data_dir) -> None:
     """Load each data set the replications need once, so missing data is one clear error
     before anything trains (and the per-process cache is warm for training)."""
@@ -129,6 +141,7 @@ def worker_slots(options: RunOptions, remote: bool, most: int | None = None) -> 
     A bad --workers or --devices is a ScheduleError."""
     if remote:  # the cluster's workers pick their own device
         expand_devices(options.devices, n_gpus=None)  # still, a misspelt device is an error
+        check_scheduler_address(options.scheduler)  # and a malformed address
         return None
     import torch
 

@@ -19,8 +19,8 @@ from typing import Callable, Iterator
 
 from harness.backends import BACKENDS, choose_backend
 from harness.schedule.options import LOG_MODES, RunOptions
-from harness.schedule.plan import (auto_pack_size, auto_workers_cap, check_data, cpu_pack_sizes, pack, remaining,
-                                   worker_slots)
+from harness.schedule.plan import (auto_pack_size, auto_workers_cap, check_data, check_names, cpu_pack_sizes, pack,
+                                   remaining, worker_slots)
 from harness.schedule.progress import Progress
 from harness.schedule.signals import SweepSignals
 from harness.schedule.sweep import Heartbeat, Sweep
@@ -37,35 +37,32 @@ def run_study(
     failed, 130 when interrupted. ``work(reps, device, data_dir) -> results`` is what a
     worker calls (default: harness.training.dispatch.run_replications)."""
     from harness.data import data_dir_from_env
-    from harness.store import Store
-    from harness.training.checks import check_config
+    from harness.store import Store, existing
     from harness.training.outcome import machine
 
     options = options or RunOptions()
-    if options.log not in LOG_MODES:
-        raise ScheduleError(f"unknown log mode {options.log!r}: choose one of {', '.join(LOG_MODES)}")
     remote = bool(options.scheduler)
     # a cluster's workers find their data set by their own $HARNESS_DATA_DIR unless told
     worker_data_dir = (str(data_dir) if data_dir else None) if remote else str(data_dir_from_env(data_dir).resolve())
     data_dir = data_dir_from_env(data_dir)
-    slots = worker_slots(options, remote)  # a bad --workers or --devices fails before the database is touched
-    for rep in study.replications():
-        check_config(rep.config)
-    store = Store(db)
+    slots = _checked(study, db, options, remote)
+    store = existing(db) if dry_run else Store(db)  # a dry run creates nothing: no database is nothing recorded
     todo, total = remaining(study, store, options.rerun_failed)
-    failed_before = 0 if options.rerun_failed else len(store.ids(study.name, ["failed"]) & {r.id for r in study.replications()})
+    failed_before = 0 if options.rerun_failed or store is None else len(
+        store.ids(study.name, ["failed"]) & {r.id for r in study.replications()})
     note = f" ({failed_before} failed, not retried without --rerun-failed)" if failed_before else ""
     print(f"{study.name}: {total} replications in the grid, {total - len(todo)} already recorded{note}, {len(todo)} to train")
     if dry_run:
         for rep in todo:
             print(f"  {rep.id}  " + " ".join(f"{k}={v}" for k, v in _varying(study, rep).items()))
         return 0
+    if not remote:  # missing data or a bad data setting: one line before anything is recorded
+        check_data(todo, data_dir)
     store.record_study(study)  # the study as last run: its analyses are what `harness analyze` makes
     if not todo:
         print(f"nothing to train; results in {store.shown_url}")
         return 0
     if not remote:
-        check_data(todo, data_dir)
         store.record_host(platform.node(), machine())
         if options.workers is None and options.workers_per_device is None:  # auto: no idle workers, none that memory cannot hold
             slots = worker_slots(options, remote, most=auto_workers_cap(todo, data_dir))
@@ -79,6 +76,30 @@ def run_study(
         print(BACKENDS[backend].layout(backend, slots, options.scheduler))
     with _epochs_logged(mode == "plain"):
         return _sweep(study, store, groups, backend, slots, options, (worker_data_dir, work or _default_work()), mode)
+
+
+def _checked(study: Study, db: str, options: RunOptions, remote: bool):
+    """What a run can refuse before it touches the database, so that a refused run creates
+    and records nothing: the options, an in-memory database, the workers, devices, scheduler
+    and backend, unknown model and data set names, configs that cannot train. Returns the
+    workers' slots (harness.schedule.plan.worker_slots)."""
+    from harness.store import StoreError, in_memory
+    from harness.training.checks import check_config
+
+    if options.log not in LOG_MODES:
+        raise ScheduleError(f"unknown log mode {options.log!r}: choose one of {', '.join(LOG_MODES)}")
+    if options.retries < 0:
+        raise ScheduleError(f"--retries must be 0 or more, not {options.retries}")
+    if in_memory(db):
+        raise StoreError(f"--db {db} is a database in memory: every result would be lost when the run ends; "
+                         "give a file, e.g. --db results/harness.db")
+    slots = worker_slots(options, remote)
+    choose_backend(options.backend, options.scheduler, len(slots) if slots else 1)
+    reps = study.replications()
+    check_names(reps)  # an unknown model or data set, with the closest name
+    for rep in reps:
+        check_config(rep.config)
+    return slots
 
 
 @contextmanager
@@ -97,8 +118,11 @@ def _epochs_logged(plain: bool) -> Iterator[None]:
 
 
 def _sweep(study, store, groups, backend: str, slots, options: RunOptions, worker_args: tuple, mode: str) -> int:
-    """Run the sweep on the backend, release what it holds however it ends, summarise."""
-    from harness.store import Claimant
+    """Run the sweep on the backend, release what it holds however it ends, summarise. A
+    database that stops taking results (a full disk) stops the sweep as a second Ctrl-C
+    would: one line that says what was recorded (each result is its own transaction, so
+    nothing recorded is lost), and the same command later trains the rest."""
+    from harness.store import Claimant, StoreError
 
     kind = BACKENDS[backend]
     executor = kind.start(slots, options.scheduler, options.devices)
@@ -112,25 +136,33 @@ def _sweep(study, store, groups, backend: str, slots, options: RunOptions, worke
         store.max_pk() if options.rerun_failed else None,
     )
     heartbeat = Heartbeat(store, claimant, options.lease_s)
-    interrupted = False
+    interrupted, failure = False, None
     handlers = SweepSignals(sweep)
     try:
         sweep.run(groups)
     except KeyboardInterrupt:
         interrupted = True
+    except StoreError as err:  # the database failed a write: what is training could not be recorded
+        failure = err
     finally:
         handlers.ignore_ctrl_c()  # the sweep is over: nothing left for a Ctrl-C to stop
-        if interrupted:
+        if interrupted or failure:
             executor.close(kill=True)
         heartbeat.stop()
         progress.close()
-        store.release(claimant)
-        if not interrupted:
+        try:
+            store.release(claimant)
+        except StoreError:  # the claims lapse with their lease, or at once when this process has ended
+            pass
+        if not (interrupted or failure):
             executor.close()
         handlers.restore_sigterm()
         if directory:
             shutil.rmtree(directory, ignore_errors=True)
     try:
+        if failure:
+            raise StoreError(f"{failure}; {progress.finished} of {total} replications recorded before it (kept); "
+                             "run the same command again to train the rest") from None
         return _summary(progress, sweep, store.shown_url, total, interrupted)
     finally:
         handlers.restore_ctrl_c()
