@@ -154,6 +154,10 @@ def add_run_arguments(run: argparse.ArgumentParser) -> None:
     failures.add_argument(
         "--rerun-failed", action="store_true", help="also train the replications earlier runs recorded as failed"
     )
+    run.add_argument("-y", "--yes", action="store_true",
+                     help="train a grid of over 10,000 replications without asking (asked only when stdin is a terminal)")
+    run.add_argument("--replace-definition", action="store_true",
+                     help="the database holds a study of this name from another study file: replace its definition")
     output = run.add_argument_group("output")
     output.add_argument("-q", "--quiet", action="store_true", help="no progress display; failures and the summary only")
     output.add_argument(
@@ -175,6 +179,8 @@ def cmd_run(args) -> int:
         scheduler=args.scheduler,
         retries=args.retries,
         rerun_failed=args.rerun_failed,
+        replace_definition=args.replace_definition,
+        yes=args.yes,
         pack_size=args.pack_size,
         log="quiet" if args.quiet else args.log,
         time_limit_s=args.time_limit,

@@ -154,7 +154,7 @@ class SlotPool:
             import torch
 
             device = "cuda" if torch.cuda.is_available() else "cpu"
-            yield Slot(device, device, None)
+            yield Slot(_cluster_worker_name(device), device, None)
             return
         if self.directory is None:
             yield self.slots[0]
@@ -180,6 +180,16 @@ class SlotPool:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"no free worker slot in {self.directory} after {SLOT_WAIT_S:.0f}s")
             time.sleep(0.05)
+
+
+def _cluster_worker_name(device: str) -> str:
+    """On an existing cluster the recorded device names the Dask worker too: ``cpu@tcp://…``."""
+    try:
+        from distributed import get_worker
+
+        return f"{device}@{get_worker().address}"
+    except (ImportError, ValueError):  # not inside a Dask worker
+        return device
 
 
 def train_group(reps: list[Replication], pool: SlotPool, data_dir, work: Callable) -> list[dict]:

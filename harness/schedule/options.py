@@ -19,6 +19,8 @@ class RunOptions:
     scheduler: str | None = None  # address of a running Dask scheduler (implies backend dask)
     retries: int = 1  # further attempts at a replication that failed in this run
     rerun_failed: bool = False  # also train replications that earlier runs recorded as failed
+    replace_definition: bool = False  # record the study even if the database holds a different one of its name
+    yes: bool = False  # train a grid over CONFIRM_OVER replications without asking (asked only on a terminal)
     pack_size: int = 1  # a worker trains up to this many models at once (harness.training.packing.pack_groups)
     log: str = "auto"  # auto (a live bar on a terminal, else plain) | bar | plain (a line per result) | quiet
     lease_s: float = LEASE_S  # claim lease; renewed every lease_s / 10 while the run lives

@@ -29,6 +29,49 @@ from harness.training import PROGRESS_ENV
 from harness.workers import ScheduleError, SlotPool
 
 
+CONFIRM_OVER = 10_000  # a run to train more replications asks first, on a terminal (--yes: not)
+
+
+def _confirmed(n: int, options: RunOptions) -> bool:
+    if n <= CONFIRM_OVER or options.yes or not sys.stdin.isatty():
+        return True
+    try:
+        answer = input(f"train {n} replications? [y/N] ")
+    except EOFError:
+        return False
+    return answer.strip().lower() in ("y", "yes")
+
+
+def _code(source: str) -> str:
+    """A study file's code without its comments, docstrings and layout: editing those is
+    not defining another study. Text that does not parse is compared as it is."""
+    import ast
+
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return source
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if isinstance(body, list) and body and isinstance(body[0], ast.Expr) \
+                and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str):
+            node.body = body[1:] or [ast.Pass()]
+    return ast.dump(tree)
+
+
+def _check_same_study(study: Study, store) -> None:
+    """A different study file reusing a recorded study's name would merge into it and
+    replace its analyses: refuse (a UserError) unless --replace-definition."""
+    from harness.errors import UserError
+
+    if study.name not in store.studies():
+        return
+    old = store.study_definition(study.name).get("source") or ""
+    if old and study.source and _code(old) != _code(study.source):
+        raise UserError(f"{store.shown_url} already holds a study named {study.name!r} defined by a different study file; "
+                        "rename the study, use another --db, or pass --replace-definition to replace its definition")
+
+
 def run_study(
     study: Study, db: str, data_dir=None, options: RunOptions | None = None, dry_run: bool = False, work: Callable | None = None
 ) -> int:
@@ -42,11 +85,14 @@ def run_study(
 
     options = options or RunOptions()
     remote = bool(options.scheduler)
-    # a cluster's workers find their data set by their own $HARNESS_DATA_DIR unless told
-    worker_data_dir = (str(data_dir) if data_dir else None) if remote else str(data_dir_from_env(data_dir).resolve())
+    # every backend's workers get the driver's data directory, absolute (a Dask worker's
+    # cwd and environment are its own)
+    worker_data_dir = str(data_dir_from_env(data_dir).resolve())
     data_dir = data_dir_from_env(data_dir)
     slots = _checked(study, db, options, remote)
     store = existing(db) if dry_run else Store(db)  # a dry run creates nothing: no database is nothing recorded
+    if store is not None and not options.replace_definition:
+        _check_same_study(study, store)
     todo, total = remaining(study, store, options.rerun_failed)
     failed_before = 0 if options.rerun_failed or store is None else len(
         store.ids(study.name, ["failed"]) & {r.id for r in study.replications()})
@@ -58,6 +104,9 @@ def run_study(
         return 0
     if not remote:  # missing data or a bad data setting: one line before anything is recorded
         check_data(todo, data_dir)
+    if not _confirmed(len(todo), options):
+        print("nothing trained")
+        return 1
     store.record_study(study)  # the study as last run: its analyses are what `harness analyze` makes
     if not todo:
         print(f"nothing to train; results in {store.shown_url}")

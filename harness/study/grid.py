@@ -4,6 +4,7 @@ a replication's seed."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import json
@@ -45,7 +46,7 @@ class Replication:
     study: str
     config: Config
 
-    @property
+    @functools.cached_property  # hashed once: a large grid asks each replication several times
     def id(self) -> str:
         """Stable hash of everything that affects the result (not the study's name,
         the device or the time)."""

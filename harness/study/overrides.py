@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import math
 import re
 from typing import Any, get_type_hints
@@ -49,6 +50,12 @@ def expand_presets(values: dict[str, Any]) -> dict[str, Any]:
     return {**values, **preset}
 
 
+@functools.lru_cache(maxsize=None)
+def _config_hints() -> dict[str, Any]:
+    """Config's field types, resolved once (get_type_hints was most of a large grid's expansion)."""
+    return get_type_hints(Config)
+
+
 def build_config(values: dict[str, Any]) -> Config:
     """{dotted key: value} (validated) -> Config; missing keys take their defaults."""
     nested: dict[str, Any] = {}
@@ -59,7 +66,7 @@ def build_config(values: dict[str, Any]) -> Config:
             nested.setdefault(head, {})[rest] = value
         else:
             nested[head] = value
-    hints = get_type_hints(Config)
+    hints = _config_hints()
     kwargs = {}
     for name, value in nested.items():
         kind = hints[name]
