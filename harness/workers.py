@@ -93,7 +93,7 @@ def plan_slots(
     workers in all (the models there are to train, what memory holds): the CPU, listed
     once, one worker per core left over by the GPUs' workers (a pack's small operations,
     Adam's passes and the entropy term's LAPACK calls, do not speed up with threads, while
-    processes run them side by side: README, How fast); a GPU GPU_AUTO_WORKERS, each
+    processes run them side by side: docs/performance.md); a GPU GPU_AUTO_WORKERS, each
     training its own pack (a pack's step is a few dozen small kernels, which one process
     launches one after another and leaves the GPU idle in between), at most one per core;
     anything else one."""

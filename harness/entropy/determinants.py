@@ -22,7 +22,7 @@ def logabsdet(a: Tensor) -> Tensor:
     On a CPU, from k = LAPACK_MIN_WIDTH on, one LU factorisation of each matrix for the value
     and the gradient from the same factors. A guided training step needs both, and slogdet's
     backward factors A again. Which LAPACK does it is the one measured faster on the CPU
-    (README, "How fast"): on an Intel CPU with torch on one thread, torch's (MKL: batched
+    (docs/performance.md): on an Intel CPU with torch on one thread, torch's (MKL: batched
     getrf, then getrs against the identity), 20-33% faster than scipy's at k = 40 to 260;
     elsewhere scipy's (OpenBLAS) getrf and getri per matrix, 0.4-0.7 of slogdet's time on
     an AMD EPYC, where MKL's LU and solve were no faster than slogdet. Per-matrix calls keep

@@ -61,7 +61,7 @@ class TrainConfig:
     # torch.compile mode, or "off". The same math, fused into fewer kernels: results equal
     # the eager ones to float32 rounding (tested). A pack then goes through the vmap engine
     # (harness.training.pack), not the hand-written dense step. Each worker compiles once per shape
-    # (seconds to a minute). On a 2-core CPU it was no faster (README, "How fast"); on a
+    # (seconds to a minute). On a 2-core CPU it was no faster (docs/performance.md); on a
     # GPU, where a small model's step is kernel launches, "reduce-overhead" (CUDA graphs)
     # is the mode to measure.
     compile: str = "off"

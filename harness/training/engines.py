@@ -28,7 +28,7 @@ class DenseEngine:
     param is a transposed view of a contiguous (P, in, out) tensor), so both forward
     matmuls read it as a plain (in, out) matrix: at batch 32 a batched matmul whose second
     operand is a transposed view ran at 125 GFLOP/s on a core of an Intel Xeon where the
-    plain one ran at 160-185 (README, "How fast"). The math takes any layout; only its
+    plain one ran at 160-185 (docs/performance.md). The math takes any layout; only its
     speed depends on it."""
 
     # activation in place, and its backward written into a given tensor (autograd's kernels)

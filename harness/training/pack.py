@@ -35,7 +35,7 @@ pack by the dozen, a CNN's activations fill it alone and it trains one at a time
 a GPU packs are as large as its memory allows. With ``train.compile`` on, every model,
 the dense autoencoder too, goes through the vmap engine, whose training forward
 ``torch.compile`` traces (its backward through AOTAutograd); the hand-written step, which
-writes into reused buffers, is not compiled (compiled, it was no faster on a CPU: README).
+writes into reused buffers, is not compiled (compiled, it was no faster on a CPU: docs/performance.md).
 """
 
 from __future__ import annotations
