@@ -109,16 +109,23 @@ def _ratio(a: float, b: float) -> float:
 def final_metrics(model, batches, config: Config, entropy_term, guided) -> dict:
     val = evaluate_batches(model, batches.eval("val"), config.task, config.train.seg_loss)
     train = evaluate_batches(model, batches.eval("train"), config.task, config.train.seg_loss)
+    with torch.no_grad():
+        return split_metrics(config.task, val, train, entropy_term(1.0).item(), entropy_stats(guided, c11=config.entropy.c11))
+
+
+def split_metrics(task: str, val: dict, train: dict, entropy_value: float, stats: dict) -> dict:
+    """A replication's final metrics from its two splits' evaluations ({"loss", "acc",
+    "iou", "iou_fg"} as evaluate_batches gives them), its entropy term at λ = 1 and its
+    guided layers' statistics: the one builder for a lone run and every pack member."""
     metrics = {"val_loss": val["loss"], "train_loss": train["loss"]}
-    if config.task == "reconstruction":
+    if task == "reconstruction":
         metrics.update(val_mse=val["loss"], train_mse=train["loss"])
     else:
         metrics.update(val_acc=val["acc"], train_acc=train["acc"])
-    if config.task == "segmentation":
+    if task == "segmentation":
         metrics.update(val_iou=val["iou"], val_iou_fg=val["iou_fg"], train_iou=train["iou"], train_iou_fg=train["iou_fg"])
-    with torch.no_grad():
-        metrics["entropy_loss"] = entropy_term(1.0).item()
-        metrics.update(entropy_stats(guided, c11=config.entropy.c11))
+    metrics["entropy_loss"] = entropy_value
+    metrics.update(stats)
     return {k: float(v) for k, v in metrics.items()}
 
 

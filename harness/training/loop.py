@@ -22,7 +22,7 @@ from harness.study import Config, Replication, derive_seed
 from harness.training import diagnostics, evaluation
 from harness.training.checks import check_config
 from harness.training.numerics import float32_math, subnormals_kept
-from harness.training.outcome import Diverged, Outcome, mean_or_nan, result_dict
+from harness.training.outcome import Diverged, Outcome, diverged_metrics, result_dict, run_metrics
 from harness.training.stopping import EarlyStopping, EpochValidation
 
 
@@ -103,7 +103,7 @@ class _Run:
                     break
         except Diverged as err:
             self.outcome.status, self.outcome.error = "diverged", str(err)
-            self.outcome.metrics = {"stop_epoch": float(epoch), "best_epoch": float(self.stopping.best_epoch)}
+            self.outcome.metrics = diverged_metrics(epoch, self.stopping)
             return self.outcome
         return self._finish(epoch)
 
@@ -187,13 +187,7 @@ class _Run:
             self.model.load_state_dict(self.best_state)
         outcome, stopping = self.outcome, self.stopping
         outcome.metrics = evaluation.final_metrics(self.model, self.batches, self.config, self.entropy_term, self.guided)
-        outcome.metrics.update(
-            stop_epoch=float(epoch),
-            best_epoch=float(stopping.best_epoch),
-            hit_max_epochs=float(stopping.hit_max_epochs),
-            grad_ratio=mean_or_nan(self.grad_ratios),
-            term_led=mean_or_nan(self.term_leds),
-        )
+        outcome.metrics.update(run_metrics(epoch, stopping, self.grad_ratios, self.term_leds))
         outcome.profiles += diagnostics.profile_rows(self.model, self.input_shape, "final", self.config.entropy.c11)
         return outcome
 

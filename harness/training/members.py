@@ -17,7 +17,7 @@ from harness.data import Splits
 from harness.study import Config, derive_seed
 from harness.training import diagnostics
 from harness.training.loop import seeded_model
-from harness.training.outcome import PackedOutcome
+from harness.training.outcome import PackedOutcome, diverged_metrics
 from harness.training.packing import trajectory_key
 from harness.training.stopping import EarlyStopping
 
@@ -40,7 +40,7 @@ class Stopper:
     def diverge(self, epoch: int, message: str) -> None:
         """End this replication ``diverged`` at ``epoch``, as train() does."""
         self.outcome.status, self.outcome.error = "diverged", message
-        self.outcome.metrics = {"stop_epoch": float(epoch), "best_epoch": float(self.rule.best_epoch)}
+        self.outcome.metrics = diverged_metrics(epoch, self.rule)
         self.outcome.finished_at = datetime.now(timezone.utc)
         self.stopped = True
 

@@ -109,3 +109,17 @@ def _git_commit() -> str | None:
         return None
     dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True)
     return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+
+
+def run_metrics(epoch: int, rule, grad_ratios: list[float], term_leds: list[float]) -> dict:
+    """What a finished training adds to its final metrics, alone or packed: where it
+    stopped (``rule``: its training.stopping.EarlyStopping) and the guidance diagnostics'
+    means over the measured steps."""
+    return {"stop_epoch": float(epoch), "best_epoch": float(rule.best_epoch),
+            "hit_max_epochs": float(rule.hit_max_epochs), "grad_ratio": mean_or_nan(grad_ratios),
+            "term_led": mean_or_nan(term_leds)}
+
+
+def diverged_metrics(epoch: int, rule) -> dict:
+    """The metrics of a diverged training, alone or packed: where it stopped."""
+    return {"stop_epoch": float(epoch), "best_epoch": float(rule.best_epoch)}

@@ -60,11 +60,11 @@ from harness.models import DenseAutoencoder
 from harness.study import Config, Replication, flatten
 from harness.training import PROGRESS_ENV, diagnostics
 from harness.training.engines import DenseEngine, PackEntropy, VmapEngine
-from harness.training.evaluation import evaluate_pack
+from harness.training.evaluation import evaluate_pack, split_metrics
 from harness.training.loop import train
 from harness.training.members import EpochNumbers, EpochSums, Member, Pack, seeded_members
 from harness.training.numerics import float32_math, subnormals_kept
-from harness.training.outcome import Outcome, PackedOutcome, mean_or_nan, result_dict
+from harness.training.outcome import Outcome, PackedOutcome, result_dict, run_metrics
 from harness.training.packing import activation_floats, choose_pack_size, pack_key, trajectory_key
 from harness.training.stopping import EpochValidation
 
@@ -342,25 +342,15 @@ class _PackRun:
                     p.copy_(w)
             modules = dict(m.model.named_modules())
             member_guided = [(name, modules[name]) for name in guided_names]
-            metrics = {"val_loss": val_loss[j], "train_loss": train_loss[j]}
-            if reconstruction:
-                metrics.update(val_mse=val_loss[j], train_mse=train_loss[j])
-            else:
-                metrics.update(val_acc=val_acc[j], train_acc=train_acc[j])
+            task = "reconstruction" if reconstruction else "classification"
+            val = {"loss": val_loss[j], "acc": val_acc[j] if val_acc is not None else None}
+            train = {"loss": train_loss[j], "acc": train_acc[j] if train_acc is not None else None}
             with torch.no_grad():
-                metrics["entropy_loss"] = entropy_loss(
+                term = entropy_loss(
                     member_guided, 1.0, form=ent.form, eps=ent.eps, precision=ent.precision, c11=ent.c11, reduce=ent.reduce
                 ).item()
-                metrics.update(entropy_stats(member_guided, c11=ent.c11))
-            metrics = {k: float(v) for k, v in metrics.items()}
-            metrics.update(
-                stop_epoch=float(epoch),
-                best_epoch=float(s.rule.best_epoch),
-                hit_max_epochs=float(s.rule.hit_max_epochs),
-                grad_ratio=mean_or_nan(m.grad_ratios),
-                term_led=mean_or_nan(m.term_leds),
-            )
-            s.outcome.metrics = metrics
+                metrics = split_metrics(task, val, train, term, entropy_stats(member_guided, c11=ent.c11))
+            s.outcome.metrics = {**metrics, **run_metrics(epoch, s.rule, m.grad_ratios, m.term_leds)}
             s.outcome.profiles += diagnostics.profile_rows(m.model, splits.input_shape, "final", ent.c11)
             s.outcome.finished_at = now
 
