@@ -254,3 +254,44 @@ def test_data_error_is_a_user_error():
     from harness.errors import UserError
 
     assert issubclass(DataError, UserError)
+
+
+def _idx(path: Path, magic: int, array: np.ndarray) -> None:
+    """An IDX file as MNIST ships it: big-endian magic, the dimensions, the bytes."""
+    dims = np.array(array.shape, dtype=">i4").tobytes()
+    path.write_bytes(np.array([magic], dtype=">i4").tobytes() + dims + array.astype(np.uint8).tobytes())
+
+
+def _fake_mnist(root: Path, n_train_labels: int = 20) -> Path:
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for prefix, n, n_labels in (("train", 20, n_train_labels), ("t10k", 10, 10)):
+        _idx(raw / f"{prefix}-images-idx3-ubyte", 2051, np.zeros((n, 28, 28)))
+        _idx(raw / f"{prefix}-labels-idx1-ubyte", 2049, np.arange(n_labels) % 10)
+    return raw
+
+
+def test_mnist_files_that_disagree_or_are_corrupt_are_one_line(tmp_path):
+    """Image and label counts that differ (20 images, 19 labels), a bad header magic, and a
+    truncated file: each a DataError saying the files are corrupt or truncated."""
+    _fake_mnist(tmp_path)
+    assert load_splits("mnist", tmp_path).train_x.shape[0] == 20  # the well-formed fake loads
+    data._load_raw.cache_clear()
+    mismatch = tmp_path / "mismatch"
+    _fake_mnist(mismatch, n_train_labels=19)
+    with pytest.raises(DataError, match="20 images but 19 labels.*corrupt or truncated"):
+        load_splits("mnist", mismatch)
+    bad = tmp_path / "bad"
+    raw = _fake_mnist(bad)
+    header = raw / "train-images-idx3-ubyte"
+    header.write_bytes(b"\x00\x00\x09\x99" + header.read_bytes()[4:])
+    with pytest.raises(DataError, match="corrupt or truncated") as err:
+        load_splits("mnist", bad)
+    assert "\n" not in str(err.value)
+    cut = tmp_path / "cut"
+    raw = _fake_mnist(cut)
+    images = raw / "train-images-idx3-ubyte"
+    images.write_bytes(images.read_bytes()[:-100])
+    with pytest.raises(DataError, match="corrupt or truncated"):
+        load_splits("mnist", cut)
+    data._load_raw.cache_clear()

@@ -153,7 +153,12 @@ def _load_digits() -> _Raw:
 
 def _load_torchvision(name: str, root: Path) -> _Raw:
     train, test = _open_torchvision(name, root, train=True), _open_torchvision(name, root, train=False)
-    return _Raw(*_as_tensors(train), *_as_tensors(test), scale=255.0, n_classes=len(train.classes))
+    splits = [_as_tensors(train), _as_tensors(test)]
+    for split, (x, y) in zip(("train", "test"), splits):
+        if len(x) != len(y):  # torchvision reads each file on its own: a pair that disagrees passes
+            raise DataError(f"{name}: the {split} files under {root / DATASETS[name].folder} hold {len(x)} images "
+                            f"but {len(y)} labels: they are corrupt or truncated; replace them or pass --data-dir")
+    return _Raw(*splits[0], *splits[1], scale=255.0, n_classes=len(train.classes))
 
 
 def _open_torchvision(name: str, root: Path, train: bool):
@@ -162,10 +167,14 @@ def _open_torchvision(name: str, root: Path, train: bool):
     spec = DATASETS[name]
     cls_name, folder = spec.torchvision, spec.folder
     cls = getattr(torchvision.datasets, cls_name)  # looked up per call, so tests can patch it
+    present = (root / folder).is_dir() and any((root / folder).iterdir())
     try:
         return cls(str(root), train=train, download=False)
     except RuntimeError:
         pass  # files absent (or corrupt): try to fetch them
+    except (AssertionError, ValueError, IndexError, EOFError) as exc:  # a bad header or size: torchvision's own checks
+        raise DataError(f"{cls_name} files under {root / folder} are corrupt or truncated ({type(exc).__name__}); "
+                        "replace them or pass --data-dir") from None
     # torchvision makes the folders before it fetches: a failed download would leave
     # them behind, empty (./data/MNIST/raw in the user's project, for a mistyped path).
     absent, path = [], root / folder
@@ -179,7 +188,8 @@ def _open_torchvision(name: str, root: Path, train: bool):
         for made in absent:  # only what is still empty
             with contextlib.suppress(OSError):
                 made.rmdir()
-        why = "the folder is not writable" if isinstance(exc, PermissionError) else "no network?"
+        why = ("the folder is not writable" if isinstance(exc, PermissionError) else
+               "the files there are corrupt or truncated" if present else "no network?")
         raise DataError(
             f"{cls_name} not found (or incomplete) under {root / folder} and it could not be downloaded "
             f"({why}); put the files there or pass --data-dir"
