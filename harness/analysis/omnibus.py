@@ -50,18 +50,21 @@ def repeated_measures_anova(frame: pd.DataFrame, metric: str, a: str, b: str | N
     unpaired ANOVA would count each training twice. Per effect: F, its df and error df,
     p, and partial η² = F·df / (F·df + df_error). Only subjects with every cell are used;
     empty when fewer than 2 remain."""
-    from statsmodels.stats.anova import AnovaRM
-
     within = [a] if b is None else [a, b]
     if subject not in frame.columns:
         return pd.DataFrame(columns=RM_COLUMNS)
-    data = _blocked(frame, metric, within, subject)
-    keys = [f"w{i}" for i in range(len(within))]
+    return _rm_anova(_blocked(frame, metric, within, subject), {"w0": a, "w1": b, "w0:w1": f"{a} × {b}"})
+
+
+def _rm_anova(data: pd.DataFrame, names: dict) -> pd.DataFrame:
+    """repeated_measures_anova on ``_blocked`` data, its effects named by ``names``."""
+    from statsmodels.stats.anova import AnovaRM
+
+    keys = [k for k in ("w0", "w1") if k in data.columns]
     if any(data[k].nunique() < 2 for k in keys) or data["s"].nunique() < 2:
         return pd.DataFrame(columns=RM_COLUMNS)
     with np.errstate(divide="ignore", invalid="ignore"):
         table = AnovaRM(data, "y", "s", within=keys).fit().anova_table
-    names = {"w0": a, "w1": b, "w0:w1": f"{a} × {b}"}
     effect_ss = _cell_effects(data, keys)
     tol = stats.tolerance(data["y"]) ** 2 * len(data)
     rows = []
@@ -167,8 +170,8 @@ def omnibus(frame: pd.DataFrame, metric: str, factor: str, subject: str = "seed"
     rows.append({"test": "Kruskal-Wallis (ranks)", "unit": "replication", "n": n, "statistic": np.nan,
                  "df": f"{len(values) - 1}", "p": nonparametric.kruskal(values)})
     if subject in frame.columns:
-        rm = repeated_measures_anova(frame, metric, factor, subject=subject)
-        data = _blocked(frame, metric, [factor], subject)
+        data = _blocked(frame, metric, [factor], subject)  # read once for both blocked tests
+        rm = _rm_anova(data, {"w0": factor})
         seeds = data["s"].nunique()
         if len(rm):
             r = rm.iloc[0]

@@ -17,7 +17,7 @@ Importing the package imports all four, so the registry always holds every data 
 from harness.data.names import DATASETS, DataError, DataSet, data_dir_from_env, dataset, load_splits, splits_for, streamed_names
 from harness.data.tensors import Splits, TensorSet, _download_timeout, _load_raw  # noqa: F401 (private: harness.profile, tests)
 from harness.data.folders import COCO_YEAR, FolderSet, ImageSplits, foreground_mask, load_image_splits
-from harness.data.batches import EVAL_BATCH, LoaderBatches, TensorBatches, _slices, augment_batch, batch_source, loader_workers
+from harness.data.batches import EVAL_BATCH, LoaderBatches, TensorBatches, eval_slices, augment_batch, batch_source, loader_workers
 
 # The image-folder data sets, read from files by a DataLoader rather than held as tensors
 # (harness.training.pack and harness.perf.bench train only the others). Taken once both kinds have

@@ -50,10 +50,10 @@ class TensorBatches:
     def eval(self, split: str):
         """Every example of "train" or "val", in order."""
         s = self.splits
-        return _slices(*((s.train_x, s.train_y) if split == "train" else (s.val_x, s.val_y)))
+        return eval_slices(*((s.train_x, s.train_y) if split == "train" else (s.val_x, s.val_y)))
 
 
-def _slices(x: torch.Tensor, y: torch.Tensor):
+def eval_slices(x: torch.Tensor, y: torch.Tensor):
     for start in range(0, len(x), EVAL_BATCH):
         yield x[start : start + EVAL_BATCH], y[start : start + EVAL_BATCH]
 

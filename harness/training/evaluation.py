@@ -10,7 +10,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from harness.data import _slices
+from harness.data import eval_slices
 from harness.entropy import entropy_stats
 from harness.study import Config
 
@@ -43,7 +43,7 @@ def crop_like(mask: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, task: str, seg_loss: str = "mse") -> tuple[float, float | None]:
     """Mean task loss (and accuracy for classification and segmentation) over a whole split."""
-    result = evaluate_batches(model, _slices(x, y), task, seg_loss)
+    result = evaluate_batches(model, eval_slices(x, y), task, seg_loss)
     return result["loss"], result.get("acc")
 
 
