@@ -284,7 +284,12 @@ def test_choose_pack_size_follows_free_memory_and_the_cache(monkeypatch):
     size = packing.choose_pack_size(config, (1, 8, 8), 10, "cpu")
     assert 1 <= size <= packing.MAX_PACK_CPU
     mnist_cnn = build_config({"dataset": "mnist", "model": "cnn", "task": "classification", "arch": (32,)})
-    assert packing.choose_pack_size(mnist_cnn, (1, 28, 28), 10, "cpu") == 1  # 32 x 32 x 26 x 26 activations a step
+    # the conv engine holds one member's activations at a time (32 x 32 x 26 x 26 a step, by
+    # hand) beside every member's weights, gradients and Adam moments (54,410 floats each)
+    params = 32 * 9 + 32 + 32 * 13 * 13 * 10 + 10
+    activations = 32 * (784 + 2 * 32 * 26 * 26 + 2 * 32 * 13 * 13 + 10)  # input, conv, act, pool, flatten, logits
+    by_traffic = (packing.CPU_PACK_BYTES - 4 * 3 * activations) // (4 * 4 * params)
+    assert packing.choose_pack_size(mnist_cnn, (1, 28, 28), 10, "cpu") == min(by_traffic, packing.MAX_PACK_CPU_CNN)
     # E1's autoencoder: a step's working set, counted by hand, within CPU_PACK_BYTES
     for latent, size in ((20, 29), (80, 14)):
         params = 2 * 784 * latent + latent + 784

@@ -3,9 +3,9 @@
 Replications that differ only in λ and seed share an architecture, a data set and every
 training setting, so their weights can be stacked along a leading member dimension,
 (P, *shape), and trained together: per step one batched matmul per layer (the dense
-autoencoder) or one ``torch.func.vmap`` call of the model (the CNN, whose convolutions
-vmap turns into one grouped convolution) instead of P small ones with P times the Python
-and kernel-launch overhead.
+autoencoder), the paper's CNN laid out for the CPU (harness.training.conv_engine), or one
+``torch.func.vmap`` call of any other model, instead of P small steps each with its own
+data loader, optimizer and Python overhead.
 
 Each member is still its own replication, trained as ``harness.training.loop.train`` trains it
 alone: its initial weights come from ``torch.manual_seed(derive_seed(seed, "init"))`` and
@@ -28,11 +28,12 @@ masks come from the global generator), batch augmentation (its own random stream
 lr schedule (``train.lr_patience``, a per-member learning rate); the rest train alone.
 
 Speed (``harness bench``): the dense autoencoder's step is written by hand with batched
-matmuls into reused buffers, the CNN goes through ``torch.func.vmap``. On a CPU a pack
-is bound by memory traffic, so choose_pack_size keeps a pack's working set (weights,
-gradients, Adam's moments, a step's activations) within CPU_PACK_BYTES: dense autoencoders
-pack by the dozen, a CNN's activations fill it alone and it trains one at a time there; on
-a GPU packs are as large as its memory allows. With ``train.compile`` on, every model,
+matmuls into reused buffers; the CNN's (conv_engine) pools before its activation, keeps
+its maps channels-last, makes its first convolution one matmul and steps the members one
+after the other, each member's activations staying in cache. On a CPU a pack is bound by
+memory traffic, so choose_pack_size keeps a pack's working set (weights, gradients,
+Adam's moments, a step's activations) within CPU_PACK_BYTES: dense autoencoders pack by
+the dozen, CNNs by a few dozen; on a GPU packs are as large as its memory allows. With ``train.compile`` on, every model,
 the dense autoencoder too, goes through the vmap engine, whose training forward
 ``torch.compile`` traces (its backward through AOTAutograd); the hand-written step, which
 writes into reused buffers, is not compiled (compiled, it was no faster on a CPU: docs/performance.md).
@@ -59,6 +60,7 @@ from harness.entropy import entropy_loss, entropy_stats, guided_layers
 from harness.models import DenseAutoencoder
 from harness.study import Config, Replication, flatten
 from harness.training import PROGRESS_ENV, diagnostics
+from harness.training import conv_engine
 from harness.training.engines import DenseEngine, PackEntropy, VmapEngine
 from harness.training.evaluation import evaluate_pack, split_metrics
 from harness.training.loop import train
@@ -180,9 +182,7 @@ class _PackRun:
         self.guided = _guided_layers(members, base, splits.input_shape)
         template = members[0].model
         names = [n for n, _ in template.named_parameters()]
-        compiled = base.train.compile != "off"  # torch.compile takes the plain vmap engine, not the hand-written step
-        self.engine = engine = (DenseEngine(template) if isinstance(template, DenseAutoencoder) and not compiled
-                                else VmapEngine(template, base.task, compile_mode=base.train.compile))
+        self.engine = engine = _engine(template, base)
         engine.example_floats = activation_floats(template, splits.input_shape)
         self.pack = pack = Pack(members, names, [f"{name}.weight" for name, _ in self.guided], device,
                                 transposed=engine.transposed)
@@ -353,6 +353,18 @@ class _PackRun:
             s.outcome.metrics = {**metrics, **run_metrics(epoch, s.rule, m.grad_ratios, m.term_leds)}
             s.outcome.profiles += diagnostics.profile_rows(m.model, splits.input_shape, "final", ent.c11)
             s.outcome.finished_at = now
+
+
+def _engine(template: nn.Module, base: Config):
+    """The engine that steps this pack: the hand-written dense autoencoder or CNN, else
+    vmap. With train.compile on, every model goes through vmap, whose forward
+    torch.compile traces (the hand-written steps are not compiled)."""
+    if base.train.compile == "off":
+        if isinstance(template, DenseAutoencoder):
+            return DenseEngine(template)
+        if conv_engine.supports(template):
+            return conv_engine.ConvEngine(template)
+    return VmapEngine(template, base.task, compile_mode=base.train.compile)
 
 
 def _epoch_reporter(config: Config, members: int, replications: int):

@@ -28,6 +28,10 @@ MAX_PACK_CPU = 128
 # 40 MiB gives 14, 29 and 1.
 CPU_PACK_BYTES = 40 << 20
 MAX_PACK_GPU = 1024
+# A CNN pack on CPU (harness.training.conv_engine) gains from sharing the data, the optimizer
+# step and the evaluation's first layer, not from wider kernels: past a few dozen members
+# there is nothing left to share. MEASURED_BY_BENCH below.
+MAX_PACK_CPU_CNN = 35
 
 _VARYING = ("lam", "seed")  # what members of one pack may differ in
 # STOPPING_RULE (harness.stopping): replications that differ only in it follow one training
@@ -120,6 +124,11 @@ def choose_pack_size(config: Config, input_shape: tuple, n_classes: int, device:
         free, _ = torch.cuda.mem_get_info(device)
         return int(max(1, min(MAX_PACK_GPU, free // 4 // _replication_bytes(n_params, acts))))
     by_memory = free_host_memory() // 4 // _replication_bytes(n_params, acts)
+    if config.model == "cnn" and config.net.dropout == 0 and config.train.compile == "off":
+        # harness.training.conv_engine steps the members one after the other: one member's
+        # activations at a time, beside every member's weights, gradients and Adam moments
+        by_traffic = (CPU_PACK_BYTES - 4 * 3 * acts) // (4 * 4 * n_params)
+        return int(max(1, min(MAX_PACK_CPU_CNN, by_memory, by_traffic)))
     by_traffic = CPU_PACK_BYTES // (4 * (4 * n_params + 3 * acts))
     return int(max(1, min(MAX_PACK_CPU, by_memory, by_traffic)))
 
