@@ -231,7 +231,7 @@ class BenchResult:
                 f"speed-up spread / plain: {self.spread_reps_per_hour / self.plain_reps_per_hour:.1f}x",
             ]
         if math.isfinite(self.ceiling_flops):
-            line = (f"matmul ceiling (a packed step's own matmuls timed alone, back to back): "
+            line = (f"matmul ceiling (a packed step's own matmuls and convolutions timed alone, back to back): "
                     f"{self.ceiling_flops / g:.1f} GFLOP/s in one process ({self.ceiling_flops / self.peak_flops:.0%} "
                     f"of peak; packed reaches {self.packed_flops / self.ceiling_flops:.0%} of it)")
             if self.workers > 1 and math.isfinite(self.spread_ceiling_flops):
