@@ -97,3 +97,18 @@ def test_the_spread_defaults_to_harness_runs_layout():
     cores = len(os.sched_getaffinity(0))
     assert bench.default_workers(70, "cpu") == min(cores, 70) and bench.default_workers(1, "cpu") == 1
     assert bench.default_workers(70, "cuda") == min(GPU_AUTO_WORKERS, cores) and bench.default_workers(1, "cuda:0") == 1
+
+
+def test_whole_process_times_harness_run_and_the_plain_loop_as_processes(capsys):
+    """--whole-process runs `harness run` (into a throwaway database) and the plain loop as
+    fresh processes on the study's own replications; a failing one is one line."""
+    args = parse("studies/quickstart.py", "latent=16", "lam=0", "seed=0:2", "train.max_epochs=1",
+                 "data.n_train=64", "data.n_val=32", "--whole-process", "--repeats", "1", "--workers", "1")
+    assert bench.run(args) == 0
+    out = capsys.readouterr().out
+    assert "whole process, start-up and validation included, 2 replications: harness run" in out
+    assert "plain loop" in out and "speed-up harness run / plain:" in out
+    no_data = parse("studies/quickstart.py", "latent=16", "lam=0", "seed=0", "dataset=cifar10", "--whole-process",
+                    "--data-dir", "/nonexistent")
+    with pytest.raises(bench.BenchError, match="harness.cli failed: .*(CIFAR|cifar)"):
+        bench.run(no_data)

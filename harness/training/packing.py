@@ -24,13 +24,13 @@ MAX_PACK_CPU = 128
 # of one thread each: at latent 80 (3.0 MB a member) packs of 18 trained 15-25% faster
 # than packs of 35 on an Intel Xeon (a VM reporting a 480 MiB L3), and 8 to 17 were
 # fastest on an AMD EPYC (32 MiB L3); at latent 20 (1.4 MB), packs of 35 or more trained
-# 9% faster than 17. An MNIST CNN (22 MB, nearly all activations) trains faster alone.
-# 40 MiB gives 14, 29 and 1.
+# 9% faster than 17. 40 MiB gives 14 and 29. A CNN pack (harness.training.conv_engine)
+# holds one member's activations at a time: an MNIST [32] CNN packs 23.
 CPU_PACK_BYTES = 40 << 20
 MAX_PACK_GPU = 1024
 # A CNN pack on CPU (harness.training.conv_engine) gains from sharing the data, the optimizer
 # step and the evaluation's first layer, not from wider kernels: past a few dozen members
-# there is nothing left to share. MEASURED_BY_BENCH below.
+# there is nothing left to share (docs/performance.md).
 MAX_PACK_CPU_CNN = 35
 
 _VARYING = ("lam", "seed")  # what members of one pack may differ in
@@ -115,9 +115,10 @@ def choose_pack_size(config: Config, input_shape: tuple, n_classes: int, device:
     (weights, gradients and Adam's two moments, a batch's activations and their
     gradients), within CPU_PACK_BYTES, at most MAX_PACK_CPU. A CPU pack is bound by memory
     traffic: past that size a step's passes over the pack stream from memory, and below it
-    Python's share of each step grows. A dense autoencoder's pack is 10-50 members; a
-    CNN's activations alone about fill it, and its pack size is 1: on CPU it trains alone
-    (faster, measured: 4 MNIST CNNs in 4.7 s alone, 5.6 s in packs of 2)."""
+    Python's share of each step grows. A dense autoencoder's pack is 10-50 members. A
+    CNN's (harness.training.conv_engine) steps its members one after another, so one
+    member's activations count, beside every member's weights, gradients and moments;
+    at most MAX_PACK_CPU_CNN."""
     n_params, acts = _member_floats(config, input_shape, n_classes)
     device = torch.device(device)
     if device.type == "cuda":
