@@ -16,12 +16,16 @@ import signal
 import sys
 from typing import Callable, NamedTuple
 
-RUN_EPILOG = """overrides (key=value, dotted keys as in the study's Config):
-  lam=0,1e-3          a list of values sets a grid axis
-  seed=0:10           an integer range start:stop (0..9) sets a grid axis
-  latent=80           one value narrows a grid axis, or fixes a setting
-  train.max_epochs=2  any training, entropy, data or net setting
-  arch=32-64          CNN widths, one per block
+RUN_EPILOG = """overrides: key=value or --key=value (dotted keys as in the study's Config), before or after options:
+  lam=0,1e-3            a list of values sets a grid axis
+  seed=0:10             an integer range start:stop (0..9) sets a grid axis
+  latent=80             one value narrows a grid axis, or fixes a setting
+  train.max_epochs=2    any training, entropy, data or net setting
+  --train.max_epochs=2  the same, spelled as Hydra and nanoGPT spell it
+  arch=32-64            CNN widths, one per block
+  placement=[1,5],first brackets keep a value's own commas (two placements)
+  protocol=keras        a preset: several settings at once (protocol=default,keras is a grid axis)
+an unknown key is an error naming the closest. The settings:
 """
 
 
@@ -37,19 +41,20 @@ class Subcommand(NamedTuple):
 
 def subcommands() -> dict[str, Subcommand]:
     """Every subcommand by name, in the order ``harness --help`` lists them."""
-    from harness import profile  # standard library only at import
+    from harness import export, profile  # standard library only at import
     from harness.perf import bench
 
     return {
         "run": Subcommand(
             "train every replication of a study that the database does not hold yet", add_run_arguments, cmd_run,
-            "overrides", {"epilog": RUN_EPILOG, "formatter_class": argparse.RawDescriptionHelpFormatter}),
+            "overrides", {"epilog": _run_epilog(), "formatter_class": argparse.RawDescriptionHelpFormatter}),
         "status": Subcommand("replications done / failed / diverged / remaining per study",
                              add_status_arguments, cmd_status),
         "analyze": Subcommand("write each study's report, tables and figures", add_analyze_arguments, cmd_analyze),
         "export": Subcommand(
-            "one study's results as CSV for your own analysis: a row per replication, or per epoch",
-            add_export_arguments, cmd_export),
+            "one study's results for your own analysis: CSV or Parquet, a row per replication or per epoch; "
+            "or a run per replication in MLflow",
+            add_export_arguments, export.run),
         "plan": Subcommand("how many seeds a comparison needs, from the spread of the replications recorded so far",
                            add_plan_arguments, cmd_plan, "at"),
         "compact": Subcommand(
@@ -61,6 +66,14 @@ def subcommands() -> dict[str, Subcommand]:
             "per-layer, per-filter entropy change of a model, trained vs random (Fig. 1): PNG and CSV",
             profile.add_arguments, profile.run),
     }
+
+
+def _run_epilog() -> str:
+    import textwrap
+
+    from harness.study.settings import KEYS  # standard library only at import
+
+    return RUN_EPILOG + textwrap.fill(", ".join(KEYS), width=100, initial_indent="  ", subsequent_indent="  ")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -77,9 +90,15 @@ def main(argv: list[str] | None = None) -> int:
     args, extra = parser.parse_known_args(argv)
     key_values = commands[args.command].key_values if args.command else None
     if key_values:
-        pairs = [e for e in extra if "=" in e and not e.startswith("-")]
+        from harness.study.overrides import key_value_words, unknown_word  # the study package imports nothing heavy
+
+        pairs, extra = key_value_words(extra)
         setattr(args, key_values, getattr(args, key_values) + pairs)
-        extra = [e for e in extra if e not in pairs]
+        options = [o for action in sub.choices[args.command]._actions for o in action.option_strings]
+        unknown = [unknown_word(e, options) for e in extra if e.startswith("--") and "=" in e]
+        if unknown:  # --nosuch=1: neither an option nor a setting: one line naming the closest of either
+            print(f"harness {args.command}: error: {unknown[0]}", file=sys.stderr)
+            return 2
     if extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command is None:
@@ -261,36 +280,10 @@ def cmd_analyze(args) -> int:
 
 
 def add_export_arguments(export: argparse.ArgumentParser) -> None:
-    export.add_argument("study", help="a study name in the database")
+    from harness.export import add_arguments  # standard library only at import
+
+    add_arguments(export)
     _db_arg(export)
-    export.add_argument("--out", default="-", help="the CSV file to write (default: - , standard output)")
-    export.add_argument(
-        "--epochs", action="store_true",
-        help="a row per replication and epoch (its config, then the per-epoch losses) instead of a row per "
-        "replication (its config, final metrics and provenance)")
-
-
-def cmd_export(args) -> int:
-    from harness.errors import UserError
-    from harness.store import Store, StoreError
-
-    store = Store(args.db, reader=True)
-    store.study_definition(args.study)  # an unknown name is a one-line error listing the known ones
-    if not store.counts(args.study):
-        raise StoreError(f"study {args.study!r} has nothing recorded in {store.shown_url}")
-    if args.epochs:  # configs, not the whole frame: final metrics do not go on every epoch's row
-        table = store.configs(args.study).merge(store.history(args.study), on="id")
-    else:
-        table = store.frame(args.study)
-    if args.out == "-":
-        table.to_csv(sys.stdout, index=False)  # a closed pipe (`| head`) ends quietly in main
-        return 0
-    try:
-        table.to_csv(args.out, index=False)
-    except OSError as err:
-        raise UserError(f"cannot write {args.out}: {err.strerror or err}") from None
-    print(f"{args.out}: {len(table)} rows", file=sys.stderr)
-    return 0
 
 
 def add_plan_arguments(plan: argparse.ArgumentParser) -> None:

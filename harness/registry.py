@@ -41,6 +41,16 @@ class Registry(Generic[T]):
 
         return add if item is None else add(item)
 
+    def replace(self, name: str, item: T) -> T:
+        """Set ``name`` to ``item`` whether or not it is registered: for the pieces a study
+        file registers (harness.custom), which register again each time the file runs."""
+        self._items[name] = item
+        return item
+
+    def get(self, name: str, default=None):
+        """The piece called ``name``, else ``default`` (no error)."""
+        return self._items.get(name, default) if isinstance(name, str) else default
+
     def __getitem__(self, name: str) -> T:
         try:
             return self._items[name]

@@ -42,13 +42,15 @@ def test_a_dense_pack_step_is_five_batched_matmuls_with_the_models_flops(splits)
     assert seconds > 0 and math.isfinite(flops / seconds)
 
 
-def test_a_cnn_pack_step_records_the_grouped_convolutions_vmap_makes(splits):
-    cell = configs(2, model="cnn", task="classification", arch=(4,))
+def test_a_cnn_pack_step_records_the_conv_engines_matmuls_and_convolutions(splits):
+    """harness.training.conv_engine: the first layer as a batched matmul, deeper layers as
+    one convolution per member; the replayed FLOPs are the model's own, member by member."""
+    cell = configs(2, model="cnn", task="classification", arch=(4, 4), **{"net.padding": "same"})
     calls = ceiling.record_step_matmuls(cell, splits, "cpu")
     ops = {c.op for c in calls}
-    assert {"convolution", "convolution_backward"} <= ops
+    assert {"bmm", "convolution", "convolution_backward"} <= ops
     conv = next(c for c in calls if c.op == "convolution")
-    assert conv.args[1].shape[0] == 2 * 4  # the 2 members' 4 filters as one grouped convolution
+    assert conv.args[1].shape[0] == 4  # one member's 4 filters: the members step one after another
     flops, _ = ceiling.replay_rate(calls, threads=1, seconds=0.05)
     per_example, _ = bench.model_flops(cell[0], splits)
     assert flops == 2 * cell[0].train.batch_size * per_example

@@ -309,7 +309,7 @@ def test_new_settings_at_their_defaults_keep_the_old_ids():
     config = build_config({"latent": 8, "lam": 1e-3})
     old = {k: _canonical(v) for k, v in flatten(config).items()
            if not k.startswith(("data.image_size", "data.resize", "data.augment", "data.rotation", "data.zoom",
-                                "net.base_width", "train.seg_loss", "train.tf32", "train.flush_denormals", "train.compile", "train.adam_eps", "entropy.profile", "entropy.empirical"))}
+                                "net.base_width", "train.seg_loss", "train.tf32", "train.flush_denormals", "train.compile", "train.precision", "train.adam_eps", "entropy.profile", "entropy.empirical"))}
     payload = json.dumps({"v": CONFIG_VERSION, "config": old}, sort_keys=True)
     assert Replication("s", config).id == hashlib.sha256(payload.encode()).hexdigest()[:16]
     assert Replication("s", build_config({"latent": 8, "lam": 1e-3, "data.augment": "flip_rotate_zoom"})).id != Replication("s", config).id

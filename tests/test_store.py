@@ -113,6 +113,32 @@ def test_sqlite_runs_in_wal_mode_and_is_intact(store, study, tmp_path):
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
 
+
+def test_the_wal_stays_bounded_over_many_small_writes(store, study, tmp_path):
+    """Issue #30.5: SQLite checkpoints a WAL at 1000 pages (4 MB) by default and never
+    shrinks it, so a run's small writes (here 1500 claim renewals, a heartbeat's) left a
+    4 MB WAL beside a database of a few pages. Checkpointed sooner and truncated after a
+    checkpoint, it stays near WAL_LIMIT_BYTES (512 KiB), on every connection."""
+    from harness.store import Claimant
+    from harness.store.engine import WAL_CHECKPOINT_PAGES, WAL_LIMIT_BYTES
+
+    wal = tmp_path / "sub" / "h.db-wal"
+    store.record_study(study)
+    claimant = Claimant.this_process()
+    assert store.claim("st", [study.replications()[0].id], claimant, lease_s=60)
+    peak = 0
+    for _ in range(1500):
+        store.renew(claimant, 60)
+        peak = max(peak, wal.stat().st_size)
+    assert WAL_LIMIT_BYTES // 2 < peak < 1024 * 1024  # it filled up to a checkpoint, and no further
+    with store.engine.connect() as conn:
+        pragma = conn.connection.driver_connection.execute
+        assert pragma("PRAGMA journal_size_limit").fetchone()[0] == WAL_LIMIT_BYTES
+        assert pragma("PRAGMA wal_autocheckpoint").fetchone()[0] == WAL_CHECKPOINT_PAGES
+    with sqlite3.connect(tmp_path / "sub" / "h.db") as conn:  # nothing lost to the checkpoints
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert conn.execute("SELECT count(*) FROM claims").fetchone()[0] == 1
+
 def test_bad_url_is_a_one_line_error():
     for url in ("://x", "a b://c", "sqlite://:x:/"):
         with pytest.raises(StoreError, match="bad database URL"):

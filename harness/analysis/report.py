@@ -197,6 +197,10 @@ def _header(r: ReportWriter, definition: dict, frame: pd.DataFrame, factors: lis
     r.md("## Replications", "",
          f"{len(frame)} replications recorded: {n_done} done, {bad}. "
          "Only done replications enter the statistics; every grid cell is kept below.", "")
+    better = definition.get("higher_is_better") or {}  # the metrics of a study file's own task (harness.custom)
+    if better:
+        r.md("The study file's task defines " + ", ".join(
+            f"{k} ({'higher' if up else 'lower'} is better)" for k, up in better.items()) + ".", "")
     _provenance(r, frame)
     cells = summaries.status_counts(frame, factors)
     cells["note"] = np.where(cells["done"] < 2, "fewer than 2 done", "")

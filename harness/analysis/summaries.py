@@ -116,6 +116,8 @@ def guidance_sentence(frame: pd.DataFrame, factor: str = "lam") -> str | None:
     if factor not in frame.columns:
         return None
     done = frame[frame["status"] == DONE]
+    if not (done[factor].astype(float) > 0).any():  # no guidance trained (a study of another paper): nothing to say
+        return None
     parts = _gradient_parts(done, factor) + _target_parts(done, factor)
     return "Guidance term: " + "; ".join(parts) if parts else None
 

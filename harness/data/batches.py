@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import multiprocessing
 import os
+import sys
 from typing import Iterator
 
 import torch
@@ -68,6 +69,17 @@ def batch_source(splits, config: Config, device: str):
 
 
 # ---------------------------------------------------------------------------- files
+
+
+def _loader_context():
+    """The start method of the DataLoader's workers: the platform's own, even where the
+    process's default is another library's. A `harness run` worker is a joblib (loky)
+    process whose default start method is "loky", and a plain multiprocessing Process
+    started through it fails ("'Process' object has no attribute 'env'")."""
+    method = multiprocessing.get_start_method(allow_none=True)
+    if method in (None, "fork", "spawn", "forkserver"):
+        return None
+    return multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
 
 
 def loader_workers() -> int:
@@ -127,7 +139,7 @@ class LoaderBatches:
         return torch.utils.data.DataLoader(
             dataset, batch_size=batch_size, sampler=sampler, shuffle=False, num_workers=workers,
             pin_memory=self.device.type == "cuda", persistent_workers=persistent and workers > 0,
-            prefetch_factor=4 if workers > 0 else None,
+            prefetch_factor=4 if workers > 0 else None, multiprocessing_context=_loader_context() if workers > 0 else None,
         )
 
     def _to_device(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:

@@ -55,6 +55,9 @@ def data_dir_from_env(cli_value: str | os.PathLike | None = None) -> Path:
 
 def splits_for(config, data_dir: str | os.PathLike | None, device: str | torch.device = "cpu"):
     """The splits a replication's config (harness.study.Config) trains on."""
+    entry = dataset(config.dataset)
+    if hasattr(entry, "splits_of"):  # a study file's data set (harness.custom) reads the whole config
+        return entry.splits_of(config, data_dir, device)
     data = config.data
     return load_splits(
         config.dataset,

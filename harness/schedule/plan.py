@@ -10,15 +10,18 @@ from typing import Callable
 
 from harness.backends import BACKENDS, check_scheduler_address
 from harness.schedule.options import RunOptions
-from harness.study import Replication, Study, flatten
+from harness.study import Replication, Study, seedless
 from harness.workers import ScheduleError, Slot, expand_devices, plan_slots
 
 
-def remaining(study: Study, store, rerun_failed: bool = False) -> tuple[list[Replication], int]:
+def remaining(study: Study, store, rerun_failed: bool = False,
+              reps: list[Replication] | None = None) -> tuple[list[Replication], int]:
     """(replications still to train, in rounds (in_rounds), size of the grid). Done and
     diverged replications are finished; failed ones are left alone unless ``rerun_failed``.
-    ``store`` None: nothing is recorded yet."""
-    reps = list({r.id: r for r in study.replications()}.values())  # a repeated grid point runs once
+    ``store`` None: nothing is recorded yet. ``reps``: the study's replications, where the
+    caller has them already (a large grid is expanded once)."""
+    reps = study.replications() if reps is None else reps
+    reps = list({r.id: r for r in reps}.values())  # a repeated grid point runs once
     statuses = ("done", "diverged") if rerun_failed else ("done", "diverged", "failed")
     recorded = store.ids(study.name, statuses) if store is not None else set()  # None: no database yet (a dry run)
     return in_rounds(reps, recorded), len(reps)
@@ -26,7 +29,7 @@ def remaining(study: Study, store, rerun_failed: bool = False) -> tuple[list[Rep
 
 def grid_cell(rep: Replication, ignored: tuple[str, ...] = ("seed",)) -> tuple:
     """The replication's config but the ``ignored`` keys (by default its cell: all but the seed)."""
-    return tuple((k, v) for k, v in flatten(rep.config).items() if k not in ignored)
+    return tuple((k, v) for k, v in rep.params().items() if k not in ignored)
 
 
 def in_rounds(reps: list[Replication], recorded: set[str]) -> list[Replication]:
@@ -35,12 +38,13 @@ def in_rounds(reps: list[Replication], recorded: set[str]) -> list[Replication]:
     within a round. A run cut short (--time-limit, Ctrl-C) then leaves a balanced design,
     every cell with as many seeds as any other give or take one, which `harness analyze`
     can compare; in grid order it would leave the last cells with none."""
-    seeds = Counter(grid_cell(r) for r in reps if r.id in recorded)  # per cell: recorded, then queued
+    cells: dict[tuple, int] = {}  # grid_cell's cells, numbered: a cell's key is hashed once a replication
+    cell = [cells.setdefault(seedless(r.config), len(cells)) for r in reps]
+    seeds = Counter(c for r, c in zip(reps, cell) if r.id in recorded)  # per cell: recorded, then queued
     level = {}
-    for rep in sorted((r for r in reps if r.id not in recorded), key=lambda r: r.config.seed):
-        key = grid_cell(rep)
-        level[rep.id] = seeds[key]
-        seeds[key] += 1
+    for rep, c in sorted(((r, c) for r, c in zip(reps, cell) if r.id not in recorded), key=lambda rc: rc[0].config.seed):
+        level[rep.id] = seeds[c]
+        seeds[c] += 1
     return sorted((r for r in reps if r.id in level), key=lambda r: level[r.id])  # stable: grid order within a round
 
 
@@ -74,9 +78,8 @@ def cpu_pack_sizes(data_dir) -> Callable[[object], int]:
     """For --pack-size auto on CPU workers: the pack size harness.training.pack trains a config in
     there (choose_pack_size), so that a group is one pack. Its results then arrive (and are
     recorded) when that pack ends, not when the last of several packs of a group does,
-    and an interruption loses one pack at most. A CNN, whose activations fill a CPU pack's
-    working set, trains alone there (size 1): a task of its own, which other workers can take. Decided
-    once per pack key, from the data's shapes."""
+    and an interruption loses one pack at most. Decided once per pack key, from the
+    data's shapes."""
     from harness.data import splits_for
     from harness.training.packing import choose_pack_size, pack_key
 

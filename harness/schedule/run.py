@@ -24,7 +24,7 @@ from harness.schedule.plan import (auto_pack_size, auto_workers_cap, check_data,
 from harness.schedule.progress import Progress
 from harness.schedule.signals import SweepSignals
 from harness.schedule.sweep import Heartbeat, Sweep
-from harness.study import Replication, Study
+from harness.study import Replication, Study, grid_values, seedless
 from harness.training import PROGRESS_ENV
 from harness.workers import ScheduleError, SlotPool
 
@@ -89,13 +89,14 @@ def run_study(
     # cwd and environment are its own)
     worker_data_dir = str(data_dir_from_env(data_dir).resolve())
     data_dir = data_dir_from_env(data_dir)
-    slots = _checked(study, db, options, remote)
+    reps = study.replications()  # expanded once: 100,000 replications take seconds
+    slots = _checked(reps, db, options, remote)
     store = existing(db) if dry_run else Store(db)  # a dry run creates nothing: no database is nothing recorded
     if store is not None and not options.replace_definition:
         _check_same_study(study, store)
-    todo, total = remaining(study, store, options.rerun_failed)
+    todo, total = remaining(study, store, options.rerun_failed, reps)
     failed_before = 0 if options.rerun_failed or store is None else len(
-        store.ids(study.name, ["failed"]) & {r.id for r in study.replications()})
+        store.ids(study.name, ["failed"]) & {r.id for r in reps})
     note = f" ({failed_before} failed, not retried without --rerun-failed)" if failed_before else ""
     print(f"{study.name}: {total} replications in the grid, {total - len(todo)} already recorded{note}, {len(todo)} to train")
     if dry_run:
@@ -124,10 +125,10 @@ def run_study(
     if mode != "quiet":
         print(BACKENDS[backend].layout(backend, slots, options.scheduler))
     with _epochs_logged(mode == "plain"):
-        return _sweep(study, store, groups, backend, slots, options, (worker_data_dir, work or _default_work()), mode)
+        return _sweep(study, store, groups, backend, slots, options, (worker_data_dir, work or _default_work(study)), mode)
 
 
-def _checked(study: Study, db: str, options: RunOptions, remote: bool):
+def _checked(reps: list[Replication], db: str, options: RunOptions, remote: bool):
     """What a run can refuse before it touches the database, so that a refused run creates
     and records nothing: the options, an in-memory database, the workers, devices, scheduler
     and backend, unknown model and data set names, configs that cannot train. Returns the
@@ -144,10 +145,10 @@ def _checked(study: Study, db: str, options: RunOptions, remote: bool):
                          "give a file, e.g. --db results/harness.db")
     slots = worker_slots(options, remote)
     choose_backend(options.backend, options.scheduler, len(slots) if slots else 1)
-    reps = study.replications()
     check_names(reps)  # an unknown model or data set, with the closest name
-    for rep in reps:
-        check_config(rep.config)
+    # a seed never makes a config trainable or not: one check a grid cell, not 100,000
+    for config in {seedless(r.config): r.config for r in reps}.values():
+        check_config(config)
     return slots
 
 
@@ -217,10 +218,11 @@ def _sweep(study, store, groups, backend: str, slots, options: RunOptions, worke
         handlers.restore_ctrl_c()
 
 
-def _default_work() -> Callable:
-    from harness.training.dispatch import run_replications
+def _default_work(study: Study) -> Callable:
+    """run_replications, with the study file's code for a worker that lacks its pieces."""
+    from harness.training.dispatch import study_work
 
-    return run_replications
+    return study_work(study.path, study.source)
 
 
 def _summary(progress: Progress, sweep: Sweep, db: str, todo: int, interrupted: bool) -> int:
@@ -254,5 +256,4 @@ def _label(study: Study, rep: Replication) -> str:
 
 
 def _varying(study: Study, rep: Replication) -> dict:
-    params = rep.params()
-    return {k: params[k] for k in study.grid}
+    return grid_values(rep.config, list(study.grid))

@@ -19,6 +19,9 @@ from harness.store.urls import _first_line, masked_url
 # Key of the PostgreSQL advisory lock every write transaction holds ("harness" in ASCII).
 WRITE_LOCK = 0x68_61_72_6E_65_73_73
 
+WAL_CHECKPOINT_PAGES = 128  # a checkpoint once the WAL holds this many pages (512 KiB at 4 KiB a page)
+WAL_LIMIT_BYTES = 512 * 1024  # the WAL file is truncated to this after a checkpoint
+
 
 def _sqlite_pragmas(dbapi_connection, _record):
     # SQLAlchemy, not the sqlite3 module, starts transactions (see _sqlite_begin).
@@ -29,6 +32,13 @@ def _sqlite_pragmas(dbapi_connection, _record):
     cursor.execute("PRAGMA busy_timeout=60000")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA synchronous=NORMAL")
+    # A bounded WAL: SQLite checkpoints when the WAL passes 1000 pages (4 MB) and then
+    # reuses the file without shrinking it, so a run's small writes left a 4 MB WAL beside
+    # a 100 KB database, held on a full disk too. Checkpoint sooner, and truncate the WAL
+    # back to WAL_LIMIT_BYTES when it restarts after a checkpoint. Both are settings of
+    # this connection, not of the file: a reader that sets them changes no byte.
+    cursor.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
+    cursor.execute(f"PRAGMA journal_size_limit={WAL_LIMIT_BYTES}")
     cursor.close()
 
 

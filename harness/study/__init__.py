@@ -12,7 +12,7 @@ nothing heavy: ``harness --help`` and study loading stay fast.
 - ``requests``: the grids a stored study's runs asked for, merged definitions
 """
 
-from harness.study.grid import Replication, _canonical, derive_seed, expand_grid
+from harness.study.grid import Replication, _canonical, derive_seed, expand_grid, grid_values, seedless
 from harness.study.overrides import PRESET_KEY, PRESETS, build_config, check_key, coerce, expand_presets
 from harness.study.requests import merged_definition, recorded_requests, requested_ids, requested_replications
 from harness.study.settings import (
@@ -36,5 +36,5 @@ __all__ = [
     "Config", "DataConfig", "EntropyConfig", "NetConfig", "Replication", "Study", "StudyError",
     "TrainConfig", "build_config", "check_key", "coerce", "derive_seed", "expand_grid",
     "expand_presets", "flatten", "load_study", "merged_definition", "recorded_requests",
-    "requested_ids", "requested_replications", "_canonical",
+    "requested_ids", "requested_replications", "seedless", "grid_values", "_canonical",
 ]

@@ -8,11 +8,12 @@ import functools
 import hashlib
 import itertools
 import json
-from dataclasses import dataclass
+import operator
+from dataclasses import dataclass, fields
 from typing import Any
 
-from harness.study.overrides import build_config, expand_presets
-from harness.study.settings import CONFIG_VERSION, LATE_KEYS, Config, flatten
+from harness.study.overrides import PRESET_KEY, PRESETS, build_config, expand_presets
+from harness.study.settings import CONFIG_VERSION, KEYS, LATE_KEYS, Config, flatten
 
 
 def derive_seed(seed: int, stream: str) -> int:
@@ -26,9 +27,8 @@ def derive_seed(seed: int, stream: str) -> int:
 _DEFAULTS = flatten(Config())
 _LATE_DEFAULTS = {k: v for k, v in _DEFAULTS.items() if k in LATE_KEYS}
 
-
-def _late_default(key: str, value: Any) -> bool:
-    return key in LATE_KEYS and value == _LATE_DEFAULTS[key]
+# json.dumps(..., sort_keys=True) builds this encoder at every call; the text is the same
+_ENCODE = json.JSONEncoder(sort_keys=True).encode
 
 
 def _canonical(value: Any) -> Any:
@@ -50,12 +50,49 @@ class Replication:
     def id(self) -> str:
         """Stable hash of everything that affects the result (not the study's name,
         the device or the time)."""
-        flat = {k: _canonical(v) for k, v in flatten(self.config).items() if not _late_default(k, v)}
-        payload = json.dumps({"v": CONFIG_VERSION, "config": flat}, sort_keys=True)
-        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+        # The payload is json of the flattened config less the late keys at their default.
+        # json writes a tuple as the list _canonical would make of it, so the text (and the
+        # id) is the same without converting each value first: this is most of a large
+        # grid's expansion, and the ids of recorded results must never change.
+        flat = flatten(self.config)
+        for key, default in _LATE_DEFAULTS.items():
+            if flat[key] == default:
+                del flat[key]
+        return hashlib.sha256(_ENCODE({"v": CONFIG_VERSION, "config": flat}).encode()).hexdigest()[:16]
 
     def params(self) -> dict[str, Any]:
         return flatten(self.config)
+
+
+def grid_values(config: Config, keys: list[str]) -> dict[str, Any]:
+    """{key: value} of ``config`` for a grid's axes ``keys`` (dotted), read without
+    flattening the config; the preset key (protocol), which the config holds only as the
+    keys it stands for, as the name of the preset those keys match."""
+    out = {}
+    for key in keys:
+        if key == PRESET_KEY:
+            out[key] = next((name for name, keys in PRESETS.items()
+                             if keys and all(_value(config, k) == v for k, v in keys.items())), "default")
+        else:
+            out[key] = _value(config, key)
+    return out
+
+
+def _value(config: Config, key: str) -> Any:
+    return operator.attrgetter(key)(config)
+
+
+# Config's fields but the seed, read in one C call (nested configs compare and hash whole)
+_FIELDS = fields(Config)
+_TOP_KEYS = frozenset(k for k in KEYS if "." not in k)  # the settings that are fields of Config itself
+_BUT_SEED = operator.attrgetter(*(f.name for f in _FIELDS if f.name != "seed"))
+
+
+def seedless(config: Config) -> tuple:
+    """A hashable key that ``config`` shares with the configs that differ from it only in
+    their seed: one grid cell's replications. Cheaper than a flattened config's items
+    for the 100,000 replications of a large grid."""
+    return _BUT_SEED(config)
 
 
 def expand_grid(name: str, settings: dict[str, Any], grid: dict[str, list], exclude: list) -> list[Replication]:
@@ -63,11 +100,29 @@ def expand_grid(name: str, settings: dict[str, Any], grid: dict[str, list], excl
     declared, last axis fastest), each point over ``settings``, less those ``exclude``
     matches."""
     keys = list(grid)
+    built: dict[str, dict[str, Any]] = {}
     reps = []
     for combo in itertools.product(*(grid[k] for k in keys)):
         values = {**settings, **dict(zip(keys, combo))}
         expanded = expand_presets(values)
         if any(all(expanded.get(k, _DEFAULTS.get(k)) == v for k, v in entry.items()) for entry in exclude):
             continue
-        reps.append(Replication(name, build_config(values)))
+        reps.append(Replication(name, _config(expanded, built)))
     return reps
+
+
+def _config(values: dict[str, Any], built: dict[str, dict[str, Any]]) -> Config:
+    """``build_config(values)`` (presets expanded), its nested configs (train, entropy,
+    ...) built once for each set of their settings in ``built``: a grid's points differ
+    mostly in top-level settings (λ, the seed), and building every nested config anew
+    was most of expanding a large grid."""
+    nested = sorted((k, v) for k, v in values.items() if "." in k)
+    # by repr, not by value: 1, 1.0 and True are equal, 0.0 and -0.0 too, and json (the id) tells them apart
+    fields_of = built.get(key := repr(nested))
+    if fields_of is None:
+        base = build_config(dict(nested))  # checks the keys
+        fields_of = built[key] = {f.name: getattr(base, f.name) for f in _FIELDS}
+    top = {k: v for k, v in values.items() if "." not in k}
+    if not top.keys() <= _TOP_KEYS:
+        return build_config(values)  # an unknown key: build_config names it
+    return Config(**{**fields_of, **top})

@@ -1,5 +1,6 @@
 """A setting's value checked and converted (``coerce``), presets (``protocol=keras``), a
-config built from dotted keys, and the values of a command-line override ``key=value``."""
+config built from dotted keys, and the values of a command-line override ``key=value``
+(also spelled ``--key=value``)."""
 
 from __future__ import annotations
 
@@ -155,3 +156,31 @@ def _parse_values(key: str, text: str) -> list:
     if kind is str:  # placements: "[1,5],first" is two values, "1,5" and "first"
         return [coerce(key, part.strip("[]")) for part in re.findall(r"\[[^\]]*\]|[^,]+", text)]
     return [coerce(key, part) for part in text.split(",")]
+
+
+def key_value_words(words: list[str]) -> tuple[list[str], list[str]]:
+    """(the override words among ``words``, ``--key=value`` ones undashed; the others).
+
+    ``--key=value`` is the spelling of Hydra's and nanoGPT's command lines. It is taken
+    where ``key`` is a setting, the preset, or dotted (no option has a dot), so that an
+    option's typo (``--worker=2``) is not taken for a setting (see ``unknown_word``)."""
+    pairs, rest = [], []
+    for word in words:
+        key = word[2:].partition("=")[0] if word.startswith("--") and "=" in word else None
+        if "=" in word and not word.startswith("-"):
+            pairs.append(word)
+        elif key and (key in FIELD_TYPES or key == PRESET_KEY or ("." in key and not key.startswith("."))):
+            pairs.append(word[2:])
+        else:
+            rest.append(word)
+    return pairs, rest
+
+
+def unknown_word(word: str, options: list[str]) -> str:
+    """The one-line error for ``--name=value`` that is neither one of ``options`` nor a
+    setting, naming the closest of either."""
+    name, _, value = word[2:].partition("=")
+    names = [*KEYS, PRESET_KEY, *(o[2:] for o in options if o.startswith("--"))]
+    close = difflib.get_close_matches(name, names, n=1)
+    hint = f"did you mean --{close[0]}={value}?" if close else "--help lists both"
+    return f"{word} is neither an option nor a setting ({hint})"

@@ -8,6 +8,7 @@ Imports nothing heavy: ``harness --help`` and study loading stay fast.
 from __future__ import annotations
 
 import dataclasses
+import operator
 from dataclasses import dataclass, field, fields
 from typing import Any, get_type_hints
 
@@ -57,6 +58,11 @@ class TrainConfig:
     # unchanged (tested; the step that measures grad_ratio and term_led keeps IEEE
     # subnormals). GPUs handle subnormals at full speed and are not affected.
     flush_denormals: bool = True
+    # The model's matmuls and convolutions: "float32", or "bf16" = torch.autocast to
+    # bfloat16 (AMX on a recent Xeon, tensor cores on a GPU; 8-bit mantissa), losses and
+    # the entropy term still in float32/float64. A numerics change, so a setting of its own
+    # and never automatic; its effect on recorded numbers: docs/performance.md.
+    precision: str = "float32"
     # torch.compile of the model's forward (its backward through AOTAutograd) in this
     # torch.compile mode, or "off". The same math, fused into fewer kernels: results equal
     # the eager ones to float32 rounding (tested). A pack then goes through the vmap engine
@@ -157,6 +163,7 @@ LATE_KEYS = (
     "train.tf32",
     "train.flush_denormals",
     "train.compile",
+    "train.precision",
     "entropy.profile",
     "entropy.empirical_k",
     "entropy.empirical_rank",
@@ -169,14 +176,15 @@ LATE_KEYS = (
 )
 
 # Settings that take one of a few words; checked when a study or an override is read, so a
-# typo fails at once instead of after hours of training. (dataset and model names are
-# checked by their registries in data.py and models.py.)
+# typo fails at once instead of after hours of training. (dataset, model and task names are
+# checked by their registries, which a study file's own pieces join (harness.custom), before
+# a run records anything: harness.schedule.plan.check_names, harness.training.checks.)
 CHOICES = {
-    "task": ("reconstruction", "classification", "segmentation"),
     "train.optimizer": ("adam", "sgd"),
     "train.monitor": ("task", "total", "total_float32", "acc"),
     "train.seg_loss": ("mse", "bce"),
     "train.compile": ("off", "default", "reduce-overhead", "max-autotune"),
+    "train.precision": ("float32", "bf16"),
     "entropy.empirical_rank": ("highest", "lowest"),
     "data.resize": ("squash", "crop"),
     "data.augment": ("none", "flip_rotate_zoom"),
@@ -193,10 +201,9 @@ CHOICES = {
 
 def flatten(config: Config) -> dict[str, Any]:
     """Config -> {dotted key: value}, tuples kept as tuples."""
-    out = {}
-    for key in KEYS:
-        value = config
-        for part in key.split("."):
-            value = getattr(value, part)
-        out[key] = value
-    return out
+    return dict(zip(KEYS, _GET_KEYS(config)))
+
+
+# every dotted key's value in one C call: flatten is called for each of a grid's
+# replications, and a loop over the keys was most of listing a large grid
+_GET_KEYS = operator.attrgetter(*KEYS)

@@ -42,6 +42,7 @@ class Study:
     description: str = ""
     source: str = ""  # the study file's text, filled in by load_study
     exclude: list = field(default_factory=list)
+    path: str = ""  # the study file, filled in by load_study: a worker runs its code for its own pieces (harness.custom)
 
     def __post_init__(self):
         if not self.name or not isinstance(self.name, str):
@@ -94,10 +95,13 @@ class Study:
     def definition(self) -> dict[str, Any]:
         """JSON-able resolved definition, saved with the results."""
         from harness.analysis.spec import spec_to_dict
+        from harness.custom import higher_is_better
 
         def plain(v):
             return list(v) if isinstance(v, tuple) else v
 
+        tasks = [self.settings.get("task", "")] + list(self.grid.get("task", []))
+        directions = higher_is_better(tasks)  # a study file's metrics (harness.custom): which way is better
         return {
             "name": self.name,
             "description": self.description,
@@ -106,6 +110,7 @@ class Study:
             "analyses": [spec_to_dict(a) for a in self.analyses],
             "exclude": [{k: plain(v) for k, v in entry.items()} for entry in self.exclude],
             "source": self.source,
+            **({"higher_is_better": directions} if directions else {}),
         }
 
 
@@ -125,4 +130,8 @@ def load_study(path: str | Path) -> Study:
     study = getattr(module, "study", None)
     if not isinstance(study, Study):
         raise StudyError(f"{path} must define `study = Study(...)`")
-    return dataclasses.replace(study, source=path.read_text())
+    from harness.custom import ran
+
+    source = path.read_text()
+    ran(source)  # its pieces (harness.custom) are registered in this process now
+    return dataclasses.replace(study, source=source, path=str(path.resolve()))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from harness import custom
 from harness.study import Config, StudyError
 
 
@@ -14,9 +15,14 @@ _TASK_OF_MODEL = {"dense_ae": "reconstruction", "unet": "segmentation"}  # the o
 
 def check_config(config: Config) -> None:
     """Reject combinations that cannot train, before any training starts."""
-    task = _TASK_OF_MODEL.get(config.model, "classification")
-    if config.task != task:
-        raise StudyError(f"model {config.model} trains with task={task}")
+    if custom.train_function_of(config.model) is not None:
+        return  # a study file's train function: the settings are its own to read
+    if custom.user_task(config.task) is not None:
+        _check_user_task(config)
+    elif custom.user_model(config.model) is None:  # a study file's model trains with any task
+        task = _TASK_OF_MODEL.get(config.model, "classification")
+        if config.task != task:
+            raise StudyError(f"model {config.model} trains with task={task}")
     if (config.dataset == "coco") != (config.task == "segmentation"):
         raise StudyError("task=segmentation trains on dataset=coco (the only data set with masks), and coco only with it")
     if config.train.monitor == "acc" and config.task == "reconstruction":
@@ -34,3 +40,13 @@ def check_config(config: Config) -> None:
         raise StudyError("model cnn needs arch, e.g. arch=32-64")
     if config.train.batch_size <= 0 or config.train.max_epochs <= 0:
         raise StudyError("train.batch_size and train.max_epochs must be positive")
+
+
+def _check_user_task(config: Config) -> None:
+    """What the loop cannot do with a study file's task: the Keras-style monitor (float32
+    per-example losses of a built-in task), or an accuracy the task does not define."""
+    names = [m.name for m in custom.user_task(config.task).metrics]
+    if config.train.monitor == "total_float32":
+        raise StudyError(f"train.monitor=total_float32 needs a built-in task, not task={config.task}; use task or total")
+    if config.train.monitor == "acc" and "acc" not in names:
+        raise StudyError(f"train.monitor=acc needs a metric named acc; task {config.task} has {', '.join(names) or 'none'}")

@@ -3,8 +3,11 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from pathlib import Path
 
+from harness import custom
 from harness.study import Replication
 from harness.training.loop import run_replication
 from harness.training.pack import run_pack
@@ -26,3 +29,17 @@ def run_replications(reps: list[Replication], device: str = "cpu", data_dir: str
         for i, result in zip(group, out):
             results[i] = result
     return results
+
+
+def study_work(path: str, source: str) -> Callable:
+    """What a worker calls for a study (harness.schedule.run_study's default): run_replications,
+    after running the study file's code there when a replication names one of its pieces
+    (harness.custom). A partial of module-level names, so every backend can pickle it."""
+    return functools.partial(run_with_study_code, path, source) if source else run_replications
+
+
+def run_with_study_code(path: str, source: str, reps: list[Replication], device: str = "cpu",
+                        data_dir: str | Path | None = None) -> list[dict]:
+    if any(custom.needs_code(rep.config) for rep in reps):
+        custom.load_code(path, source)
+    return run_replications(reps, device=device, data_dir=data_dir)

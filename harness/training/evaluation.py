@@ -10,6 +10,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from harness import custom
 from harness.data import eval_slices
 from harness.entropy import entropy_stats
 from harness.study import Config
@@ -20,6 +21,9 @@ PACK_EVAL_FLOATS_GPU = 1 << 28
 
 
 def task_loss(task: str, seg_loss: str = "mse"):
+    own = custom.user_task(task)
+    if own is not None:  # a study file's task: its loss of (output, y)
+        return lambda out, x, y: own.loss(out, y)
     if task == "reconstruction":
         return lambda out, x, y: F.mse_loss(out, x.flatten(1))
     if task == "segmentation":
@@ -56,6 +60,9 @@ def evaluate_batches(model: torch.nn.Module, batches, task: str, seg_loss: str =
     "iou_fg" = the foreground's alone. With ``examples``, "examples32" = every example's
     task loss in float32, in order (a numpy array; what the total_float32 monitor sums)."""
     model.eval()
+    own = custom.user_task(task)
+    if own is not None:
+        return _evaluate_user_task(model, batches, own)
     loss_sum, correct, n, pixels = 0.0, 0, 0, 0
     per_example = []
     confusion = torch.zeros(4, dtype=torch.float64)  # tp, fp, fn, tn
@@ -89,6 +96,20 @@ def evaluate_batches(model: torch.nn.Module, batches, task: str, seg_loss: str =
             "iou_fg": _ratio(tp, tp + fp + fn), **extra}
 
 
+def _evaluate_user_task(model: torch.nn.Module, batches, task: custom.Task) -> dict:
+    """A study file's task over a split: {"loss": its loss's mean over examples, each
+    metric's name: its value on the whole split's outputs and targets}."""
+    loss_sum, n, outputs, targets = 0.0, 0, [], []
+    for xb, yb in batches:
+        out = model(xb)
+        loss_sum += float(task.loss(out, yb)) * len(xb)  # the batch's mean, weighted by its size
+        n += len(xb)
+        outputs.append(out)
+        targets.append(yb)
+    out, y = torch.cat(outputs), torch.cat(targets)
+    return {"loss": loss_sum / n, **{m.name: float(m.fn(out, y)) for m in task.metrics}}
+
+
 def example_losses(out: torch.Tensor, x: torch.Tensor, y: torch.Tensor, task: str, seg_loss: str) -> torch.Tensor:
     """Each example's task loss (its mean over pixels for an image output), in the
     output's dtype: what a Keras loss function returns before its batch reduction."""
@@ -118,7 +139,11 @@ def split_metrics(task: str, val: dict, train: dict, entropy_value: float, stats
     "iou", "iou_fg"} as evaluate_batches gives them), its entropy term at λ = 1 and its
     guided layers' statistics: the one builder for a lone run and every pack member."""
     metrics = {"val_loss": val["loss"], "train_loss": train["loss"]}
-    if task == "reconstruction":
+    own = custom.user_task(task)
+    if own is not None:  # a study file's task: each of its metrics on both splits
+        metrics.update({f"{split}_{m.name}": result[m.name] for m in own.metrics
+                        for split, result in (("val", val), ("train", train))})
+    elif task == "reconstruction":
         metrics.update(val_mse=val["loss"], train_mse=train["loss"])
     else:
         metrics.update(val_acc=val["acc"], train_acc=train["acc"])
@@ -140,7 +165,7 @@ def evaluate_pack(engine, params: list[torch.Tensor], x: torch.Tensor, y: torch.
     activations of one step (PACK_EVAL_FLOATS_CPU) then stay in the last-level cache, so the
     loss is computed from cache rather than from memory."""
     size, device = params[0].shape[0], params[0].device
-    batch = min(PACK_EVAL_BATCH, len(x))
+    batch = min(getattr(engine, "eval_batch", PACK_EVAL_BATCH), len(x))  # an engine may want its own
     budget = PACK_EVAL_FLOATS_CPU if device.type == "cpu" else PACK_EVAL_FLOATS_GPU
     chunk = max(1, min(size, budget // (batch * engine.example_floats)))
     loss_sum = torch.zeros(size, dtype=torch.float64, device=device)

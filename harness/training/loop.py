@@ -15,13 +15,14 @@ from pathlib import Path
 
 import torch
 
+from harness import custom
 from harness.data import augment_batch, batch_source, splits_for
 from harness.entropy import entropy_loss, guided_layers
 from harness.models import build_model
 from harness.study import Config, Replication, derive_seed
 from harness.training import diagnostics, evaluation
 from harness.training.checks import check_config
-from harness.training.numerics import float32_math, subnormals_kept
+from harness.training.numerics import float32_math, model_precision, subnormals_kept
 from harness.training.outcome import Diverged, Outcome, diverged_metrics, result_dict, run_metrics
 from harness.training.stopping import EarlyStopping, EpochValidation
 
@@ -32,11 +33,18 @@ def run_replication(rep: Replication, device: str = "cpu", data_dir: str | Path 
     config = rep.config
     clock = None
     try:
-        splits = splits_for(config, data_dir, device)
-        # wall_s is training time alone, as a packed member's share of its pack's epochs
-        # (pack.run_pack loads the splits before its clock starts too)
-        clock = time.perf_counter()
-        outcome = train(config, splits, device)
+        own = custom.train_function_of(config.model)  # a study file's whole training, or None
+        if own is not None:
+            clock = time.perf_counter()
+            outcome = Outcome(metrics=own(config, device, data_dir))
+        else:
+            splits = splits_for(config, data_dir, device)
+            # wall_s is training time alone, as a packed member's share of its pack's epochs
+            # (pack.run_pack loads the splits before its clock starts too)
+            clock = time.perf_counter()
+            outcome = train(config, splits, device)
+    except custom.PieceError as err:  # a study file's piece returned the wrong thing: its one line says what
+        outcome = Outcome(status="failed", error=str(err))
     except Exception:  # recorded, not raised: one bad replication must not stop a sweep
         outcome = Outcome(status="failed", error=traceback.format_exc())
     wall_s = time.perf_counter() - clock if clock is not None else 0.0
@@ -51,7 +59,7 @@ def train(config: Config, splits, device: str) -> Outcome:
     ``splits``: harness.data.Splits (tensors on the device) or, for image-folder data
     sets, harness.data.ImageSplits (read by a DataLoader)."""
     check_config(config)
-    with float32_math(config):
+    with float32_math(config), model_precision(config, device):
         return _train(config, splits, device)
 
 
@@ -71,10 +79,15 @@ class _Run:
         self.input_shape = self.batches.input_shape
         self.model = model = seeded_model(config, self.input_shape, self.batches.n_classes).to(device)
         ent = config.entropy
-        self.guided = guided_layers(
-            model, config.placement, input_shape=self.input_shape, profile=ent.profile or None, k=ent.empirical_k,
-            rank=ent.empirical_rank
-        )
+        try:
+            self.guided = guided_layers(
+                model, config.placement, input_shape=self.input_shape, profile=ent.profile or None, k=ent.empirical_k,
+                rank=ent.empirical_rank
+            )
+        except ValueError:  # a study file's model with no dense or conv layer: nothing to guide or profile
+            if custom.user_model(config.model) is None or config.lam != 0:
+                raise
+            self.guided = []
         guided_modules = [module for _, module in self.guided]
         self.guided_params = [module.weight for module in guided_modules]
         self.entropy_term = _entropy_term(guided_modules, ent)
@@ -136,7 +149,7 @@ class _Run:
                 correct += (out.argmax(1) == y).sum().item()
             elif config.task == "segmentation":  # pixel accuracy, averaged over images
                 correct += ((out > 0) == (evaluation.crop_like(y, out) > 0.5)).float().mean().item() * len(x)
-        return loss_sum / seen, correct / seen if config.task != "reconstruction" else None
+        return loss_sum / seen, correct / seen if config.task in ("classification", "segmentation") else None
 
     def _validate(self, epoch: int, train_loss: float, train_acc: float | None) -> bool:
         """The epoch's validation: its history row, early stopping (keeping the best
@@ -208,6 +221,9 @@ def seeded_model(config: Config, input_shape: tuple, n_classes: int) -> torch.nn
     """The replication's model with its initial weights: seeded from the replication's
     seed alone, so a packed member starts exactly where its lone run starts."""
     torch.manual_seed(derive_seed(config.seed, "init"))
+    own = custom.user_model(config.model)
+    if own is not None:  # a study file's builder: its own initialisation, net.init not applied
+        return own(config, input_shape, n_classes)
     return build_model(
         config.model,
         input_shape,

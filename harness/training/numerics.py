@@ -1,6 +1,7 @@
 """Floating-point modes a training runs under: TF32 on CUDA and subnormal flushing on the
-CPU as the study says (train.tf32, train.flush_denormals), and IEEE subnormals kept for
-the step whose gradients are measured."""
+CPU as the study says (train.tf32, train.flush_denormals), bfloat16 autocast of the
+model (train.precision), and IEEE subnormals kept for the step whose gradients are
+measured."""
 
 from __future__ import annotations
 
@@ -54,3 +55,15 @@ def flushes_denormals() -> bool:
     """Whether this thread flushes subnormal floats to zero (torch has no getter: a scalar
     product on the CPU runs in the calling thread and tells)."""
     return bool((torch.tensor(1e-39) * 1.0).item() == 0.0)
+
+
+def model_precision(config: Config, device) -> AbstractContextManager:
+    """The model's forward (and so its backward) under ``train.precision``: bfloat16
+    autocast of its matmuls and convolutions on ``device``, or nothing for float32.
+    Only the model's ops are cast: the entropy term's (determinants, in float64 or
+    float32) are not on autocast's list. One context spans the whole training, so its
+    cache of cast weights is off: it would hand a step the weights before the last
+    optimizer step (autocast clears it only on leaving the context)."""
+    if config.train.precision == "bf16":
+        return torch.autocast(torch.device(device).type, dtype=torch.bfloat16, cache_enabled=False)
+    return nullcontext()

@@ -65,7 +65,7 @@ from harness.training.engines import DenseEngine, PackEntropy, VmapEngine
 from harness.training.evaluation import evaluate_pack, split_metrics
 from harness.training.loop import train
 from harness.training.members import EpochNumbers, EpochSums, Member, Pack, seeded_members
-from harness.training.numerics import float32_math, subnormals_kept
+from harness.training.numerics import float32_math, model_precision, subnormals_kept
 from harness.training.outcome import Outcome, PackedOutcome, result_dict, run_metrics
 from harness.training.packing import activation_floats, choose_pack_size, pack_key, trajectory_key
 from harness.training.stopping import EpochValidation
@@ -137,7 +137,7 @@ def train_pack(configs: Sequence[Config], splits: Splits, device: str | torch.de
     keys = {pack_key(c) for c in configs}
     if None in keys or len(keys) != 1:
         raise ValueError("train_pack needs replications that differ only in lam and seed, with a packable model")
-    with float32_math(configs[0]):
+    with float32_math(configs[0]), model_precision(configs[0], device):
         return _train_pack(configs, splits, device, step_context)
 
 
@@ -358,9 +358,11 @@ class _PackRun:
 def _engine(template: nn.Module, base: Config):
     """The engine that steps this pack: the hand-written dense autoencoder or CNN, else
     vmap. With train.compile on, every model goes through vmap, whose forward
-    torch.compile traces (the hand-written steps are not compiled)."""
+    torch.compile traces (the hand-written steps are not compiled); with
+    train.precision=bf16 the autoencoder too: its hand-written step writes into float32
+    buffers, which autocast does not reach."""
     if base.train.compile == "off":
-        if isinstance(template, DenseAutoencoder):
+        if isinstance(template, DenseAutoencoder) and base.train.precision == "float32":
             return DenseEngine(template)
         if conv_engine.supports(template):
             return conv_engine.ConvEngine(template)
