@@ -72,14 +72,10 @@ def grid_values(config: Config, keys: list[str]) -> dict[str, Any]:
     for key in keys:
         if key == PRESET_KEY:
             out[key] = next((name for name, keys in PRESETS.items()
-                             if keys and all(_value(config, k) == v for k, v in keys.items())), "default")
+                             if keys and all(operator.attrgetter(k)(config) == v for k, v in keys.items())), "default")
         else:
-            out[key] = _value(config, key)
+            out[key] = operator.attrgetter(key)(config)
     return out
-
-
-def _value(config: Config, key: str) -> Any:
-    return operator.attrgetter(key)(config)
 
 
 # Config's fields but the seed, read in one C call (nested configs compare and hash whole)

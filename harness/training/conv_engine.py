@@ -11,17 +11,17 @@ The same function as the module, to float rounding, reorganised where the CPU is
 * **The first convolution as one matmul.** Its input has 1 or 3 channels, so oneDNN's
   convolution runs at a few GFLOP/s; the im2col columns of the input (a strided view, one
   copy) read transposed times the (9 C, O) weight is one batched matmul that writes the
-  map channels-last. The classifier's weight is permuted to the map's (H, W, C) order
-  rather than the map to nn.Flatten's (C, H, W). Its
-  input needs no gradient, so the view never has to be differentiated. Deeper layers
-  (32+ input channels) stay oneDNN convolutions, where it is fast.
+  map channels-last. The first layer's input needs no gradient, so the view is never
+  differentiated. Deeper layers (32+ input channels) stay oneDNN convolutions, where it
+  is fast. The classifier's weight is permuted to the map's (H, W, C) order rather than
+  the map to nn.Flatten's (C, H, W).
 
 Training steps the members one after the other, each its own forward and backward: a
 member's activations (about 3 MB for [32] at batch 32) stay in the core's L2 cache
 between its forward and its backward, where a step over all members at once (grouped
 convolutions, or vmap) streams P times that through memory and measured slower than
-training the models one at a time. Evaluation shares the first layer's im2col rows of a
-batch among the members.
+training the models one at a time. Evaluation shares the first layer's im2col columns of
+a batch among the members.
 """
 
 from __future__ import annotations
@@ -126,6 +126,13 @@ class ConvEngine:
             task[i] = loss.detach()
             outs.append(logits.detach())
         return task, torch.stack(outs), grads
+
+
+def takes(config, template: nn.Module) -> bool:
+    """Whether a pack of ``config`` steps through ConvEngine (harness.training.pack) and
+    so holds one member's activations at a time (harness.training.packing): the paper's
+    CNN, not compiled (train.compile traces the vmap engine instead)."""
+    return config.train.compile == "off" and supports(template)
 
 
 def supports(model: nn.Module) -> bool:

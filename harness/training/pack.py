@@ -361,11 +361,10 @@ def _engine(template: nn.Module, base: Config):
     torch.compile traces (the hand-written steps are not compiled); with
     train.precision=bf16 the autoencoder too: its hand-written step writes into float32
     buffers, which autocast does not reach."""
-    if base.train.compile == "off":
-        if isinstance(template, DenseAutoencoder) and base.train.precision == "float32":
-            return DenseEngine(template)
-        if conv_engine.supports(template):
-            return conv_engine.ConvEngine(template)
+    if conv_engine.takes(base, template):
+        return conv_engine.ConvEngine(template)
+    if isinstance(template, DenseAutoencoder) and base.train.compile == "off" and base.train.precision == "float32":
+        return DenseEngine(template)
     return VmapEngine(template, base.task, compile_mode=base.train.compile)
 
 

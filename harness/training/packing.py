@@ -13,6 +13,7 @@ from torch import nn
 
 from harness.data import IMAGE_DATASETS
 from harness.study import Config, flatten
+from harness.training import conv_engine
 from harness.training.checks import check_config
 from harness.training.loop import seeded_model
 from harness.training.stopping import STOPPING_RULE
@@ -119,13 +120,13 @@ def choose_pack_size(config: Config, input_shape: tuple, n_classes: int, device:
     CNN's (harness.training.conv_engine) steps its members one after another, so one
     member's activations count, beside every member's weights, gradients and moments;
     at most MAX_PACK_CPU_CNN."""
-    n_params, acts = _member_floats(config, input_shape, n_classes)
+    model, n_params, acts = _member(config, input_shape, n_classes)
     device = torch.device(device)
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
         return int(max(1, min(MAX_PACK_GPU, free // 4 // _replication_bytes(n_params, acts))))
     by_memory = free_host_memory() // 4 // _replication_bytes(n_params, acts)
-    if config.model == "cnn" and config.net.dropout == 0 and config.train.compile == "off":
+    if conv_engine.takes(config, model):
         # harness.training.conv_engine steps the members one after the other: one member's
         # activations at a time, beside every member's weights, gradients and Adam moments
         by_traffic = (CPU_PACK_BYTES - 4 * 3 * acts) // (4 * 4 * n_params)
@@ -138,19 +139,19 @@ def replication_bytes(config: Config, input_shape: tuple, n_classes: int) -> int
     """Memory one replication trains in, in bytes (float32): its weights, gradients,
     optimizer state and best weights, and a training batch's activations and their
     gradients. What a pack of P needs is about P times this."""
-    return _replication_bytes(*_member_floats(config, input_shape, n_classes))
+    return _replication_bytes(*_member(config, input_shape, n_classes)[1:])
 
 
 def _replication_bytes(n_params: int, acts: int) -> int:
     return 4 * (6 * n_params + 3 * acts)
 
 
-def _member_floats(config: Config, input_shape: tuple, n_classes: int) -> tuple[int, int]:
-    """(parameters, floats of a training batch's activations) of one replication."""
+def _member(config: Config, input_shape: tuple, n_classes: int) -> tuple[nn.Module, int, int]:
+    """(the model, its parameters, floats of a training batch's activations) of one replication."""
     with torch.random.fork_rng(devices=[]):  # building the model draws from the global generator
         model = seeded_model(config, input_shape, n_classes)
     n_params = sum(p.numel() for p in model.parameters())
-    return n_params, config.train.batch_size * activation_floats(model, input_shape)
+    return model, n_params, config.train.batch_size * activation_floats(model, input_shape)
 
 
 def free_host_memory() -> int:
