@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness.analysis import plots, verdict, words
+from harness.analysis import paper, plots, verdict, words
 from harness.analysis.sections.figures import _trained_models
 from harness.analysis.writer import ReportWriter, slug
 
@@ -125,3 +125,38 @@ def test_sign_table_verdicts():
     assert verdict.sign_table_row("F", "", blank, theirs, shown_equal, "")["verdict"] == "does not reproduce"
     assert verdict.sign_table_row("F", "", theirs, theirs, undecided, "")["verdict"] == "reproduces"
     assert np.array_equal(verdict.verdict_table([row]).columns, verdict.COLUMNS)
+
+
+def _t1(rows):
+    """Ours as paper_tables.table1 gives it: (arch, p_val, p_val_adj, mde_val)."""
+    return pd.DataFrame([dict(arch=a, p_val=p, p_val_adj=adj, mde_val=mde, p_train=0.5, p_train_adj=0.9)
+                         for a, p, adj, mde in rows])
+
+
+def test_table1_verdict_reads_the_pattern_of_significant_gains():
+    first = paper.TABLE1S["table1"]["splits"]["first"]  # every published validation gain significant
+    all_ = paper.TABLE1S["table1"]["splits"]["all"]      # none significant
+    sig = _t1([("32", 0.01, 0.04, 0.002), ("32-32", 0.001, 0.006, 0.002)])
+    row = verdict.table1_row("Table 1", "placement = first", sig, first, alpha=0.05, evidence="[t](#t)")
+    assert row["verdict"] == "reproduces: 2 of 2 architectures agree"
+    assert row["published"] == "validation gain significant in 2 of 2 (all rows: 9 of 9)"
+    assert row["replicated"].startswith("validation gain significant in 2 of 2 architectures raw, 2 of 2 holm")
+    # a gain the paper did not find contradicts it
+    assert verdict.table1_row("T", "all", sig, all_)["verdict"] == "does not reproduce: 0 of 2 architectures agree"
+    # no gain where the paper found 0.0052 (arch 32): a contradiction only when we could see 0.0052
+    blind = _t1([("32", 0.3, 0.9, 0.01)])
+    seeing = _t1([("32", 0.3, 0.9, 0.004)])
+    assert verdict.table1_row("T", "first", blind, first)["verdict"] == "inconclusive: 0 of 1 architectures agree, 1 undecided"
+    assert verdict.table1_row("T", "first", seeing, first)["verdict"] == "does not reproduce: 0 of 1 architectures agree"
+    assert verdict.table1_row("T", "first", _t1([]), first)["verdict"].startswith("inconclusive: no architecture")
+
+
+def test_the_guidance_strength_is_lambda1_on_dense_lambda2_on_conv_models():
+    assert words.factor("lam") == "λ1"
+    with words.guidance_symbol(["cnn"]):
+        assert words.factor("lam") == "λ2" and words.axis("lam") == "λ₂"
+    with words.guidance_symbol(["cnn", "dense_ae"]):
+        assert words.factor("lam") == "λ"
+    with words.guidance_symbol(["dense_ae"]):
+        assert words.factor("lam") == "λ1"
+    assert words.factor("lam") == "λ1" and words.axis("lam") == "λ₁"  # restored after the block

@@ -92,6 +92,12 @@ def study_report(definition: dict, frame: pd.DataFrame, profiles: pd.DataFrame |
     """Write one study's report from plain data (definition dict, replication frame,
     profile frame, {host: machine description}, per-epoch history frame) into ``out_dir``;
     returns the written paths."""
+    models = frame["model"].unique() if "model" in frame.columns else ()
+    with words.guidance_symbol(models):
+        return _study_report(definition, frame, profiles, out_dir, hosts, history)
+
+
+def _study_report(definition, frame, profiles, out_dir, hosts, history) -> list[Path]:
     specs = _specs(definition)
     r = ReportWriter(Path(out_dir), definition.get("name", Path(out_dir).name))
     # sorted so that sums, and hence every number, do not depend on recording order
@@ -145,7 +151,7 @@ def _verdict(r: ReportWriter):
         r.md("## Verdict", "",
              f"Of {len(table)} published claims and tables compared: {tally}. A claim reproduces when the 95% "
              "interval of every cell it speaks of lies in the published range; a sign table when every cell "
-             "agrees. The rest of the report is the evidence.", "")
+             "agrees; Table 1 when every architecture's significance at the best λ agrees. The rest of the report is the evidence.", "")
         # the files name the section as report.md#anchor; the report links it
         files = table.assign(evidence=table["evidence"].str.replace(r"^\[.*\]\((#.*)\)$", r"report.md\1", regex=True))
         r.table(files, "verdict", "The paper's claims and tables against the replications", show=table)

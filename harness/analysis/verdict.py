@@ -16,9 +16,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from harness.analysis import render
+from harness.analysis import paper, render
 from harness.analysis.claims import INCONCLUSIVE, largest_verdict
-from harness.analysis.grouping import UNTESTABLE
+from harness.analysis.grouping import UNTESTABLE, level_label
 
 REPRODUCES, DOES_NOT, UNDECIDED = "reproduces", "does not reproduce", "inconclusive"
 COLUMNS = ["claim", "published", "replicated", "verdict", "evidence"]
@@ -121,3 +121,48 @@ def verdict_table(rows: list[dict]) -> pd.DataFrame:
     each in the order the report's sections give them."""
     ordered = sorted(rows, key=lambda row: row.get("kind", 0))
     return pd.DataFrame(ordered, columns=COLUMNS)
+
+
+def table1_row(title: str, where: str, ours: pd.DataFrame, published: dict, *, by: str = "arch",
+               alpha: float = 0.05, correction: str = "holm", evidence: str = "") -> dict:
+    """The verdict row of one published Table 1 split (paper.TABLE1S rows, {arch: values})
+    against ours (paper_tables.table1), on the pattern of significant validation gains at the
+    best λ: per architecture both tables run, one-tailed at ``alpha``, the raw p as the paper's.
+
+    An architecture agrees when both or neither find a gain. It contradicts the paper when we
+    find a gain the paper did not, or find none where the paper did although our replications
+    could detect the published Δ (``mde_val`` ≤ published Δ); otherwise it is undecided."""
+    ran = {level_label(k): row for k, row in zip(ours[by], ours.to_dict("records"))
+           if np.isfinite(row.get("p_val", np.nan))} if len(ours) else {}
+    common = [arch for arch in published if arch in ran]
+    p_pub = {arch: dict(zip(paper.TABLE1_COLUMNS, values)) for arch, values in published.items()}
+    significant = {arch: v["p_val"] is not None and v["p_val"] < alpha for arch, v in p_pub.items()}
+    agree = contradict = 0
+    for arch in common:
+        mine, theirs = ran[arch], p_pub[arch]
+        ours_sig = mine["p_val"] < alpha
+        if ours_sig == significant[arch]:
+            agree += 1
+        elif ours_sig or (theirs["d_val"] is not None and mine["mde_val"] <= theirs["d_val"]):
+            contradict += 1
+    if common and agree == len(common):
+        word = REPRODUCES
+    elif contradict:
+        word = DOES_NOT
+    else:
+        word = UNDECIDED
+
+    def count(column):
+        return sum(ran[a][column] < alpha for a in common)
+
+    n = len(common)
+    replicated = (f"validation gain significant in {count('p_val')} of {n} architectures raw, "
+                  f"{count('p_val_adj')} of {n} {correction}-corrected for the pick of λ; training gain "
+                  f"{count('p_train')} raw, {count('p_train_adj')} corrected")
+    undecided = n - agree - contradict
+    detail = f"{agree} of {n} architectures agree" + (f", {undecided} undecided" if undecided else "")
+    return dict(kind=1, claim=f"{title} ({where}): which architectures gain significantly",
+                published=(f"validation gain significant in {sum(significant[a] for a in common)} of {n} "
+                           f"(all rows: {sum(significant.values())} of {len(published)})"),
+                replicated=replicated if n else "no architecture run",
+                verdict=f"{word}: {detail}" if n else f"{UNDECIDED}: no architecture run", evidence=evidence)

@@ -5,6 +5,7 @@ published table's key ("Fig. 3b"), and each analysis spec's heading. Plain data 
 from __future__ import annotations
 
 import re
+from contextlib import contextmanager
 
 from harness.analysis.grouping import level_label
 
@@ -20,6 +21,24 @@ METRICS = {
 FACTORS = {"lam": "λ1", "latent": "latent", "train.monitor": "stopping monitor", "arch": "architecture",
            "placement": "placement", "epoch": "epoch", "seed": "seed"}
 SYMBOLS = {"lam": "λ₁"}
+# The paper names the guidance strength λ1 on dense layers and λ2 on conv layers.
+_DENSE_MODELS = {"dense_ae"}
+
+
+@contextmanager
+def guidance_symbol(models):
+    """Within the block, 'lam' reads λ1 when every model in ``models`` is dense, λ2 when none
+    is, and λ for a mix. Module state, set for one report at a time: every heading and figure
+    label of the report reads the same symbol without each section passing it down."""
+    names = {str(m) for m in models}
+    digit = "1" if names <= _DENSE_MODELS else ("2" if not names & _DENSE_MODELS else "")
+    sub = {"1": "₁", "2": "₂", "": ""}[digit]
+    saved = FACTORS["lam"], SYMBOLS["lam"]
+    FACTORS["lam"], SYMBOLS["lam"] = "λ" + digit, "λ" + sub
+    try:
+        yield
+    finally:
+        FACTORS["lam"], SYMBOLS["lam"] = saved
 
 
 def metric(name: str) -> str:

@@ -43,11 +43,19 @@ def _table1(r: ReportWriter, spec: Table1, frame, recorded, factors):
                 r.md(f"No published Table 1 for {spec.split_by} = {split_value}.", "")
                 continue
             cmp, counts = paper_tables.compare_table1(t1, rows, by=spec.by, alpha=spec.alpha)
-            sentence = (f"{pub['title']}, {spec.split_by} = {grouping.level_label(split_value)}: "
+            split_words = f"{spec.split_by} = {grouping.level_label(split_value)}"
+            sentence = (f"{pub['title']}, {split_words}: "
                         f"{counts['agree']} of {counts['compared']} significance cells "
                         f"(train and val, one-tailed α = {spec.alpha:g}) agree")
             r.summary.append(sentence)
             r.md(f"**Published vs replicated.** {sentence}.", "")
+            row = verdict.table1_row(pub["title"], split_words, t1, rows, by=spec.by, alpha=spec.alpha,
+                                     correction=spec.correction, evidence=f"[Table 1](#{r.section})")
+            r.verdicts.append(row)
+            r.md(f"**The pattern.** Published ({pub['dataset']}): {row['published']}. Ours: "
+                 f"{row['replicated']}. Verdict: {row['verdict']} (an architecture contradicts the paper "
+                 f"where we find a gain it did not, or none where it did although our mde val is at most "
+                 f"its Δ; the data sets differ, so the pattern is compared, not the numbers).", "")
             r.table(cmp, base + f"_vs_{spec.published}", "Published Δ and p beside ours")
 
 
@@ -61,6 +69,7 @@ def _table1_show(t1: pd.DataFrame, spec: Table1) -> pd.DataFrame:
         f"best {spec.factor}": t1["best"], "n": t1["n_best"],
         "Δ train (p)": [cell(*v) for v in zip(t1["d_train"], t1["stars_train"], t1["p_train"])],
         "Δ val (p)": [cell(*v) for v in zip(t1["d_val"], t1["stars_val"], t1["p_val"])],
+        f"p train {spec.correction}": t1["p_train_adj"].map(lambda p: render.num(p, 2) + stats.stars(p)),
         f"p val {spec.correction}": t1["p_val_adj"].map(lambda p: render.num(p, 2) + stats.stars(p)),
         "mde val": t1["mde_val"], "note": t1["note"].fillna("")})
     return show
