@@ -31,6 +31,8 @@ class DenseEngine:
     plain one ran at 160-185 (docs/performance.md). The math takes any layout; only its
     speed depends on it."""
 
+    eval_batch = 1024  # shared examples per evaluation step (evaluation.evaluate_pack), as harness.data's EVAL_BATCH
+
     # activation in place, and its backward written into a given tensor (autograd's kernels)
     _ACTS = {
         nn.Sigmoid: (torch.sigmoid_, lambda g, out, dst: torch.ops.aten.sigmoid_backward.grad_input(g, out, grad_input=dst)),
@@ -125,6 +127,8 @@ class VmapEngine:
     the gradients. For the CNN vmap turns each convolution into one grouped convolution.
     ``compile_mode`` (``train.compile``) other than "off" runs the training forward through
     torch.compile in that mode; evaluation stays eager (it runs once an epoch)."""
+
+    eval_batch = 1024  # shared examples per evaluation step (evaluation.evaluate_pack)
 
     def __init__(self, template: nn.Module, task: str, compile_mode: str = "off"):
         from torch.func import functional_call, vmap

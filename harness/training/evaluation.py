@@ -15,7 +15,6 @@ from harness.data import eval_slices
 from harness.entropy import entropy_stats
 from harness.study import Config
 
-PACK_EVAL_BATCH = 1024  # shared examples per evaluation step of a pack, as harness.data's EVAL_BATCH
 PACK_EVAL_FLOATS_CPU = 1 << 21  # activations of one evaluation step on CPU, in floats (8 MiB: cache-sized)
 PACK_EVAL_FLOATS_GPU = 1 << 28
 
@@ -161,11 +160,11 @@ def evaluate_pack(engine, params: list[torch.Tensor], x: torch.Tensor, y: torch.
     engine) mean task loss (and accuracy) over a whole split, as evaluate, and with
     ``examples`` every example's float32 task loss, (members, examples) (else None).
 
-    Batches of up to PACK_EVAL_BATCH shared examples, members a few at a time: on CPU the
+    Batches of up to the engine's ``eval_batch`` shared examples, members a few at a time: on CPU the
     activations of one step (PACK_EVAL_FLOATS_CPU) then stay in the last-level cache, so the
     loss is computed from cache rather than from memory."""
     size, device = params[0].shape[0], params[0].device
-    batch = min(getattr(engine, "eval_batch", PACK_EVAL_BATCH), len(x))  # an engine may want its own
+    batch = min(engine.eval_batch, len(x))
     budget = PACK_EVAL_FLOATS_CPU if device.type == "cpu" else PACK_EVAL_FLOATS_GPU
     chunk = max(1, min(size, budget // (batch * engine.example_floats)))
     loss_sum = torch.zeros(size, dtype=torch.float64, device=device)
