@@ -7,11 +7,13 @@ import sqlite3
 from contextlib import closing
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from harness.analysis.report import analyze
 from harness.store import Store
 from harness.study import Replication, build_config, load_study
+from harness.training.stopping import replay
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "results"
@@ -76,3 +78,29 @@ def test_analyze_regenerates_the_committed_tables(committed, tmp_path):
         if table == "report.md":  # its one line with the time it was generated
             old, new = ("\n".join(line for line in text.splitlines() if not line.startswith("_Generated ")) for text in (old, new))
         assert new == old, f"{table} differs from the committed one"
+
+
+def test_every_stopping_epoch_of_the_keras_arm_recomputes_from_its_history():
+    """#23: the protocol arm's early stopping replayed on the recorded float32 `monitored`
+    gives each replication's recorded stop and best epoch, and `monitored` is the float32
+    sum of the recorded task part and term part (to float32 accumulation over the batches)."""
+    db = RESULTS / "mnist_autoencoder" / "harness.db"
+    with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
+        reps = conn.execute(
+            "SELECT r.pk, r.config, s.value, b.value FROM replications r "
+            "JOIN metrics s ON s.rep_pk = r.pk AND s.name = 'stop_epoch' "
+            "JOIN metrics b ON b.rep_pk = r.pk AND b.name = 'best_epoch' "
+            "WHERE r.status = 'done'").fetchall()
+        arm = [(pk, json.loads(c), stop, best) for pk, c, stop, best in reps
+               if json.loads(c).get("train.monitor") == "total_float32"
+               and json.loads(c).get("entropy.precision") == "float32"]
+        assert len(arm) == 280
+        for pk, config, stop, best in arm:
+            rows = conn.execute("SELECT monitored, monitor_task, monitor_term FROM epochs WHERE rep_pk = ? "
+                                "ORDER BY epoch", (pk,)).fetchall()
+            monitored = [r[0] for r in rows]
+            assert replay(monitored, config["train.patience"], config["train.min_delta"],
+                          config["train.max_epochs"]) == (stop, best), config
+            batches = -(-10_000 // config["train.batch_size"])  # the 10k MNIST test split
+            for value, task, term in rows:
+                assert abs(value - float(np.float32(task) + np.float32(term))) <= batches * np.spacing(np.float32(value))
