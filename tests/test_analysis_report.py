@@ -366,3 +366,23 @@ def test_the_equivalence_margin_is_a_setting_of_the_table(tmp_path):
     assert verdicts(equivalence=0.01) == "inconclusive"
     with pytest.raises(ValueError, match="equivalence"):
         SignificanceTable("y", equivalence=5)
+
+
+def test_placement_is_compared_only_where_both_placements_ran(tmp_path):
+    """On a one-block CNN "all" is "first" and is not trained: its slice says so instead of
+    an empty table; the two-block one is compared seed by seed."""
+    from harness.analysis.report import study_report
+    from harness.analysis.spec import ProtocolEffect
+    from test_analysis_tables import cnn_frame
+
+    frame = cnn_frame().assign(study="c", model="cnn", placement="first")
+    two_block = frame[frame["arch"] == "32-32"].assign(placement="all", id=lambda d: d["id"] + "a")
+    frame = pd.concat([frame, two_block], ignore_index=True)
+    definition = {"name": "c", "grid": {"arch": [[32], [32, 32]], "placement": ["first", "all"], "lam": [0.0, 1e-3, 1.0]},
+                  "analyses": [spec_to_dict(ProtocolEffect(metric="val_acc", protocol="placement", alpha=0.05))]}
+    study_report(definition, frame, None, tmp_path)
+    report = (tmp_path / "report.md").read_text()
+    assert "- arch=32: only placement = first recorded, nothing to compare." in report
+    assert "### Effect of the placement on validation accuracy at architecture 32-32" in report
+    assert "## Does the placement change validation accuracy?" in report
+    assert not (tmp_path / "protocol_placement_val_acc_arch-32.csv").exists()

@@ -16,6 +16,11 @@ from harness.analysis.writer import ReportWriter, at_label, stem
 def _protocol(r: ReportWriter, spec: ProtocolEffect, frame, recorded, factors):
     for labels, sub in grouping.slices(frame, spec.at, factors, exclude=(spec.factor, spec.protocol)):
         where = at_label(labels)
+        values = grouping.sorted_levels(sub[spec.protocol])
+        if len(values) < 2:  # e.g. placement on a one-block CNN, where "all" is "first"
+            r.md(f"- {where or 'All replications'}: only {spec.protocol} = "
+                 f"{', '.join(grouping.level_label(v) for v in values) or 'none'} recorded, nothing to compare.", "")
+            continue
         base = stem("protocol", spec.protocol, spec.metric, labels=labels)
         r.md(f"### Effect of the {words.factor(spec.protocol)} on {words.metric(spec.metric)}{words.at(labels)}", "")
         eff = protocol.protocol_effect(sub, spec.metric, spec.protocol, spec.factor,
