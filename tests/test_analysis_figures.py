@@ -128,9 +128,9 @@ def test_sign_table_verdicts():
 
 
 def _t1(rows):
-    """Ours as paper_tables.table1 gives it: (arch, p_val, p_val_adj, mde_val)."""
-    return pd.DataFrame([dict(arch=a, p_val=p, p_val_adj=adj, mde_val=mde, p_train=0.5, p_train_adj=0.9)
-                         for a, p, adj, mde in rows])
+    """Ours as paper_tables.table1 gives it: (arch, p_val, p_val_adj, hi_val)."""
+    return pd.DataFrame([dict(arch=a, p_val=p, p_val_adj=adj, hi_val=hi, p_train=0.5, p_train_adj=0.9)
+                         for a, p, adj, hi in rows])
 
 
 def test_table1_verdict_reads_the_pattern_of_significant_gains():
@@ -143,7 +143,8 @@ def test_table1_verdict_reads_the_pattern_of_significant_gains():
     assert row["replicated"].startswith("validation gain significant in 2 of 2 architectures raw, 2 of 2 holm")
     # a gain the paper did not find contradicts it
     assert verdict.table1_row("T", "all", sig, all_)["verdict"] == "does not reproduce: 0 of 2 architectures agree"
-    # no gain where the paper found 0.0052 (arch 32): a contradiction only when we could see 0.0052
+    # no gain where the paper found 0.0052 (arch 32): a contradiction only where our upper
+    # bound of Δ excludes 0.0052
     blind = _t1([("32", 0.3, 0.9, 0.01)])
     seeing = _t1([("32", 0.3, 0.9, 0.004)])
     assert verdict.table1_row("T", "first", blind, first)["verdict"] == "inconclusive: 0 of 1 architectures agree, 1 undecided"

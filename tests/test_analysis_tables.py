@@ -159,6 +159,11 @@ def test_table1_against_scipy():
     holm = {lo: min(1.0, 2 * lo), hi: min(1.0, max(2 * lo, hi))}
     assert row["p_val_adj"] == pytest.approx(holm[p_val[best]])
     assert row["p_val_adj"] >= row["p_val"] and row["p_train_adj"] >= row["p_train"]
+    # the upper one-sided 95% bound of Δ val, by hand: Δ + t(0.95, n1 + n2 - 2) · pooled se
+    a, b = va[best], va[0.0]
+    sp = np.sqrt(((len(a) - 1) * a.var(ddof=1) + (len(b) - 1) * b.var(ddof=1)) / (len(a) + len(b) - 2))
+    bound = a.mean() - b.mean() + sps.t.ppf(0.95, len(a) + len(b) - 2) * sp * np.sqrt(1 / len(a) + 1 / len(b))
+    assert row["hi_val"] == pytest.approx(bound)
 
 
 def test_table1_without_base_is_noted():

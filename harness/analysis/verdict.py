@@ -130,8 +130,9 @@ def table1_row(title: str, where: str, ours: pd.DataFrame, published: dict, *, b
     best λ: per architecture both tables run, one-tailed at ``alpha``, the raw p as the paper's.
 
     An architecture agrees when both or neither find a gain. It contradicts the paper when we
-    find a gain the paper did not, or find none where the paper did although our replications
-    could detect the published Δ (``mde_val`` ≤ published Δ); otherwise it is undecided."""
+    find a gain the paper did not, or find none where the paper did and our data exclude the
+    published Δ (``hi_val``, the upper one-sided bound of our Δ, below it); otherwise it is
+    undecided (too few seeds to tell)."""
     ran = {level_label(k): row for k, row in zip(ours[by], ours.to_dict("records"))
            if np.isfinite(row.get("p_val", np.nan))} if len(ours) else {}
     common = [arch for arch in published if arch in ran]
@@ -143,7 +144,7 @@ def table1_row(title: str, where: str, ours: pd.DataFrame, published: dict, *, b
         ours_sig = mine["p_val"] < alpha
         if ours_sig == significant[arch]:
             agree += 1
-        elif ours_sig or (theirs["d_val"] is not None and mine["mde_val"] <= theirs["d_val"]):
+        elif ours_sig or (theirs["d_val"] is not None and mine.get("hi_val", np.nan) < theirs["d_val"]):
             contradict += 1
     if common and agree == len(common):
         word = REPRODUCES
