@@ -55,7 +55,7 @@ def _table1(r: ReportWriter, spec: Table1, frame, recorded, factors):
             r.md(f"**The pattern.** Published ({pub['dataset']}): {row['published']}. Ours: "
                  f"{row['replicated']}. Verdict: {row['verdict']} (an architecture contradicts the paper "
                  f"where we find a gain it did not, or none where it did and our one-sided "
-                 f"{1 - spec.alpha:.0%} bound of Δ val lies below its Δ; the data sets differ, so the pattern is compared, not the numbers).", "")
+                 f"{1 - spec.alpha:.0%} bound of Δ val lies below its Δ, both as a share of the base's error; the data sets differ, so the pattern is compared, not the numbers).", "")
             r.table(cmp, base + f"_vs_{spec.published}", "Published Δ and p beside ours")
 
 
