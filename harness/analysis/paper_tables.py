@@ -48,24 +48,13 @@ def table1(frame: pd.DataFrame, *, metric_train: str = "train_acc", metric_val: 
             d_val=_mean(va[best]) - row["base_val"], p_val=p_va[i],
             stars_val=stats.stars(p_va[i]), p_val_adj=p_va_adj, stars_val_adj=stats.stars(p_va_adj),
             mde_val=mde * stats.pooled_sd(va[best], va[b]),
-            hi_val=_upper_bound(va[best], va[b], alpha, welch=test == "welch"),
+            hi_val=stats.diff_upper_bound(va[best], va[b], alpha, welch=test == "welch"),
             note="untestable: fewer than 2 replications" if small else "")
         rows.append(row)
     cols = ["by", "n_base", "base_train", "base_val", "n_levels", "best", "n_best", "d_train",
             "p_train", "stars_train", "p_train_adj", "stars_train_adj", "d_val", "p_val",
             "stars_val", "p_val_adj", "stars_val_adj", "mde_val", "hi_val", "note"]
     return pd.DataFrame(rows).reindex(columns=cols).rename(columns={"by": by})
-
-
-def _upper_bound(a, b, alpha: float, *, welch: bool) -> float:
-    """Upper one-sided (1 - alpha) confidence bound of mean(a) - mean(b) (statsmodels'
-    t-interval, pooled or Welch as the test): a gain above it is excluded by the data."""
-    if min(len(a), len(b)) < 2:
-        return float("nan")
-    from statsmodels.stats.weightstats import CompareMeans, DescrStatsW
-
-    compare = CompareMeans(DescrStatsW(np.asarray(a, float)), DescrStatsW(np.asarray(b, float)))
-    return float(compare.tconfint_diff(alpha, alternative="smaller", usevar="unequal" if welch else "pooled")[1])
 
 
 def _mean(x) -> float:

@@ -160,6 +160,17 @@ def t_interval(x, confidence: float = 0.95) -> tuple[float, float, float]:
     return mean, float(mean - half), float(mean + half)
 
 
+def diff_upper_bound(a, b, alpha: float, *, welch: bool = False) -> float:
+    """Upper one-sided (1 - alpha) confidence bound of mean(a) - mean(b), pooled or Welch
+    as the t-test (statsmodels' t-interval); NaN for fewer than 2 in a group."""
+    if min(len(a), len(b)) < 2:
+        return float("nan")
+    from statsmodels.stats.weightstats import CompareMeans, DescrStatsW
+
+    compare = CompareMeans(DescrStatsW(_arr(a)), DescrStatsW(_arr(b)))
+    return float(compare.tconfint_diff(alpha, alternative="smaller", usevar="unequal" if welch else "pooled")[1])
+
+
 def ratio_interval(x, y, confidence: float = 0.95, *, paired: bool = False) -> tuple[float, float, float]:
     """(ratio, lower, upper): mean(x) / mean(y) and the delta-method t-interval of its
     logarithm, back-transformed (so the interval stays positive and a ratio and its inverse
