@@ -165,3 +165,22 @@ def test_the_guidance_strength_is_lambda1_on_dense_lambda2_on_conv_models():
     with words.guidance_symbol(["dense_ae"]):
         assert words.factor("lam") == "λ1"
     assert words.factor("lam") == "λ1" and words.axis("lam") == "λ₁"  # restored after the block
+
+
+def test_two_reports_at_once_each_read_their_own_guidance_symbol():
+    import threading
+
+    inside, seen = threading.Barrier(2), {}
+
+    def report(models, key):
+        with words.guidance_symbol(models):
+            inside.wait()  # both blocks are open now
+            seen[key] = words.factor("lam")
+            inside.wait()
+
+    threads = [threading.Thread(target=report, args=(m, k)) for m, k in ((["cnn"], "conv"), (["dense_ae"], "dense"))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert seen == {"conv": "λ2", "dense": "λ1"}

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 from contextlib import contextmanager
+from contextvars import ContextVar
 
 from harness.analysis.grouping import level_label
 
@@ -17,28 +18,36 @@ METRICS = {
     "entropy_loss": "entropy term", "grad_ratio": "guidance/task gradient ratio",
     "logdet_mean": "log|det W|", "log_c11_mean": "log|c11|", "wall_s": "wall time (s)",
 }
-# factor column -> words (text) and the symbol drawn on a figure's axis
-FACTORS = {"lam": "λ1", "latent": "latent", "train.monitor": "stopping monitor", "arch": "architecture",
+# factor column -> words; 'lam' reads λ1 or λ2 by the report's models (guidance_symbol)
+FACTORS = {"latent": "latent", "train.monitor": "stopping monitor", "arch": "architecture",
            "placement": "placement", "epoch": "epoch", "seed": "seed"}
-SYMBOLS = {"lam": "λ₁"}
 # The paper names the guidance strength λ1 on dense layers and λ2 on conv layers.
 _DENSE_MODELS = {"dense_ae"}
+
+
+# Which λ the report reads: "1", "2" or "" (a mix), per report. A context variable, not a
+# module global: two reports written at once (threads, Dask) each read their own, and the
+# tables above never change.
+_GUIDANCE = ContextVar("guidance_digit", default="1")
 
 
 @contextmanager
 def guidance_symbol(models):
     """Within the block, 'lam' reads λ1 when every model in ``models`` is dense, λ2 when none
-    is, and λ for a mix. Module state, set for one report at a time: every heading and figure
-    label of the report reads the same symbol without each section passing it down."""
+    is, and λ for a mix, so that every heading and figure label of one report reads the same
+    symbol without each section passing it down."""
     names = {str(m) for m in models}
     digit = "1" if names <= _DENSE_MODELS else ("2" if not names & _DENSE_MODELS else "")
-    sub = {"1": "₁", "2": "₂", "": ""}[digit]
-    saved = FACTORS["lam"], SYMBOLS["lam"]
-    FACTORS["lam"], SYMBOLS["lam"] = "λ" + digit, "λ" + sub
+    token = _GUIDANCE.set(digit)
     try:
         yield
     finally:
-        FACTORS["lam"], SYMBOLS["lam"] = saved
+        _GUIDANCE.reset(token)
+
+
+def _lam(symbol: bool) -> str:
+    digit = _GUIDANCE.get()
+    return "λ" + ({"1": "₁", "2": "₂", "": ""}[digit] if symbol else digit)
 
 
 def metric(name: str) -> str:
@@ -51,13 +60,13 @@ def capital(text: str) -> str:
 
 
 def factor(name: str) -> str:
-    """'lam' -> 'λ1'; unknown names unchanged."""
-    return FACTORS.get(name, name)
+    """'lam' -> 'λ1' (or λ2, see guidance_symbol); unknown names unchanged."""
+    return _lam(symbol=False) if name == "lam" else FACTORS.get(name, name)
 
 
 def axis(name: str) -> str:
     """A figure axis label: a metric's words or a factor's symbol ('λ₁')."""
-    return SYMBOLS.get(name) or METRICS.get(name) or FACTORS.get(name, name)
+    return _lam(symbol=True) if name == "lam" else METRICS.get(name) or FACTORS.get(name, name)
 
 
 def slice_words(labels) -> str:
