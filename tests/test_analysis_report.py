@@ -198,7 +198,8 @@ def test_report_states_published_agreement_and_options(reports):
     assert "Student two-sided t-tests, α = 0.01" in report and "bonferroni" in report
     assert "| entropy.eps | 1 | 0.0001 |" in report
     cnn = (out / "cnn" / "report.md").read_text()
-    assert "significance cells (train and val, one-tailed α = 0.05) agree" in cnn
+    assert re.search(r"Table 1: CIFAR-10 CNNs.*, placement = first: (reproduces|does not reproduce|inconclusive): "
+                     r"\d of \d architectures agree", cnn)
     assert "## Entropy diagnostics per λ" in cnn
 
 
@@ -264,7 +265,7 @@ def test_table1_with_a_single_placement_is_still_compared(tmp_path):
                   "analyses": [spec_to_dict(Table1())]}
     study_report(definition, frame, None, tmp_path)
     report = (tmp_path / "report.md").read_text()
-    assert re.search(r"placement = first: \d of 4 significance cells", report)
+    assert re.search(r"\*\*The pattern.\*\* Published \(cifar10\): validation gain significant in 2 of 2", report)
 
 
 def test_settings_left_varying_by_overrides_split_the_tables(tmp_path):

@@ -171,11 +171,23 @@ def test_table1_without_base_is_noted():
     assert (t1["note"] == "no base (factor = 0)").all()
 
 
-def test_compare_table1_counts_significance_cells():
-    ours = pd.DataFrame([dict(arch="32", d_train=0.001, p_train=0.3, d_val=0.006, p_val=0.004)])
-    cmp, counts = paper_tables.compare_table1(ours, paper.TABLE1S["table1"]["splits"]["first"])
-    assert counts == dict(agree=2, compared=2)
-    assert list(cmp.loc[cmp["arch"] == "64", "val_agree"]) == ["not run"]
+def test_compare_table1_judges_each_architectures_validation_gain():
+    first = paper.TABLE1S["table1"]["splits"]["first"]  # 32: Δ val 0.0052, p 0.0035 at base 0.6402
+    ours = pd.DataFrame([dict(arch="32", d_train=0.001, p_train=0.3, p_train_adj=0.6, d_val=0.006, p_val=0.004,
+                              p_val_adj=0.02, hi_val=0.01, base_val=0.64)])
+    cmp = paper_tables.compare_table1(ours, first)
+    assert list(cmp["arch"]) == list(first)  # every published row, in the paper's order
+    row = cmp.set_index("arch").loc["32"]
+    assert row["gain"] == "agrees" and row["p_val_adj_ours"] == 0.02 and row["d_val_paper"] == 0.0052
+    assert set(cmp.set_index("arch").drop(index="32")["gain"]) == {"not run"}
+    # no gain found: undecided while our bound admits the published gain, a contradiction once it does not
+    blind = ours.assign(p_val=0.3, hi_val=0.01)
+    seeing = ours.assign(p_val=0.3, hi_val=0.004)
+    assert paper_tables.compare_table1(blind, first)["gain"][0] == "undecided"
+    assert paper_tables.compare_table1(seeing, first)["gain"][0] == "contradicts"
+    # a gain the paper did not find (all layers: none significant) contradicts it
+    assert paper_tables.compare_table1(ours, paper.TABLE1S["table1"]["splits"]["all"])["gain"][0] == "contradicts"
+    assert paper_tables.compare_table1(ours.assign(p_val=np.nan), first)["gain"][0] == grouping.UNTESTABLE
 
 
 def test_profile_summary_and_plot():

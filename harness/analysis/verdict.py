@@ -16,9 +16,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from harness.analysis import paper, render
+from harness.analysis import render
 from harness.analysis.claims import INCONCLUSIVE, largest_verdict
-from harness.analysis.grouping import UNTESTABLE, level_label
+from harness.analysis.grouping import UNTESTABLE
+from harness.analysis.paper_tables import AGREES, CONTRADICTS, UNDECIDED_GAIN
 
 REPRODUCES, DOES_NOT, UNDECIDED = "reproduces", "does not reproduce", "inconclusive"
 COLUMNS = ["claim", "published", "replicated", "verdict", "evidence"]
@@ -123,56 +124,34 @@ def verdict_table(rows: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(ordered, columns=COLUMNS)
 
 
-def table1_row(title: str, where: str, ours: pd.DataFrame, published: dict, *, by: str = "arch",
-               alpha: float = 0.05, correction: str = "holm", evidence: str = "") -> dict:
-    """The verdict row of one published Table 1 split (paper.TABLE1S rows, {arch: values})
-    against ours (paper_tables.table1), on the pattern of significant validation gains at the
-    best λ: per architecture both tables run, one-tailed at ``alpha``, the raw p as the paper's.
-
-    An architecture agrees when both or neither find a gain. It contradicts the paper when we
-    find a gain the paper did not, or find none where the paper did and our data exclude the
-    published gain (_excludes); otherwise it is undecided (too few seeds to tell)."""
-    ran = {level_label(k): row for k, row in zip(ours[by], ours.to_dict("records"))
-           if np.isfinite(row.get("p_val", np.nan))} if len(ours) else {}
-    common = [arch for arch in published if arch in ran]
-    p_pub = {arch: dict(zip(paper.TABLE1_COLUMNS, values)) for arch, values in published.items()}
-    significant = {arch: v["p_val"] is not None and v["p_val"] < alpha for arch, v in p_pub.items()}
-    agree = contradict = 0
-    for arch in common:
-        mine, theirs = ran[arch], p_pub[arch]
-        ours_sig = mine["p_val"] < alpha
-        if ours_sig == significant[arch]:
-            agree += 1
-        elif ours_sig or _excludes(mine, theirs):
-            contradict += 1
-    if common and agree == len(common):
+def table1_row(title: str, where: str, compared: pd.DataFrame, *, alpha: float = 0.05,
+               correction: str = "holm", evidence: str = "") -> dict:
+    """The verdict row of one published Table 1 split, on the pattern of significant
+    validation gains at the best λ, from paper_tables.compare_table1 (which judges each
+    architecture): reproduces when every architecture both ran agrees, does not when one
+    contradicts the paper, inconclusive otherwise."""
+    gain = compared["gain"] if len(compared) else pd.Series(dtype=object)
+    ran = compared[gain.isin([AGREES, CONTRADICTS, UNDECIDED_GAIN])] if len(compared) else compared
+    n, agree = len(ran), int((gain == AGREES).sum())
+    contradict, undecided = int((gain == CONTRADICTS).sum()), int((gain == UNDECIDED_GAIN).sum())
+    if n and agree == n:
         word = REPRODUCES
     elif contradict:
         word = DOES_NOT
     else:
         word = UNDECIDED
 
-    def count(column):
-        return sum(ran[a][column] < alpha for a in common)
+    def significant(frame, column):
+        return int((frame[column].astype(float) < alpha).sum()) if len(frame) else 0
 
-    n = len(common)
-    replicated = (f"validation gain significant in {count('p_val')} of {n} architectures raw, "
-                  f"{count('p_val_adj')} of {n} {correction}-corrected for the pick of λ; training gain "
-                  f"{count('p_train')} raw, {count('p_train_adj')} corrected")
-    undecided = n - agree - contradict
+    replicated = (f"validation gain significant in {significant(ran, 'p_val_ours')} of {n} architectures raw, "
+                  f"{significant(ran, 'p_val_adj_ours')} of {n} {correction}-corrected for the pick of λ; "
+                  f"training gain {significant(ran, 'p_train_ours')} raw, "
+                  f"{significant(ran, 'p_train_adj_ours')} corrected")
+    published = compared["p_val_paper"].map(lambda p: p is not None and p < alpha) if len(compared) else []
     detail = f"{agree} of {n} architectures agree" + (f", {undecided} undecided" if undecided else "")
     return dict(kind=1, claim=f"{title} ({where}): which architectures gain significantly",
-                published=(f"validation gain significant in {sum(significant[a] for a in common)} of {n} "
-                           f"(all rows: {sum(significant.values())} of {len(published)})"),
+                published=(f"validation gain significant in {int(published[ran.index].sum()) if n else 0} of {n} "
+                           f"(all rows: {int(sum(published))} of {len(compared)})"),
                 replicated=replicated if n else "no architecture run",
                 verdict=f"{word}: {detail}" if n else f"{UNDECIDED}: no architecture run", evidence=evidence)
-
-
-def _excludes(mine: dict, theirs: dict) -> bool:
-    """Whether our upper one-sided bound of Δ val (``hi_val``) lies below the published gain,
-    both as a share of the base's error (1 - base accuracy): the data sets differ, and
-    0.005 is a third of the error at 98.5% accuracy but 1.4% of it at 64%."""
-    if theirs["d_val"] is None or theirs["base_val"] is None:
-        return False
-    ours = mine.get("hi_val", np.nan) / (1.0 - mine.get("base_val", np.nan))
-    return bool(ours < theirs["d_val"] / (1.0 - theirs["base_val"]))
