@@ -10,7 +10,7 @@ improvement of the validation loss (train.patience) and evaluate the best weight
     harness run studies/mnist_cnn.py
     harness run studies/mnist_cnn.py arch=32,32-32 placement=first seed=0:3
 
-The committed evidence (results/mnist_cnn/, docs/evidence.md) is its width-32 part:
+The committed evidence (results/mnist_cnn/, docs/evidence_cnn.md) is its width-32 part:
 
     harness run studies/mnist_cnn.py --db sqlite:///results/mnist_cnn/harness.db arch=32,32-32,32-32-32
 """
