@@ -198,8 +198,8 @@ def test_report_states_published_agreement_and_options(reports):
     assert "Student two-sided t-tests, α = 0.01" in report and "bonferroni" in report
     assert "| entropy.eps | 1 | 0.0001 |" in report
     cnn = (out / "cnn" / "report.md").read_text()
-    assert re.search(r"Table 1: CIFAR-10 CNNs.*, placement = first: (reproduces|does not reproduce|inconclusive): "
-                     r"\d of \d architectures agree", cnn)
+    assert re.search(r"\| Table 1: CIFAR-10 CNNs.* \(placement = first\): which architectures gain significantly \|"
+                     r".*\| (reproduces|does not reproduce|inconclusive): \d of \d architectures agree", cnn)
     assert "## Entropy diagnostics per λ" in cnn
 
 

@@ -263,6 +263,8 @@ def test_guidance_sentence_reads_the_gradient_and_the_targeted_weights():
     frame.loc[3:5, "logdet_mean"] = [-38.0, -37.6, -38.1]
     assert "at no lam > 0 differs from lam = 0 (-37.9) at α = 0.01" in summaries.guidance_sentence(frame)
     assert summaries.guidance_sentence(frame.drop(columns=["grad_ratio", "logdet_mean"])) is None
+    # the text names the factor as the report does (λ2 on conv models), the column stays lam
+    assert "at no λ2 > 0 differs from λ2 = 0 (-37.9)" in summaries.guidance_sentence(frame, "lam", "λ2")
     # a batch where the task gradient on the guided weights is 0 (MNIST latent 20: its 20 x 20
     # block reads pixels of the blank top row) makes the ratio infinite: said so, not "at most inf"
     frame.loc[6, "grad_ratio"] = np.inf

@@ -19,7 +19,7 @@ import pandas as pd
 from harness.analysis import grouping, paper, protocol, summaries, verdict, words
 from harness.analysis.sections import RENDERERS
 from harness.analysis.spec import AnalysisError, Claims, CurvePlot, SignificanceTable, Table1, spec_from_dict
-from harness.analysis.writer import ReportWriter, at_label
+from harness.analysis.writer import ReportWriter
 
 __all__ = ["AnalysisError", "analyze", "study_report"]
 
@@ -287,9 +287,9 @@ def _diagnostics(r: ReportWriter, frame: pd.DataFrame, factors: list[str]):
         return
     parts, sentences = [], []
     for labels, sub in grouping.slices(frame, None, factors, exclude=("lam",)):
-        sentence = summaries.guidance_sentence(sub)
+        sentence = summaries.guidance_sentence(sub, "lam", words.factor("lam"))
         if sentence:  # per slice: log|det W| of other widths or protocols is not comparable
-            sentences.append(f"{sentence}{' (' + at_label(labels) + ')' if labels else ''}")
+            sentences.append(f"{sentence}{' (' + words.slice_words(labels) + ')' if labels else ''}")
         d = summaries.diagnostics(sub, "lam")
         if len(d):
             for k, v in reversed(list(labels.items())):

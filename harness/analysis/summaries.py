@@ -104,7 +104,7 @@ def diagnostics(frame: pd.DataFrame, factor: str,
     return pd.DataFrame(rows) if present else pd.DataFrame()
 
 
-def guidance_sentence(frame: pd.DataFrame, factor: str = "lam") -> str | None:
+def guidance_sentence(frame: pd.DataFrame, factor: str = "lam", shown: str | None = None) -> str | None:
     """Did the guidance term change training? Two readings of the done replications:
     the size of its gradient against the task's (grad_ratio, a norm ratio on the guided
     weights), and its effect on what it targets: the final log|det W| (dense) or log|c11|
@@ -112,17 +112,18 @@ def guidance_sentence(frame: pd.DataFrame, factor: str = "lam") -> str | None:
     does not mean no effect: Adam scales each weight's step by that weight's own gradient
     history, so where the task gradient is zero (weights on inputs that are always 0,
     such as MNIST's blank border pixels) a tiny guidance gradient still moves the weight a
-    full step. None without the data."""
+    full step. ``shown``: the factor as the text names it ("λ2"; default ``factor``). None
+    without the data."""
     if factor not in frame.columns:
         return None
     done = frame[frame["status"] == DONE]
     if not (done[factor].astype(float) > 0).any():  # no guidance trained (a study of another paper): nothing to say
         return None
-    parts = _gradient_parts(done, factor) + _target_parts(done, factor)
+    parts = _gradient_parts(done, factor, shown or factor) + _target_parts(done, factor, shown or factor)
     return "Guidance term: " + "; ".join(parts) if parts else None
 
 
-def _gradient_parts(done: pd.DataFrame, factor: str) -> list[str]:
+def _gradient_parts(done: pd.DataFrame, factor: str, shown: str) -> list[str]:
     """The guidance gradient's size (grad_ratio) and reach (term_led), largest mean over λ > 0."""
     guided = done[done[factor].astype(float) > 0]
     parts = []
@@ -136,12 +137,12 @@ def _gradient_parts(done: pd.DataFrame, factor: str) -> list[str]:
         means = guided[np.isfinite(values)].groupby(factor)[metric].mean().dropna()
         if not len(means) and not len(infinite):
             continue
-        where = f"({metric}, mean at {factor} = {level_label(means.idxmax())})" if len(means) else ""
+        where = f"({metric}, mean at {shown} = {level_label(means.idxmax())})" if len(means) else ""
         if metric == "grad_ratio":
             if len(infinite):
                 levels = sorted_levels(infinite[factor])
                 parts.append(f"in some measured batches it was the only gradient on the weights it guides (the task "
-                             f"gradient there was 0: grad_ratio = inf in {len(infinite)} replication(s), at {factor} = "
+                             f"gradient there was 0: grad_ratio = inf in {len(infinite)} replication(s), at {shown} = "
                              f"{', '.join(level_label(l) for l in levels)}; left out of the means below)")
             if len(means):
                 parts.append(f"its gradient is at most {float(means.max()):.3g} of the task gradient in norm {where}")
@@ -151,7 +152,7 @@ def _gradient_parts(done: pd.DataFrame, factor: str) -> list[str]:
     return parts
 
 
-def _target_parts(done: pd.DataFrame, factor: str) -> list[str]:
+def _target_parts(done: pd.DataFrame, factor: str, shown: str) -> list[str]:
     """Whether the final log|det W| (or log|c11|) at some λ > 0 differs from λ = 0 (Welch, 0.01)."""
     target = next((m for m in ("logdet_mean", "log_c11_mean") if m in done.columns
                    and np.isfinite(done[m].astype(float)).any()), None)
@@ -165,14 +166,14 @@ def _target_parts(done: pd.DataFrame, factor: str) -> list[str]:
              if float(level) > 0 and len(base) > 1 and len(v) > 1 and stats.ttest(v, base, welch=True).p < 0.01]
     name = "log|det W|" if target == "logdet_mean" else "log|c11|"
     if not moved:
-        return [f"the final {name} at no {factor} > 0 differs from {factor} = 0 ({float(np.mean(base)):.3g}) at α = 0.01"]
-    shown = ", ".join(f"{mean:.3g} at {level_label(level)}" for level, mean in moved)
+        return [f"the final {name} at no {shown} > 0 differs from {shown} = 0 ({float(np.mean(base)):.3g}) at α = 0.01"]
+    moves = ", ".join(f"{mean:.3g} at {level_label(level)}" for level, mean in moved)
     others = [(level, v) for level, v in grp.items() if float(level) > 0 and level not in dict(moved)]
     tested = [level_label(level) for level, v in others if len(v) > 1]
     untestable = [level_label(level) for level, v in others if len(v) < 2]
     notes = (f"; not at {', '.join(tested)}" if tested else "") + (
         f"; untestable at {', '.join(untestable)} (n < 2)" if untestable else "")
-    return [f"the final {name} moves from {float(np.mean(base)):.3g} at {factor} = 0 to {shown} "
+    return [f"the final {name} moves from {float(np.mean(base)):.3g} at {shown} = 0 to {moves} "
             f"(Welch t-test, α = 0.01{notes}): the guidance changed the weights it targets"]
 
 

@@ -47,7 +47,6 @@ def _table1(r: ReportWriter, spec: Table1, frame, recorded, factors):
             row = verdict.table1_row(pub["title"], split_words, cmp, alpha=spec.alpha,
                                      correction=spec.correction, evidence=f"[Table 1](#{r.section})")
             r.verdicts.append(row)
-            r.summary.append(f"{pub['title']}, {split_words}: {row['verdict']}")
             r.md(f"**The pattern.** Published ({pub['dataset']}): {row['published']}. Ours: "
                  f"{row['replicated']}. Verdict: {row['verdict']}. An architecture (`gain`) agrees where both "
                  f"tables find a gain (one-tailed α = {spec.alpha:g}) or neither does, and contradicts the paper "
