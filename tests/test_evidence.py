@@ -104,3 +104,14 @@ def test_every_stopping_epoch_of_the_keras_arm_recomputes_from_its_history():
             batches = -(-10_000 // config["train.batch_size"])  # the 10k MNIST test split
             for value, task, term in rows:
                 assert abs(value - float(np.float32(task) + np.float32(term))) <= batches * np.spacing(np.float32(value))
+
+
+def test_the_sample_report_in_the_docs_is_the_committed_one():
+    """docs/analysis.md shows E1's first screen; it must be what the committed report says,
+    not an older run's numbers (its links point into results/, the report's at itself)."""
+    doc = (ROOT / "docs" / "analysis.md").read_text()
+    sample = doc[doc.index("### Verdict\n"):doc.index("## From Python")].strip()
+    base = "../results/mnist_autoencoder/"
+    as_in_report = sample.replace("### ", "## ").replace(f"]({base}report.md#", "](#").replace(f"]({base}", "](")
+    report = (RESULTS / "mnist_autoencoder" / "report.md").read_text()
+    assert as_in_report in report

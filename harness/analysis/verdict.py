@@ -1,6 +1,7 @@
-"""The report's verdict: one row per published claim and per published sign table compared,
-`claim | published | replicated | verdict | evidence`, where the verdict is one of
-"reproduces", "does not reproduce" or "inconclusive". Plain data in, a DataFrame out.
+"""The report's verdict: one row per published claim, per published sign table and per
+published Table 1 split compared, `claim | published | replicated | verdict | evidence`,
+where the verdict is one of "reproduces", "does not reproduce" or "inconclusive". Plain
+data in, a DataFrame out.
 
 A claim (harness.analysis.claims) reproduces when it holds in every cell it speaks of that
 could be tested, does not when its interval lies outside the published range in some cell,
@@ -8,7 +9,8 @@ and is inconclusive otherwise (intervals straddling a bound, or nothing testable
 table reproduces when every compared cell agrees, does not when a cell contradicts the
 paper outright (our test finds a difference the paper did not, the opposite one, or shows
 the two levels equivalent where the paper marks a difference), and is inconclusive when
-every disagreeing cell is one our replications cannot decide.
+every disagreeing cell is one our replications cannot decide. A Table 1 split is read by
+its pattern of significant gains, as paper_tables.compare_table1 judges each architecture.
 """
 
 from __future__ import annotations

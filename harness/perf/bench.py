@@ -20,7 +20,7 @@ It prints replications per hour for each, their ratio, the packed path's achieve
 FLOP rate (counted by ``torch.utils.flop_counter`` on one replication's training step and
 evaluation) as a fraction of the machine's matmul peak (a large float32 matmul measured in
 the same run), and the pack size the harness would choose on this device. It also prints the matmul
-ceiling (``harness.ceiling``): the rate the packed step's own matmuls reach when timed
+ceiling (``harness.perf.ceiling``): the rate the packed step's own matmuls reach when timed
 alone, the most any step built from them could reach; the gap between the peak and the
 ceiling is the problem's shape (small matmuls), the gap below the ceiling the harness's
 own overhead. Throughput
@@ -176,7 +176,7 @@ class BenchResult:
     workers: int = 1  # worker processes of the spread run (1: none)
     chosen_pack_size: int | None = None  # what choose_pack_size picks (pack_size: what ran)
     spread_s: float = math.nan
-    # FLOP/s of the packed step's own matmuls timed alone (harness.ceiling): in one process,
+    # FLOP/s of the packed step's own matmuls timed alone (harness.perf.ceiling): in one process,
     # and in the spread's worker processes at once
     ceiling_flops: float = math.nan
     spread_ceiling_flops: float = math.nan

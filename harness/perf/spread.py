@@ -37,7 +37,7 @@ class SpreadPool:
         return time.perf_counter() - start
 
     def replay(self, calls: list) -> float:
-        """FLOP/s of every worker replaying ``calls`` at once (harness.ceiling.replay_rate), summed."""
+        """FLOP/s of every worker replaying ``calls`` at once (harness.perf.ceiling.replay_rate), summed."""
         from joblib import delayed
 
         from harness.perf.ceiling import replay_rate

@@ -17,7 +17,7 @@ from harness.training.packing import pack_groups
 def run_replications(reps: list[Replication], device: str = "cpu", data_dir: str | Path | None = None) -> list[dict]:
     """The scheduler's unit of work: train a group of replications on one device and return
     one result dict each, in order. Replications that differ only in λ and seed (the same
-    harness.pack.pack_key) are trained together as one vectorised pack (harness.pack),
+    harness.training.packing.pack_key) are trained together as one vectorised pack (harness.training.pack),
     each still giving its own result; the others one at a time by run_replication."""
     results: list[dict] = [None] * len(reps)  # type: ignore[list-item]
     for group in pack_groups([rep.config for rep in reps]):

@@ -73,7 +73,7 @@ from harness.training.stopping import EpochValidation
 
 def run_pack(reps: Sequence[Replication], device: str = "cpu", data_dir: str | Path | None = None) -> list[dict]:
     """Train ``reps`` (same pack_key) in packs (train_in_packs) and return one result dict
-    each, in order, with the keys of ``harness.train.run_replication``'s. An exception
+    each, in order, with the keys of ``harness.training.loop.run_replication``'s. An exception
     outside a member's own training (data, a bug) marks every member failed with its
     traceback."""
     started = datetime.now(timezone.utc)
@@ -91,7 +91,7 @@ def train_in_packs(configs: Sequence[Config], splits: Splits, device, size: int 
     """Train ``configs`` (one pack_key) in consecutive packs of at most ``size`` members
     (default choose_pack_size), as equal as can be; one outcome each, in order. A member is
     one training trajectory: the configs that differ only in their stopping rule are one
-    member. A single config is trained by harness.train.train itself, the reference loop."""
+    member. A single config is trained by harness.training.loop.train itself, the reference loop."""
     configs = list(configs)
     members: dict[tuple, list[int]] = {}
     for i, config in enumerate(configs):
@@ -128,7 +128,7 @@ def _result(rep: Replication, outcome: PackedOutcome, device, started: datetime)
 def train_pack(configs: Sequence[Config], splits: Splits, device: str | torch.device,
                step_context: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext) -> list[PackedOutcome]:
     """Train the replications ``configs`` (one pack_key) together; one outcome each, in
-    order, each what ``harness.train.train(config, splits, device)`` returns for it alone
+    order, each what ``harness.training.loop.train(config, splits, device)`` returns for it alone
     (to float rounding), plus its share of the wall time. Configs that differ only in
     their stopping rule are one member, trained once and stopped for each in turn.
     ``step_context`` is entered around every training step (harness.perf.ceiling records

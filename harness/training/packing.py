@@ -35,7 +35,7 @@ MAX_PACK_GPU = 1024
 MAX_PACK_CPU_CNN = 35
 
 _VARYING = ("lam", "seed")  # what members of one pack may differ in
-# STOPPING_RULE (harness.stopping): replications that differ only in it follow one training
+# STOPPING_RULE (harness.training.stopping): replications that differ only in it follow one training
 # trajectory, which a pack trains once and stops for each of them in turn.
 
 

@@ -1,7 +1,7 @@
 """The stopping rule: what early stopping watches, in which precision, and when it stops.
 
-One definition for every training path: a replication trained alone (harness.train) and
-each member of a pack (harness.pack) build an :class:`EarlyStopping` from their config,
+One definition for every training path: a replication trained alone (harness.training.loop) and
+each member of a pack (harness.training.pack) build an :class:`EarlyStopping` from their config,
 hand it the epoch's validation results as an :class:`EpochValidation`, and it decides
 "improved?" and "stop?". Every monitored value it sees goes into the epoch's history
 (``monitored``, and for the Keras-style float32 total the two parts it summed), so every
@@ -33,7 +33,7 @@ import numpy as np
 MONITORS = ("task", "total", "total_float32", "acc")
 # What decides only when a replication stops and which weights it reports, not how it
 # trains: replications that differ only in these follow one training trajectory
-# (harness.pack trains it once; a grid over the monitor costs one training, not two).
+# (harness.training.pack trains it once; a grid over the monitor costs one training, not two).
 STOPPING_RULE = ("train.monitor", "train.patience", "train.min_delta", "train.max_epochs", "train.restore_best")
 
 
