@@ -162,6 +162,30 @@ def test_table1_verdict_reads_the_pattern_of_significant_gains():
     assert _table1_row("T", "first", near_ceiling, first)["verdict"].startswith("inconclusive")
 
 
+def test_table1_verdict_names_untestable_architectures():
+    """Defect: an architecture run with one replication a side read "no architecture run",
+    and beside a tested one it vanished from the count."""
+    first = paper.TABLE1S["table1"]["splits"]["first"]
+    lone = _t1([("32", np.nan, np.nan, np.nan)])
+    row = _table1_row("T", "first", lone, first)
+    assert row["verdict"] == "inconclusive: no architecture testable (1 run with fewer than 2 replications a side)"
+    both = _t1([("32", np.nan, np.nan, np.nan), ("32-32", 0.01, 0.04, 0.002)])
+    assert _table1_row("T", "first", both, first)["verdict"] == "reproduces: 1 of 1 architectures agree, 1 more untestable"
+
+
+def test_sign_table_row_counts_its_untestable_pairs():
+    """Defect: pairs with a level of one replication were in "of its N pairs" but in no count."""
+    levels = ["0", "1", "2"]
+    theirs = pd.DataFrame("", index=levels, columns=levels)
+    ours = theirs.copy()
+    verdicts = pd.DataFrame("inconclusive", index=levels, columns=levels)
+    for other in ("0", "2"):
+        ours.loc["1", other] = ours.loc[other, "1"] = "?"
+        verdicts.loc["1", other] = verdicts.loc[other, "1"] = "?"
+    row = verdict.sign_table_row("F", "", ours, theirs, verdicts, "")
+    assert row["replicated"] == "2 of 2 cells agree; of its 3 pairs, 0 differ, 0 equivalent, 1 inconclusive, 2 untestable"
+
+
 def test_the_guidance_strength_is_lambda1_on_dense_lambda2_on_conv_models():
     assert words.factor("lam") == "λ1"
     with words.guidance_symbol(["cnn"]):

@@ -268,6 +268,23 @@ def test_table1_with_a_single_placement_is_still_compared(tmp_path):
     assert re.search(r"\*\*The pattern.\*\* Published \(cifar10\): validation gain significant in 2 of 2", report)
 
 
+def test_each_table1_slice_is_its_own_named_verdict_row(tmp_path):
+    """Defect: a study varying another factor gave one Table 1 verdict row per slice, each
+    claiming "placement = first" alone: rows that could differ, with nothing to tell them apart."""
+    from harness.analysis.report import study_report
+    from test_analysis_tables import cnn_frame
+
+    frame = pd.concat([cnn_frame().assign(**{"data.augment": a, "id": lambda d, a=a: d["id"] + a})
+                       for a in ("none", "flip")], ignore_index=True).assign(placement="first", study="c")
+    definition = {"name": "c", "grid": {"arch": [[32], [32, 32]], "lam": [0.0, 1e-3, 1.0], "data.augment": ["none", "flip"]},
+                  "analyses": [spec_to_dict(Table1())]}
+    study_report(definition, frame, None, tmp_path)
+    claims = list(pd.read_csv(tmp_path / "verdict.csv")["claim"])
+    table1 = [c for c in claims if c.startswith("Table 1")]
+    assert len(table1) == 2 and len(set(table1)) == 2
+    assert all("placement = first, data.augment" in c for c in table1)
+
+
 def test_settings_left_varying_by_overrides_split_the_tables(tmp_path):
     from harness.analysis.report import study_report
     from test_analysis_tables import ae_frame

@@ -199,3 +199,12 @@ def test_tost_matches_statsmodels_and_its_degenerate_cases():
     assert stats.tost(np.full(10, 0.1), np.full(7, 0.1), 1e-3) == 0.0
     assert stats.tost(np.full(5, 0.2), np.full(5, 0.1), 1e-3) == 1.0
     assert math.isnan(stats.tost(A[:1], B, 1.0)) and math.isnan(stats.tost(A, B, 0.0))
+
+
+def test_the_bound_of_a_difference_between_constant_groups_is_the_difference():
+    """Defect: Welch's degrees of freedom are 0/0 when neither group varies; the bound was
+    NaN, and Table 1 read "undecided" where every replication was 0.1 below the base."""
+    a, b = [0.6] * 5, [0.7] * 5
+    for welch in (False, True):
+        assert stats.diff_upper_bound(a, b, 0.05, welch=welch) == pytest.approx(-0.1)
+        assert stats.diff_upper_bound(b, b, 0.05, welch=welch) == 0.0

@@ -190,6 +190,52 @@ def test_compare_table1_judges_each_architectures_validation_gain():
     assert paper_tables.compare_table1(ours.assign(p_val=np.nan), first)["gain"][0] == grouping.UNTESTABLE
 
 
+def test_table1_picks_its_best_level_among_the_testable_ones():
+    """Defect: one lucky replication at a level (the others diverged) won the pick, and the
+    architecture became untestable though a level of 4 beat the base."""
+    frame = cnn_frame()
+    lone = pd.DataFrame([dict(id="lone", status="done", arch="32", lam=10.0, seed=0, train_acc=0.9, val_acc=0.9)])
+    t1 = paper_tables.table1(pd.concat([frame, lone], ignore_index=True)).set_index("arch")
+    assert t1.loc["32", "best"] == paper_tables.table1(frame).set_index("arch").loc["32", "best"]
+    assert t1.loc["32", "n_levels"] == 2 and np.isfinite(t1.loc["32", "p_val"]) and t1.loc["32", "note"] == ""
+    # only where no level has 2 replications is a level of one picked, and said untestable
+    single = frame[(frame["lam"] == 0) | (frame["seed"] == 0)]
+    assert set(paper_tables.table1(single)["note"]) == {"untestable: fewer than 2 replications"}
+
+
+def test_table1_notes_an_untestable_train_accuracy_apart_from_the_validation_test():
+    """Defect: a base with one training accuracy marked the whole row untestable beside a
+    tested validation gain."""
+    frame = cnn_frame()
+    frame.loc[(frame["lam"] == 0) & (frame["seed"] > 0), "train_acc"] = np.nan
+    row = paper_tables.table1(frame).iloc[0]
+    assert np.isfinite(row["p_val"]) and row["note"] == "train untestable: fewer than 2 training accuracies"
+
+
+def test_compare_table1_reads_a_perfect_base_and_corrects_a_gain_the_paper_did_not_find():
+    first = paper.TABLE1S["table1"]["splits"]["first"]
+    all_ = paper.TABLE1S["table1"]["splits"]["all"]
+    ours = pd.DataFrame([dict(arch="32", p_val=0.9, p_val_adj=1.0, hi_val=-0.0078, base_val=1.0)])
+    # defect: a base at 100% accuracy divided by its zero error; a bound below 0 excludes any gain
+    assert paper_tables.compare_table1(ours, first)["gain"][0] == "contradicts"
+    assert paper_tables.compare_table1(ours.assign(hi_val=0.001), first)["gain"][0] == "undecided"
+    # a raw gain the paper did not find, gone once corrected for the pick of λ: undecided
+    lucky = pd.DataFrame([dict(arch="32", p_val=0.03, p_val_adj=0.15, hi_val=0.01, base_val=0.98)])
+    assert paper_tables.compare_table1(lucky, all_)["gain"][0] == "undecided"
+    assert paper_tables.compare_table1(lucky.assign(p_val_adj=0.04), all_)["gain"][0] == "contradicts"
+    # where the paper found a gain, our raw p is read as its raw p
+    assert paper_tables.compare_table1(lucky, first)["gain"][0] == "agrees"
+
+
+def test_the_guidance_sentence_does_not_claim_no_change_it_could_not_test():
+    """Defect: a base of one replication gave 'at no λ > 0 differs', nothing having been tested."""
+    frame = pd.DataFrame({"status": "done", "lam": [0.0] + [0.1] * 3, "logdet_mean": [1.0, 5.0, 5.1, 4.9]})
+    sentence = summaries.guidance_sentence(frame, "lam", "λ1")
+    assert "untestable (λ1 = 0 has fewer than 2 replications)" in sentence and "at no" not in sentence
+    frame = pd.DataFrame({"status": "done", "lam": [0.0, 0.0, 0.1, 1.0], "logdet_mean": [1.0, 1.1, 5.0, 4.9]})
+    assert "untestable (every λ1 > 0 has fewer than 2 replications)" in summaries.guidance_sentence(frame, "lam", "λ1")
+
+
 def test_profile_summary_and_plot():
     prof = pd.DataFrame([dict(id="a", stage=st, layer=l, name=f"c{l}", kind="conv", filter=f,
                               value=-(l + f) * (2 if st == "final" else 1))

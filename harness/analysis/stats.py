@@ -162,12 +162,19 @@ def t_interval(x, confidence: float = 0.95) -> tuple[float, float, float]:
 
 def diff_upper_bound(a, b, alpha: float, *, welch: bool = False) -> float:
     """Upper one-sided (1 - alpha) confidence bound of mean(a) - mean(b), pooled or Welch
-    as the t-test (statsmodels' t-interval); NaN for fewer than 2 in a group."""
+    as the t-test (statsmodels' t-interval); NaN for fewer than 2 in a group. Both groups
+    constant (as ttest reads it) have no spread to bound: the bound is the difference itself,
+    where Welch's degrees of freedom would be 0/0."""
     if min(len(a), len(b)) < 2:
         return float("nan")
+    a, b = _arr(a), _arr(b)
+    tol = tolerance(a, b)
+    if constant(a, tol) and constant(b, tol):
+        diff = float(a.mean() - b.mean())
+        return 0.0 if abs(diff) <= tol else diff
     from statsmodels.stats.weightstats import CompareMeans, DescrStatsW
 
-    compare = CompareMeans(DescrStatsW(_arr(a)), DescrStatsW(_arr(b)))
+    compare = CompareMeans(DescrStatsW(a), DescrStatsW(b))
     return float(compare.tconfint_diff(alpha, alternative="smaller", usevar="unequal" if welch else "pooled")[1])
 
 

@@ -165,6 +165,9 @@ def _target_parts(done: pd.DataFrame, factor: str, shown: str) -> list[str]:
     moved = [(level, float(np.mean(v))) for level, v in grp.items()
              if float(level) > 0 and len(base) > 1 and len(v) > 1 and stats.ttest(v, base, welch=True).p < 0.01]
     name = "log|det W|" if target == "logdet_mean" else "log|c11|"
+    if len(base) < 2 or not any(float(level) > 0 and len(v) > 1 for level, v in grp.items()):
+        few = f"{shown} = 0" if len(base) < 2 else f"every {shown} > 0"
+        return [f"whether the final {name} moved is untestable ({few} has fewer than 2 replications)"]
     if not moved:
         return [f"the final {name} at no {shown} > 0 differs from {shown} = 0 ({float(np.mean(base)):.3g}) at α = 0.01"]
     moves = ", ".join(f"{mean:.3g} at {level_label(level)}" for level, mean in moved)

@@ -105,6 +105,7 @@ def sign_table_row(title: str, where: str, ours: pd.DataFrame, theirs: pd.DataFr
             contradict += a != b and (a in ("+", "-") or verdicts.loc[r, c] == "equivalent")
     pairs = [verdicts.loc[r, c] for i, r in enumerate(common) for c in common[i + 1:]]
     counts = {v: pairs.count(v) for v in ("differs", "equivalent", "inconclusive")}
+    others = len(pairs) - sum(counts.values())  # pairs a level of fewer than 2 replications leaves untested
     if compared and agree == compared:
         word = REPRODUCES
     elif contradict:
@@ -115,7 +116,8 @@ def sign_table_row(title: str, where: str, ours: pd.DataFrame, theirs: pd.DataFr
                 published=f"{sum(theirs.loc[r, c] in ('+', '-') for r in common for c in common)} of "
                           f"{len(common) * (len(common) - 1)} cells marked + or -",
                 replicated=f"{agree} of {compared} cells agree; of its {len(pairs)} pairs, {counts['differs']} "
-                           f"differ, {counts['equivalent']} equivalent, {counts['inconclusive']} inconclusive",
+                           f"differ, {counts['equivalent']} equivalent, {counts['inconclusive']} inconclusive"
+                           + (f", {others} untestable" if others else ""),
                 verdict=word, evidence=evidence)
 
 
@@ -130,12 +132,14 @@ def table1_row(title: str, where: str, compared: pd.DataFrame, *, alpha: float =
                correction: str = "holm", evidence: str = "") -> dict:
     """The verdict row of one published Table 1 split, on the pattern of significant
     validation gains at the best λ, from paper_tables.compare_table1 (which judges each
-    architecture): reproduces when every architecture both ran agrees, does not when one
-    contradicts the paper, inconclusive otherwise."""
+    architecture): reproduces when every architecture both ran and could test agrees, does
+    not when one contradicts the paper, inconclusive otherwise; the untestable ones (fewer
+    than 2 replications a side) are named, not counted."""
     gain = compared["gain"] if len(compared) else pd.Series(dtype=object)
     ran = compared[gain.isin([AGREES, CONTRADICTS, UNDECIDED_GAIN])] if len(compared) else compared
     n, agree = len(ran), int((gain == AGREES).sum())
     contradict, undecided = int((gain == CONTRADICTS).sum()), int((gain == UNDECIDED_GAIN).sum())
+    untestable = int((gain == UNTESTABLE).sum())  # run, but with fewer than 2 replications a side
     if n and agree == n:
         word = REPRODUCES
     elif contradict:
@@ -151,9 +155,13 @@ def table1_row(title: str, where: str, compared: pd.DataFrame, *, alpha: float =
                   f"training gain {significant(ran, 'p_train_ours')} raw, "
                   f"{significant(ran, 'p_train_adj_ours')} corrected")
     published = compared["p_val_paper"].map(lambda p: p is not None and p < alpha) if len(compared) else []
-    detail = f"{agree} of {n} architectures agree" + (f", {undecided} undecided" if undecided else "")
+    detail = (f"{agree} of {n} architectures agree" + (f", {undecided} undecided" if undecided else "")
+              + (f", {untestable} more untestable" if untestable else ""))
+    nothing = "no architecture testable" if untestable else "no architecture run"
     return dict(kind=1, claim=f"{title} ({where}): which architectures gain significantly",
                 published=(f"validation gain significant in {int(published[ran.index].sum()) if n else 0} of {n} "
                            f"(all rows: {int(sum(published))} of {len(compared)})"),
-                replicated=replicated if n else "no architecture run",
-                verdict=f"{word}: {detail}" if n else f"{UNDECIDED}: no architecture run", evidence=evidence)
+                replicated=replicated if n else nothing,
+                verdict=f"{word}: {detail}" if n else f"{UNDECIDED}: {nothing}"
+                + (f" ({untestable} run with fewer than 2 replications a side)" if untestable else ""),
+                evidence=evidence)

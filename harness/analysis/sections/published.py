@@ -43,14 +43,18 @@ def _table1(r: ReportWriter, spec: Table1, frame, recorded, factors):
                 r.md(f"No published Table 1 for {spec.split_by} = {split_value}.", "")
                 continue
             cmp = paper_tables.compare_table1(t1, rows, by=spec.by, alpha=spec.alpha)
-            split_words = f"{spec.split_by} = {grouping.level_label(split_value)}"
+            # the split, and any other factor the study varies (each slice is its own verdict row)
+            others = {k: v for k, v in labels.items() if k != spec.split_by}
+            split_words = (f"{spec.split_by} = {grouping.level_label(split_value)}"
+                           + (f", {words.slice_words(others)}" if others else ""))
             row = verdict.table1_row(pub["title"], split_words, cmp, alpha=spec.alpha,
                                      correction=spec.correction, evidence=f"[Table 1](#{r.section})")
             r.verdicts.append(row)
             r.md(f"**The pattern.** Published ({pub['dataset']}): {row['published']}. Ours: "
                  f"{row['replicated']}. Verdict: {row['verdict']}. An architecture (`gain`) agrees where both "
-                 f"tables find a gain (one-tailed α = {spec.alpha:g}) or neither does, and contradicts the paper "
-                 f"where we find a gain it did not, or none where it did and our one-sided {1 - spec.alpha:.0%} "
+                 f"tables find a gain (one-tailed α = {spec.alpha:g}, raw p as the paper's) or neither does, and "
+                 f"contradicts the paper where we find a gain it did not that survives the {spec.correction} "
+                 f"correction for the pick of λ, or none where it did and our one-sided {1 - spec.alpha:.0%} "
                  f"bound of Δ val lies below its Δ, both as a share of the base's error; the data sets differ, "
                  f"so the pattern is compared, not the numbers.", "")
             r.table(cmp, base + f"_vs_{spec.published}", "Published Δ and p beside ours",
