@@ -61,6 +61,11 @@ def _table1(r: ReportWriter, spec: Table1, frame, recorded, factors):
                     show=_compare_show(cmp, spec))
 
 
+def _arch_label(arch) -> str:
+    """'32-32' -> '[32, 32]', as Table 1 prints an architecture."""
+    return f"[{', '.join(str(arch).split('-'))}]"
+
+
 def _cell(d, stars, p) -> str:
     """'+0.0052** (0.004)': Δ with the paper's stars and the one-tailed p; '–' where not run."""
     return "–" if d is None or not np.isfinite(d) else f"{render.signed(d)}{stars} ({render.num(p, 2)})"
@@ -72,7 +77,7 @@ def _compare_show(cmp: pd.DataFrame, spec: Table1) -> pd.DataFrame:
         return [_cell(np.nan if a is None else float(a), "" if b is None else stats.stars(b), b) for a, b in zip(d, p)]
 
     return pd.DataFrame({
-        spec.by: [f"[{', '.join(str(a).split('-'))}]" for a in cmp[spec.by]],
+        spec.by: cmp[spec.by].map(_arch_label),
         "Δ val paper (p)": cells("val", "paper"), "Δ val ours (p)": cells("val", "ours"),
         f"p val {spec.correction}": cmp["p_val_adj_ours"].map(lambda p: render.num(p, 2) + stats.stars(p)),
         "gain": cmp["gain"],
@@ -80,14 +85,13 @@ def _compare_show(cmp: pd.DataFrame, spec: Table1) -> pd.DataFrame:
 
 
 def _table1_show(t1: pd.DataFrame, spec: Table1) -> pd.DataFrame:
-    cell = _cell
 
     show = pd.DataFrame({
-        spec.by: [f"[{', '.join(str(a).split('-'))}]" for a in t1[spec.by]],
+        spec.by: t1[spec.by].map(_arch_label),
         "n base": t1["n_base"], "base train": t1["base_train"], "base val": t1["base_val"],
         f"best {spec.factor}": t1["best"], "n": t1["n_best"],
-        "Δ train (p)": [cell(*v) for v in zip(t1["d_train"], t1["stars_train"], t1["p_train"])],
-        "Δ val (p)": [cell(*v) for v in zip(t1["d_val"], t1["stars_val"], t1["p_val"])],
+        "Δ train (p)": [_cell(*v) for v in zip(t1["d_train"], t1["stars_train"], t1["p_train"])],
+        "Δ val (p)": [_cell(*v) for v in zip(t1["d_val"], t1["stars_val"], t1["p_val"])],
         f"p train {spec.correction}": t1["p_train_adj"].map(lambda p: render.num(p, 2) + stats.stars(p)),
         f"p val {spec.correction}": t1["p_val_adj"].map(lambda p: render.num(p, 2) + stats.stars(p)),
         "mde val": t1["mde_val"], "note": t1["note"].fillna("")})
