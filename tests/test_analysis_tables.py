@@ -320,6 +320,27 @@ def test_guidance_sentence_reads_the_gradient_and_the_targeted_weights():
     assert "at most 2e-08 of the task gradient in norm (grad_ratio, mean at lam = 0.0001)" in sentence
 
 
+def test_the_guidance_overview_counts_what_each_slice_sentence_says():
+    """The summary's one line over several slices (one sentence per slice filled E1's and
+    E3's first screens): the span of the largest grad_ratio means, and the tested λ > 0
+    levels whose target moved, counted by hand here; a slice that cannot test is named."""
+    lam = [0.0] * 3 + [1e-4] * 3 + [1.0] * 3
+    moved_once = pd.DataFrame({"status": "done", "lam": lam, "term_led": 0.25,
+                               "grad_ratio": [0, 0, 0, 1e-8, 2e-8, 3e-8, 1e-9, 1e-9, 1e-9],
+                               "logdet_mean": [-38.0, -37.5, -38.2, 7.0, 8.0, 7.5, -38.1, -37.6, -37.9]})
+    never = moved_once.assign(grad_ratio=[0, 0, 0, 4.0, 5.0, 6.0, 1.0, 1.0, 1.0], term_led=0.5,
+                              logdet_mean=[-38.0, -37.5, -38.2, -38.1, -37.6, -37.9, -38.0, -37.7, -38.1])
+    one_base = moved_once.iloc[2:]
+    line = summaries.guidance_overview([moved_once, never, one_base], "lam", "λ1", by="latent")
+    assert line.startswith("Guidance term, over 3 slices by latent: its gradient reaches 2e-08 to 5 of the task")
+    assert "up to 50% of the weights" in line
+    assert "differs from λ1 = 0 at 1 of 4 tested λ1 > 0 levels (Welch t-test, α = 0.01), in 1 of 2 slices" in line
+    assert line.endswith("untestable in 1 slice(s) (fewer than 2 replications)")
+    each = [summaries.guidance_sentence(f, "lam", "λ1") for f in (moved_once, never)]
+    assert "to 7.5 at 0.0001" in each[0] and "at no λ1 > 0 differs" in each[1]
+    assert summaries.guidance_overview([moved_once.assign(lam=0.0)]) is None
+
+
 def test_one_infinite_grad_ratio_drops_the_run_not_its_level():
     """Defect: one inf at λ = 10 hid the level (its mean was inf), and the sentence gave
     the other levels' maximum. The finite runs of λ = 10 still count."""

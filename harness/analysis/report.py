@@ -285,11 +285,14 @@ def _duration(seconds: float) -> str:
 def _diagnostics(r: ReportWriter, frame: pd.DataFrame, factors: list[str]):
     if "lam" not in frame.columns:
         return
-    parts, sentences = [], []
+    parts, sentences, guided, by = [], [], [], ""
     for labels, sub in grouping.slices(frame, None, factors, exclude=("lam",)):
+        names = [words.factor(k) for k in labels]
+        by = ", ".join(names[:-1]) + " and " + names[-1] if len(names) > 1 else "".join(names)
         sentence = summaries.guidance_sentence(sub, "lam", words.factor("lam"))
         if sentence:  # per slice: log|det W| of other widths or protocols is not comparable
             sentences.append(f"{sentence}{' (' + words.slice_words(labels) + ')' if labels else ''}")
+            guided.append(sub)
         d = summaries.diagnostics(sub, "lam")
         if len(d):
             for k, v in reversed(list(labels.items())):
@@ -298,7 +301,8 @@ def _diagnostics(r: ReportWriter, frame: pd.DataFrame, factors: list[str]):
     if not parts:
         return
     table = pd.concat(parts, ignore_index=True)
-    r.md("## Entropy diagnostics per λ", "",
+    anchor = r.heading(2, "Entropy diagnostics per λ")
+    r.md("",
          "grad_ratio = ||∇ of λ·entropy term|| / ||∇ of task loss|| on the guided layers "
          "(mean over epochs); term_led = share of the weights the term acts on where its gradient "
          "outweighs the task's (mean over epochs); logdet_mean = log|det W| of the guided dense layers; "
@@ -307,7 +311,11 @@ def _diagnostics(r: ReportWriter, frame: pd.DataFrame, factors: list[str]):
          "no effect: Adam scales each weight's step by its own gradient history, so a weight "
          "the task loss does not move (one on an input that is always 0) follows even a tiny "
          "guidance gradient at full step size; compare logdet_mean with λ = 0.", "")
-    r.summary += sentences
+    if len(sentences) > 1:  # the summary gets one line; each slice's sentence stays here
+        overview = summaries.guidance_overview(guided, "lam", words.factor("lam"), by)
+        r.summary.append(f"{overview} ([each slice](#{anchor}))" if overview else sentences[0])
+    else:
+        r.summary += sentences
     r.md(*(f"- {s}." for s in sentences), "")
     keep = [c for c in table.columns if not c.endswith("_sd")]
     r.table(table, "diagnostics", "Entropy diagnostics (mean per cell; sd in the CSV)",

@@ -152,32 +152,88 @@ def _gradient_parts(done: pd.DataFrame, factor: str, shown: str) -> list[str]:
     return parts
 
 
-def _target_parts(done: pd.DataFrame, factor: str, shown: str) -> list[str]:
-    """Whether the final log|det W| (or log|c11|) at some λ > 0 differs from λ = 0 (Welch, 0.01)."""
+def _target_test(done: pd.DataFrame, factor: str) -> dict | None:
+    """The final log|det W| (or log|c11|) at each λ > 0 against λ = 0 (Welch, 0.01): the
+    target's name, the base mean, the levels that moved (level, mean), those tested that did
+    not, and those with one replication; ``few`` names what made the test impossible
+    ("0": the base has < 2 replications, ">0": every λ > 0 has). None without the data."""
     target = next((m for m in ("logdet_mean", "log_c11_mean") if m in done.columns
                    and np.isfinite(done[m].astype(float)).any()), None)
     if target is None:
-        return []
+        return None
     grp = groups(done, target, factor)
     base = next((v for level, v in grp.items() if float(level) == 0.0), None)
     if base is None or not len(base):
+        return None
+    guided = [(level, v) for level, v in grp.items() if float(level) > 0]
+    few = "0" if len(base) < 2 else None if any(len(v) > 1 for _, v in guided) else ">0"
+    moved = [] if few else [(level, float(np.mean(v))) for level, v in guided
+                            if len(v) > 1 and stats.ttest(v, base, welch=True).p < 0.01]
+    return dict(name="log|det W|" if target == "logdet_mean" else "log|c11|", base=float(np.mean(base)), few=few,
+                moved=moved, kept=[level for level, v in guided if len(v) > 1 and level not in dict(moved)],
+                untestable=[level for level, v in guided if len(v) < 2])
+
+
+def _target_parts(done: pd.DataFrame, factor: str, shown: str) -> list[str]:
+    """Whether the final log|det W| (or log|c11|) at some λ > 0 differs from λ = 0 (Welch, 0.01)."""
+    test = _target_test(done, factor)
+    if test is None:
         return []
-    moved = [(level, float(np.mean(v))) for level, v in grp.items()
-             if float(level) > 0 and len(base) > 1 and len(v) > 1 and stats.ttest(v, base, welch=True).p < 0.01]
-    name = "log|det W|" if target == "logdet_mean" else "log|c11|"
-    if len(base) < 2 or not any(float(level) > 0 and len(v) > 1 for level, v in grp.items()):
-        few = f"{shown} = 0" if len(base) < 2 else f"every {shown} > 0"
+    name, base = test["name"], test["base"]
+    if test["few"]:
+        few = f"{shown} = 0" if test["few"] == "0" else f"every {shown} > 0"
         return [f"whether the final {name} moved is untestable ({few} has fewer than 2 replications)"]
-    if not moved:
-        return [f"the final {name} at no {shown} > 0 differs from {shown} = 0 ({float(np.mean(base)):.3g}) at α = 0.01"]
-    moves = ", ".join(f"{mean:.3g} at {level_label(level)}" for level, mean in moved)
-    others = [(level, v) for level, v in grp.items() if float(level) > 0 and level not in dict(moved)]
-    tested = [level_label(level) for level, v in others if len(v) > 1]
-    untestable = [level_label(level) for level, v in others if len(v) < 2]
-    notes = (f"; not at {', '.join(tested)}" if tested else "") + (
-        f"; untestable at {', '.join(untestable)} (n < 2)" if untestable else "")
-    return [f"the final {name} moves from {float(np.mean(base)):.3g} at {shown} = 0 to {moves} "
+    if not test["moved"]:
+        return [f"the final {name} at no {shown} > 0 differs from {shown} = 0 ({base:.3g}) at α = 0.01"]
+    moves = ", ".join(f"{mean:.3g} at {level_label(level)}" for level, mean in test["moved"])
+    tested, untestable = (", ".join(level_label(l) for l in test[k]) for k in ("kept", "untestable"))
+    notes = (f"; not at {tested}" if tested else "") + (f"; untestable at {untestable} (n < 2)" if untestable else "")
+    return [f"the final {name} moves from {base:.3g} at {shown} = 0 to {moves} "
             f"(Welch t-test, α = 0.01{notes}): the guidance changed the weights it targets"]
+
+
+def guidance_overview(frames: list[pd.DataFrame], factor: str = "lam", shown: str | None = None,
+                      by: str = "") -> str | None:
+    """The guidance sentence over several slices at once (the report's summary, where one
+    sentence per architecture or protocol arm would fill the screen): the range of the
+    largest mean grad_ratio, the largest term_led, and in how many tested λ > 0 levels and
+    slices the targeted log|det W| (log|c11|) moved. ``by``: what the slices are ("latent
+    and stopping monitor"). None when no slice trained guidance."""
+    shown = shown or factor
+    ratios, led, tests = [], [], []
+    for frame in frames:
+        if factor not in frame.columns:
+            continue
+        done = frame[frame["status"] == DONE]
+        guided = done[done[factor].astype(float) > 0]
+        if not len(guided):
+            continue
+        for metric, out in (("grad_ratio", ratios), ("term_led", led)):
+            if metric in guided.columns:
+                means = guided[np.isfinite(guided[metric].astype(float))].groupby(factor)[metric].mean().dropna()
+                out += [float(means.max())] if len(means) else []
+        tests.append(_target_test(done, factor))
+    if not tests:
+        return None
+    parts = []
+    if ratios:
+        span = f"{min(ratios):.3g}" if min(ratios) == max(ratios) else f"{min(ratios):.3g} to {max(ratios):.3g}"
+        parts.append(f"its gradient reaches {span} of the task gradient in norm (grad_ratio, the largest "
+                     f"mean over {shown} > 0, slice by slice)")
+    if led:
+        parts.append(f"it outweighs the task gradient on up to {max(led):.0%} of the weights it acts on")
+    testable = [t for t in tests if t is not None and not t["few"]]
+    if testable:
+        names = " / ".join(dict.fromkeys(t["name"] for t in testable))
+        moved = sum(len(t["moved"]) for t in testable)
+        of = moved + sum(len(t["kept"]) for t in testable)
+        parts.append(f"the final {names} differs from {shown} = 0 at {moved} of {of} tested {shown} > 0 levels "
+                     f"(Welch t-test, α = 0.01), in {sum(bool(t['moved']) for t in testable)} of {len(testable)} slices")
+    untested = len(tests) - len(testable)
+    if untested and any(t is not None for t in tests):
+        parts.append(f"untestable in {untested} slice(s) (fewer than 2 replications)")
+    slices = f"{len(tests)} slices" + (f" by {by}" if by else "")
+    return f"Guidance term, over {slices}: " + "; ".join(parts) if parts else None
 
 
 def status_counts(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
