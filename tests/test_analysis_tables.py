@@ -389,6 +389,8 @@ def test_paired_by_seed_pairs_replications_with_the_same_seed():
     sentence = by_seed.paired_sentence(paired.reset_index(), "val_mse", "lam", 0.01)
     assert sentence.startswith("1 of 2 lam levels differ from lam = 0")
     assert "9 of 18 pairs are identical" in sentence
+    said = by_seed.paired_sentence(paired.reset_index(), "val_mse", "lam", 0.01, words=("validation MSE", "λ1"))
+    assert said.startswith("1 of 2 λ1 levels differ from λ1 = 0") and "difference in validation MSE is" in said
 
 
 def test_seed_plan_reads_the_spread_and_sizes_the_comparison():

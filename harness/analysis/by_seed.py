@@ -127,21 +127,24 @@ def _ratio(effect: float, sd: float) -> float:
 
 
 def paired_sentence(paired: pd.DataFrame, metric: str, factor: str, alpha: float,
-                    equivalence: float | None = None) -> str:
+                    equivalence: float | None = None, words: tuple[str, str] | None = None) -> str:
     """One line on a paired_by_seed table: how many levels differ from the baseline, the
-    largest mean paired difference, and how many pairs are identical."""
+    largest mean paired difference, and how many pairs are identical. ``words``: the
+    metric and the factor as the text names them ("validation MSE", "λ1"; default the
+    column names)."""
+    said_metric, said_factor = words or (metric, factor)
     base = level_label(paired["vs"].iloc[0])
     tested = paired[paired["n_pairs"] >= 2]
     differ = tested[tested["sign"].isin(["+", "-"])]
     equivalent = tested[tested["verdict"] == "equivalent"] if "verdict" in tested.columns else tested.iloc[:0]
     within = f" within ±{100 * (margin(metric) if equivalence is None else equivalence):g}% of its mean"
-    text = (f"{len(differ)} of {len(tested)} {factor} levels differ from {factor} = {base} "
+    text = (f"{len(differ)} of {len(tested)} {said_factor} levels differ from {said_factor} = {base} "
             f"(paired t, α = {alpha:g}, uncorrected), {len(equivalent)} are shown equivalent to it{within} "
             f"(paired TOST, α = {alpha:g}), {len(tested) - len(differ) - len(equivalent)} inconclusive")
     if len(tested):
         big = tested.loc[tested["mean_diff"].abs().idxmax()]
         rel = f", {100 * float(big['rel_diff']):+.3g}% of the mean at {base}" if np.isfinite(big["rel_diff"]) else ""
-        text += (f"; the largest mean paired difference in {metric} is {float(big['mean_diff']):.3g} "
+        text += (f"; the largest mean paired difference in {said_metric} is {float(big['mean_diff']):.3g} "
                  f"[{float(big['ci_lo']):.3g}, {float(big['ci_hi']):.3g}] at {level_label(big[factor])}{rel}")
     n, same = int(paired["n_pairs"].sum()), int(paired["identical"].sum())
     return text + f"; {same} of {n} pairs are identical"

@@ -124,18 +124,24 @@ def _blank_cells(r, long, spec):
     r.md(text, "")
 
 
+def _said(spec, labels) -> str:
+    """'Validation MSE by λ1 at latent 80, stopping monitor task': a summary line's subject."""
+    return f"{words.capital(words.metric(spec.metric))} by {words.factor(spec.factor)}{words.at(labels)}"
+
+
 def _paired(r, sub, spec, labels, base):
     """The same comparison seed by seed: every level against the lowest, paired."""
     paired = by_seed.paired_by_seed(sub, spec.metric, spec.factor, alpha=spec.alpha, correction=spec.correction,
                                    equivalence=_margin(spec), rank=spec.metric in omnibus.DISCRETE)
     if not (paired["n_pairs"] >= 2).any():
         return
-    sentence = by_seed.paired_sentence(paired, spec.metric, spec.factor, spec.alpha, _margin(spec))
-    r.summary.append(f"{spec.metric} by {spec.factor} at {at_label(labels)}, paired by seed: {sentence}")
+    sentence = by_seed.paired_sentence(paired, spec.metric, spec.factor, spec.alpha, _margin(spec),
+                                       words=(words.metric(spec.metric), words.factor(spec.factor)))
+    r.summary.append(f"{_said(spec, labels)}, paired by seed: {sentence}")
     r.md(f"**Paired by seed.** A replication's initial weights and data order come from its seed "
-         f"alone, so each {spec.factor} level can also be compared with the lowest seed by seed, "
+         f"alone, so each {words.factor(spec.factor)} level can also be compared with the lowest seed by seed, "
          f"without the seed-to-seed spread the unpaired tests above keep: {sentence}.", "")
-    r.table(paired, base + "_paired", f"Each {spec.factor} against {spec.factor} = "
+    r.table(paired, base + "_paired", f"Each {words.factor(spec.factor)} against {words.factor(spec.factor)} = "
             f"{grouping.level_label(paired['vs'].iloc[0])}, paired by seed ({spec.correction} across levels)")
 
 
@@ -144,7 +150,7 @@ def _vs_published(r, spec, labels, raw, adj, pub, base, long, anchor):
     theirs.index.name = f"{spec.factor} row \\ col"
     note = ""
     if dict(pub["at"]) != {k: v for k, v in labels.items() if k in pub["at"]}:
-        note = f" (published at {at_label(pub['at'])}; this table is at {at_label(labels)})"
+        note = f" (published at {words.slice_words(pub['at'])}; this table is at {words.slice_words(labels)})"
     cmp_raw, counts = significance.compare_signs(raw, theirs)
     _, counts_adj = significance.compare_signs(adj, theirs)
     cmp_raw.index.name = theirs.index.name
@@ -153,7 +159,7 @@ def _vs_published(r, spec, labels, raw, adj, pub, base, long, anchor):
                 f"{spec.correction}{significance.caveats(counts)}; of its {len(long) // 2} pairs, "
                 f"{significance.verdict_counts(long)} (t-test; pooled TOST within ±"
                 f"{100 * _margin(spec):g}% of the pair's mean).")
-    r.summary.append(f"{spec.metric} by {spec.factor} at {at_label(labels)} vs {sentence}")
+    r.summary.append(f"{_said(spec, labels)} vs {sentence}")
     where = words.slice_words(labels)
     r.verdicts.append(verdict.sign_table_row(
         words.published(spec.published), where, raw, theirs, significance.sign_matrix(long, "verdict3"),
