@@ -132,9 +132,7 @@ def _gradient_parts(done: pd.DataFrame, factor: str, shown: str) -> list[str]:
             continue
         values = guided[metric].astype(float)
         infinite = guided[np.isinf(values)]
-        # a replication whose ratio is inf (the task gradient was 0 in a measured batch) is
-        # left out of its level's mean, not the level: the others' mean still tells
-        means = guided[np.isfinite(values)].groupby(factor)[metric].mean().dropna()
+        means = _level_means(guided, metric, factor)
         if not len(means) and not len(infinite):
             continue
         where = f"({metric}, mean at {shown} = {level_label(means.idxmax())})" if len(means) else ""
@@ -150,6 +148,13 @@ def _gradient_parts(done: pd.DataFrame, factor: str, shown: str) -> list[str]:
             parts.append(f"it outweighs the task gradient on up to {float(means.max()):.0%} of the weights it "
                          f"acts on {where}, and Adam moves those weights a full step")
     return parts
+
+
+def _level_means(guided: pd.DataFrame, metric: str, factor: str) -> pd.Series:
+    """Mean of ``metric`` per level. A replication whose ratio is inf (the task gradient was
+    0 in a measured batch) is left out of its level's mean, not the level: the others' mean
+    still tells."""
+    return guided[np.isfinite(guided[metric].astype(float))].groupby(factor)[metric].mean().dropna()
 
 
 def _target_test(done: pd.DataFrame, factor: str) -> dict | None:
@@ -210,7 +215,7 @@ def guidance_overview(frames: list[pd.DataFrame], factor: str = "lam", shown: st
             continue
         for metric, out in (("grad_ratio", ratios), ("term_led", led)):
             if metric in guided.columns:
-                means = guided[np.isfinite(guided[metric].astype(float))].groupby(factor)[metric].mean().dropna()
+                means = _level_means(guided, metric, factor)
                 out += [float(means.max())] if len(means) else []
         tests.append(_target_test(done, factor))
     if not tests:
