@@ -9,7 +9,7 @@ from harness.analysis import grouping, paper, paper_tables, render, stats, verdi
 from harness.analysis.claims import claim_cells, claim_sentence
 from harness.analysis.spec import Claims, Table1, Table2
 from harness.analysis.sections.base import renders
-from harness.analysis.writer import ReportWriter, at_label, stem
+from harness.analysis.writer import ReportWriter, stem
 
 
 @renders(Table1)
@@ -21,16 +21,16 @@ def _table1(r: ReportWriter, spec: Table1, frame, recorded, factors):
     for labels, sub in grouping.slices(sub_frame, None, split + [f for f in factors if f not in split],
                                      exclude=exclude):
         labels = dict(dict(spec.at or {}), **labels)
-        where = at_label(labels)
         base = stem("table1", labels=labels)
         r.md(f"### Table 1{words.at(labels)}", "")
         t1 = paper_tables.table1(sub, metric_train=spec.metric_train, metric_val=spec.metric_val,
                            factor=spec.factor, by=spec.by, test=spec.test,
                            correction=spec.correction, alpha=spec.alpha)
-        r.table(t1, base, f"Table 1 ({spec.test} one-tailed t-tests, best {spec.factor} > 0 "
-                f"by mean {spec.metric_val}; {spec.correction} over the levels in `_adj`), {where}",
+        lam = words.factor(spec.factor)
+        r.table(t1, base, f"Table 1 ({spec.test.capitalize()} one-tailed t-tests, best {lam} > 0 by mean "
+                f"{words.metric(spec.metric_val)}; {spec.correction} over the levels in `_adj`){words.at(labels)}",
                 show=_table1_show(t1, spec))
-        r.md(f"The best {spec.factor} is picked after looking at the data, among the `n_levels` levels > 0. "
+        r.md(f"The best {lam} is picked after looking at the data, among the `n_levels` levels > 0. "
              f"The paper's stars are the raw one-tailed p at that level (`p_val`, `stars_val`), which does not "
              f"account for the pick and so finds gains where there are none more often than α says; "
              f"`p_val_adj` ({spec.correction} over the levels) does.", "")
@@ -89,7 +89,7 @@ def _table1_show(t1: pd.DataFrame, spec: Table1) -> pd.DataFrame:
     show = pd.DataFrame({
         spec.by: t1[spec.by].map(_arch_label),
         "n base": t1["n_base"], "base train": t1["base_train"], "base val": t1["base_val"],
-        f"best {spec.factor}": t1["best"], "n": t1["n_best"],
+        f"best {words.factor(spec.factor)}": t1["best"], "n": t1["n_best"],
         "Δ train (p)": [_cell(*v) for v in zip(t1["d_train"], t1["stars_train"], t1["p_train"])],
         "Δ val (p)": [_cell(*v) for v in zip(t1["d_val"], t1["stars_val"], t1["p_val"])],
         f"p train {spec.correction}": t1["p_train_adj"].map(lambda p: render.num(p, 2) + stats.stars(p)),
@@ -103,23 +103,24 @@ def _table2(r: ReportWriter, spec: Table2, frame, recorded, factors):
     pub = paper.TABLE2.get(spec.published) if spec.published else None
     rows = [k for k in spec.rows if k in frame.columns]
     for labels, sub in grouping.slices(frame, spec.at, factors, exclude=(spec.factor, *rows)):
-        where = at_label(labels)
         base = stem("table2", spec.metric, labels=labels)
+        lam = words.factor(spec.factor)
         r.md(f"### Table 2: {words.metric(spec.metric)}{words.at(labels)}", "")
         long = paper_tables.table2(sub, spec.metric, spec.factor, rows, alpha=spec.alpha, test=spec.test,
                              correction=spec.correction, confidence=spec.confidence)
         plain, bold = paper_tables.table2_layout(long, spec.factor, rows)
         r.md(f"Each row's maximum in bold. With n ≥ 2 a cell is mean ± the {spec.confidence:.0%} "
-             f"t-interval's half width, and + / - marks a {spec.test} two-sided t-test against "
-             f"{spec.factor} = 0 in the same row significant at α = {spec.alpha:g} (uncorrected; "
+             f"t-interval's half width, and + / - marks a {spec.test.capitalize()} two-sided t-test against "
+             f"{lam} = 0 in the same row significant at α = {spec.alpha:g} (uncorrected; "
              f"{spec.correction}-corrected in the CSV).", "")
-        r.table(plain, base, f"Table 2 layout: {spec.metric} by row and {spec.factor}, {where}", show=bold)
-        r.table(long, base + "_tests", f"Every cell: n, mean, interval, test against {spec.factor} = 0",
+        r.table(plain, base, f"Table 2 layout: {words.metric(spec.metric)} by row and {lam}{words.at(labels)}",
+                show=bold)
+        r.table(long, base + "_tests", f"Every cell: n, mean, interval, test against {lam} = 0",
                 inline=False)
         if pub is not None:
             cmp, counts = paper_tables.compare_table2(long, spec.published, spec.factor, rows)
             paper_n = pub["max_at_positive"]
-            sentence = (f"{pub['title']}: the row maximum is at {spec.factor} > 0 in "
+            sentence = (f"{pub['title']}: the row maximum is at {lam} > 0 in "
                         f"{counts['max_positive']} of {counts['rows']} rows (paper, same rows: "
                         f"{counts['max_positive_paper']} of {counts['rows']}; all rows: "
                         f"{paper_n[0]} of {paper_n[1]}); {counts['in_ci']} of {counts['compared']} "
