@@ -490,3 +490,33 @@ def test_pairwise_cells_are_differs_equivalent_or_inconclusive():
     assert long.loc[(0.0, 2.0), "verdict3"] == "equivalent" and long.loc[(2.0, 0.0), "verdict3"] == "equivalent"
     assert long.loc[(0.0, 3.0), "verdict3"] == "inconclusive"
     assert significance.verdict_counts(long.reset_index()) == "3 differ, 1 equivalent, 2 inconclusive"
+
+
+def test_an_accuracy_is_equivalent_only_within_a_share_of_its_error():
+    """Defect: the margin was 5% of the mean, for an accuracy of 0.99 five points, so the
+    E3 report called 'equivalent' two placements that differ by 0.19 points in 4 of 5
+    seeds. A rate's margin is 5% of its error (1 − mean); other metrics keep theirs
+    (stop_epoch 10% of the mean, now also where the default margin was used). p_equiv
+    checked against statsmodels' TOST at those bounds."""
+    from statsmodels.stats.weightstats import ttost_ind, ttost_paired
+
+    first = np.array([0.9886, 0.9880, 0.9879, 0.9884, 0.9881])
+    every = np.array([0.9862, 0.9868, 0.9860, 0.9865, 0.9869])
+    delta = 0.05 * (1 - (first.mean() + every.mean()) / 2)
+    assert delta == pytest.approx(0.05 * 0.01266)  # 0.06 points, not 4.9
+    long = significance.pairwise({"first": first, "all": every}, alpha=0.05, metric="val_acc").set_index(["row", "col"])
+    assert long.loc[("first", "all"), "p_equiv"] == pytest.approx(ttost_ind(first, every, -delta, delta)[0])
+    assert long.loc[("first", "all"), "verdict3"] == "differs"
+    frame = pd.DataFrame({"status": "done", "seed": list(range(5)) * 2, "placement": ["all"] * 5 + ["first"] * 5,
+                          "val_acc": np.r_[every, first]})
+    paired = by_seed.paired_by_seed(frame, "val_acc", "placement", alpha=0.05).iloc[0]
+    assert paired["delta"] == pytest.approx(0.05 * (1 - every.mean()))
+    assert paired["p_equiv"] == pytest.approx(ttost_paired(first, every, -paired["delta"], paired["delta"])[0])
+    near = first + np.array([1, -2, 1.5, -1, 0.5]) * 1e-5  # ~0.001 points either way: within 0.06
+    close = by_seed.paired_by_seed(frame.assign(val_acc=np.r_[near, first]), "val_acc", "placement", alpha=0.05)
+    assert close["verdict"].iloc[0] == "equivalent"
+    assert "within ±5% of its error (1 − mean)" in by_seed.paired_sentence(paired.to_frame().T, "val_acc", "placement", 0.05)
+    # a metric that is not a rate keeps its own margin of the mean, with or without a spec
+    epochs = {1: np.array([10.0, 11, 12]), 2: np.array([11.0, 12, 13])}
+    long = significance.pairwise(epochs, metric="stop_epoch").set_index(["row", "col"])
+    assert long.loc[(1, 2), "p_equiv"] == pytest.approx(ttost_ind(epochs[1], epochs[2], -1.15, 1.15)[0])

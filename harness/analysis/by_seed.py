@@ -9,7 +9,7 @@ import pandas as pd
 
 from harness.analysis import nonparametric, stats
 from harness.analysis.grouping import DONE, check_metric, groups, level_label, matches, slices, sorted_levels
-from harness.analysis.significance import add_signs, margin, verdict
+from harness.analysis.significance import add_signs, margin, margin_delta, margin_words, verdict
 
 
 def seed_pairs(frame: pd.DataFrame, metric: str, factor: str, a, b) -> tuple[np.ndarray, np.ndarray]:
@@ -38,7 +38,7 @@ def paired_by_seed(frame: pd.DataFrame, metric: str, factor: str, *, baseline=No
     the levels), and ``seed_r``, the correlation of the two over seeds (near 1: the seed,
     not the level, sets the value). Removes the seed-to-seed spread that the unpaired
     tests of the paper keep. ``delta`` = ``equivalence`` (default EQUIVALENCE) times the
-    baseline's mean; ``p_equiv`` its paired TOST; ``verdict`` differs / equivalent /
+    baseline's mean (its error, for a rate: margin_delta); ``p_equiv`` its paired TOST; ``verdict`` differs / equivalent /
     inconclusive (uncorrected, as ``sign``). ``rank`` adds ``p_rank``, the Wilcoxon
     signed-rank test of the pairs that differ (a discrete metric with many identical
     pairs). Empty when no level has a pair."""
@@ -64,8 +64,8 @@ def paired_by_seed(frame: pd.DataFrame, metric: str, factor: str, *, baseline=No
         rows.append({factor: level, "vs": baseline, "n_pairs": len(d), "identical": int((d == 0).sum()),
                      "higher": int((d > 0).sum()), "lower": int((d < 0).sum()), "mean_diff": mean,
                      "ci_lo": lo, "ci_hi": hi, "rel_diff": mean / y.mean() if y.mean() else np.nan,
-                     "p": test.p, "seed_r": r, "delta": margin_ * abs(float(y.mean())),
-                     "p_equiv": stats.paired_tost(x, y, margin_ * abs(float(y.mean()))),
+                     "p": test.p, "seed_r": r, "delta": margin_delta(metric, margin_, float(y.mean())),
+                     "p_equiv": stats.paired_tost(x, y, margin_delta(metric, margin_, float(y.mean()))),
                      **({"p_rank": nonparametric.wilcoxon(x, y)} if rank else {})})
     out = pd.DataFrame(rows, columns=columns)
     if len(out):
@@ -137,7 +137,7 @@ def paired_sentence(paired: pd.DataFrame, metric: str, factor: str, alpha: float
     tested = paired[paired["n_pairs"] >= 2]
     differ = tested[tested["sign"].isin(["+", "-"])]
     equivalent = tested[tested["verdict"] == "equivalent"] if "verdict" in tested.columns else tested.iloc[:0]
-    within = f" within ±{100 * (margin(metric) if equivalence is None else equivalence):g}% of its mean"
+    within = " within " + margin_words(metric, margin(metric) if equivalence is None else equivalence, "its")
     text = (f"{len(differ)} of {len(tested)} {said_factor} levels differ from {said_factor} = {base} "
             f"(paired t, α = {alpha:g}, uncorrected), {len(equivalent)} are shown equivalent to it{within} "
             f"(paired TOST, α = {alpha:g}), {len(tested) - len(differ) - len(equivalent)} inconclusive")

@@ -100,7 +100,8 @@ def _agreement(sub: pd.DataFrame, spec, rest: list[str]) -> str:
     grp = grouping.groups(at_sub, spec.metric, spec.factor)
     if len(grp) < 2:
         return "?"
-    long = significance.pairwise(grp, alpha=spec.alpha, test=spec.test, correction=spec.correction, power=spec.power)
+    long = significance.pairwise(grp, alpha=spec.alpha, test=spec.test, correction=spec.correction, power=spec.power,
+                                 metric=spec.metric)
     _, counts = significance.compare_signs(significance.sign_matrix(long, "sign"), significance.published_signs(spec.published))
     untestable = f" ({counts['untestable']} untestable)" if counts["untestable"] else ""
     return f"{counts['agree']} of {counts['compared']}{untestable}"
@@ -200,7 +201,7 @@ def protocol_effect(frame: pd.DataFrame, metric: str, protocol: str, factor: str
     rows = []
     for level in sorted_levels(frame[factor]):
         sub = frame[matches(frame[factor], level)]
-        long = pairwise(groups(sub, metric, protocol), alpha=alpha, test=test, correction="none")
+        long = pairwise(groups(sub, metric, protocol), alpha=alpha, test=test, correction="none", metric=metric)
         long = long[[sort_key(r) < sort_key(c) for r, c in zip(long["row"], long["col"])]]
         for r in long.itertuples(index=False):
             rows.append({factor: level, "a": r.row, "b": r.col, "n_a": r.n_row, "n_b": r.n_col,

@@ -15,29 +15,46 @@ from harness.analysis.grouping import UNTESTABLE, level_label, sort_key, sorted_
 # unless the metric has its own (a stopping epoch moves in whole epochs: 10%).
 EQUIVALENCE = {"stop_epoch": 0.10, "best_epoch": 0.10}
 EQUIVALENCE_DEFAULT = 0.05
+# A rate bounded by 1 where higher is better (an accuracy, an IoU) takes its margin as a
+# fraction of its error, 1 − mean: 5% of an accuracy of 0.99 is 5 points, more than any
+# gain Table 1 reports, and would call equivalent what differs seed by seed in every pair;
+# 5% of its error is 0.05 points.
+OF_ERROR = frozenset({"train_acc", "val_acc", "test_acc", "train_iou", "val_iou"})
 
 
 def margin(metric: str) -> float:
-    """The equivalence margin of ``metric``, a fraction of the compared means."""
+    """The equivalence margin of ``metric``, a fraction of the compared means (of their
+    error, for a metric in OF_ERROR)."""
     return EQUIVALENCE.get(metric, EQUIVALENCE_DEFAULT)
+
+
+def margin_delta(metric: str | None, fraction: float, mean: float) -> float:
+    """The margin in metric units: ``fraction`` of |mean|, or of 1 − mean for a rate in OF_ERROR."""
+    return fraction * abs(1.0 - mean if metric in OF_ERROR else mean)
+
+
+def margin_words(metric: str | None, fraction: float, whose: str) -> str:
+    """'±5% of the pair's mean', or '±5% of the pair's error (1 − mean)' for a rate in OF_ERROR."""
+    return f"±{100 * fraction:g}% of {whose} " + ("error (1 − mean)" if metric in OF_ERROR else "mean")
 
 
 
 def pairwise(groups_: dict, *, alpha: float = 0.01, test: str = "student",
-             correction: str = "holm", power: float = 0.8, equivalence: float = EQUIVALENCE_DEFAULT,
-             rank: bool = False, survival: dict | None = None) -> pd.DataFrame:
+             correction: str = "holm", power: float = 0.8, equivalence: float | None = None,
+             metric: str | None = None, rank: bool = False, survival: dict | None = None) -> pd.DataFrame:
     """Two-sided t-test of every ordered pair (row ≠ col) of levels; long form.
 
     The correction family is the unordered pairs (each test once); the mirrored cell gets
     the same p with the difference's sign flipped. ``mde`` is the smallest |difference|
     (metric units) detectable with probability ``power`` at ``alpha`` (raw) with these n.
-    ``p_equiv``: the pooled TOST within ±``equivalence`` × the mean of the two groups'
-    means; ``verdict3``: differs (uncorrected sign) / equivalent / inconclusive.
+    ``p_equiv``: the pooled TOST within ±``equivalence`` (default: ``metric``'s margin)
+    × the mean of the two groups' means (its error, for a rate: margin_delta); ``verdict3``: differs (uncorrected sign) / equivalent / inconclusive.
     ``rank`` adds ``p_rank``, the Mann-Whitney U test (a discrete metric with ties);
     ``survival`` ({level: (times, events)}) adds ``p_logrank``, the log-rank test of the
     two levels (a metric censored at a cap). Both uncorrected, beside ``p``.
     """
     levels = list(groups_)
+    fraction = margin(metric or "") if equivalence is None else equivalence
     tests, extra = {}, {}
     for i, a in enumerate(levels):
         for b in levels[i + 1:]:
@@ -45,7 +62,7 @@ def pairwise(groups_: dict, *, alpha: float = 0.01, test: str = "student",
             tt = stats.ttest(x, y, welch=test == "welch")
             g = stats.hedges_g(x, y)
             mde_sd = stats.min_detectable_effect(len(x), len(y), alpha, power)
-            delta = equivalence * abs(float(np.mean([x.mean(), y.mean()]))) if len(x) and len(y) else np.nan
+            delta = margin_delta(metric, fraction, float(np.mean([x.mean(), y.mean()]))) if len(x) and len(y) else np.nan
             tests[a, b] = (tt, g, mde_sd, mde_sd * stats.pooled_sd(x, y), stats.tost(x, y, delta))
             if rank:
                 extra[a, b] = {"p_rank": nonparametric.mann_whitney(x, y)}

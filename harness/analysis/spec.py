@@ -79,9 +79,9 @@ class SignificanceTable:
     correction: str = "holm"
     published: str | None = None      # key of paper.SIGN_TABLES, e.g. "fig3b"
     power: float = 0.8                # for the minimum detectable effect of each cell
-    # equivalence margin δ, a fraction of the compared means: two levels are "equivalent"
-    # when TOST shows them within ±δ. None: the metric's default (significance.margin: 5%,
-    # 10% for a stopping epoch).
+    # equivalence margin δ, a fraction of the compared means (of their error 1 − mean, for
+    # an accuracy or IoU): two levels are "equivalent" when TOST shows them within ±δ.
+    # None: the metric's default (significance.margin: 5%, 10% for a stopping epoch).
     equivalence: float | None = None
 
     def __post_init__(self):

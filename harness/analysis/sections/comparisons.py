@@ -38,11 +38,12 @@ def _significance(r: ReportWriter, spec: SignificanceTable, frame, recorded, fac
         n_censored = omnibus.censored(sub, spec.metric)
         survival = _survival(sub, spec) if n_censored else None
         long = significance.pairwise(grp, alpha=spec.alpha, test=spec.test, correction=spec.correction,
-                               power=spec.power, equivalence=_margin(spec), rank=rank, survival=survival)
+                               power=spec.power, equivalence=_margin(spec), metric=spec.metric, rank=rank,
+                               survival=survival)
         n_pairs = len(grp) * (len(grp) - 1) // 2
         r.md(f"{spec.test.capitalize()} two-sided t-tests, α = {spec.alpha:g}, "
              f"{n_pairs} pair{'s' * (n_pairs != 1)}; {spec.correction} correction across them "
-             f"shown beside; equivalence: pooled TOST within ±{100 * _margin(spec):g}% of the pair's mean."
+             f"shown beside; equivalence: pooled TOST within {_within(spec)}."
              + (f" {spec.metric} is a count with ties: `p_rank` is the Mann-Whitney U test beside the t-test."
                 if rank else "")
              + (f" **{n_censored} replication(s) here reached train.max_epochs**, so their {spec.metric} is "
@@ -124,6 +125,11 @@ def _blank_cells(r, long, spec):
     r.md(text, "")
 
 
+def _within(spec) -> str:
+    """The equivalence margin in words: '±5% of the pair's mean' (of its error, for a rate)."""
+    return significance.margin_words(spec.metric, _margin(spec), "the pair's")
+
+
 def _said(spec, labels) -> str:
     """'Validation MSE by λ1 at latent 80, stopping monitor task': a summary line's subject."""
     return f"{words.capital(words.metric(spec.metric))} by {words.factor(spec.factor)}{words.at(labels)}"
@@ -157,8 +163,8 @@ def _vs_published(r, spec, labels, raw, adj, pub, base, long, anchor):
     sentence = (f"{pub['title']}{note}: {counts['agree']} of {counts['compared']} cells agree "
                 f"uncorrected, {counts_adj['agree']} of {counts_adj['compared']} after "
                 f"{spec.correction}{significance.caveats(counts)}; of its {len(long) // 2} pairs, "
-                f"{significance.verdict_counts(long)} (t-test; pooled TOST within ±"
-                f"{100 * _margin(spec):g}% of the pair's mean).")
+                f"{significance.verdict_counts(long)} (t-test; pooled TOST within "
+                f"{_within(spec)}).")
     r.summary.append(f"{_said(spec, labels)} vs {sentence}")
     where = words.slice_words(labels)
     r.verdicts.append(verdict.sign_table_row(

@@ -46,7 +46,7 @@ def _protocol(r: ReportWriter, spec: ProtocolEffect, frame, recorded, factors):
         for value in grouping.sorted_levels(sub[spec.protocol]):
             part = sub[grouping.matches(sub[spec.protocol], value)]
             long = significance.pairwise(grouping.groups(part, spec.metric, spec.factor), alpha=spec.alpha,
-                                   test=spec.test, correction=spec.correction)
+                                   test=spec.test, correction=spec.correction, metric=spec.metric)
             signs[value] = significance.sign_matrix(long, "sign")
         values = list(signs)
         for i, a in enumerate(values):
