@@ -265,7 +265,16 @@ def test_table1_with_a_single_placement_is_still_compared(tmp_path):
                   "analyses": [spec_to_dict(Table1())]}
     study_report(definition, frame, None, tmp_path)
     report = (tmp_path / "report.md").read_text()
-    assert re.search(r"\*\*The pattern.\*\* Published \(cifar10\): validation gain significant in 2 of 2", report)
+    assert re.search(r"\*\*Against Table 1: CIFAR-10 CNNs[^*]*\*\* Published \(CIFAR-10\): validation gain "
+                     r"significant in 2 of 2", report)
+    assert "§5.3" not in report  # the study's data set is not known to differ from Table 1's
+    # on MNIST: judged against what the paper says of MNIST; CIFAR-10's pattern counted apart
+    study_report(definition, frame.assign(dataset="mnist"), None, tmp_path / "mnist")
+    rows = pd.read_csv(tmp_path / "mnist" / "verdict.csv")
+    assert rows["claim"].str.startswith("§5.3: the same CNNs on MNIST").tolist() == [True, False]
+    assert rows["verdict"][1].split(":")[0] in ("carries over to MNIST", "does not carry over to MNIST",
+                                               "undecided on MNIST")
+    assert "Of 1 published claims and tables compared" in (tmp_path / "mnist" / "report.md").read_text()
 
 
 def test_each_table1_slice_is_its_own_named_verdict_row(tmp_path):

@@ -164,6 +164,8 @@ def test_table1_against_scipy():
     sp = np.sqrt(((len(a) - 1) * a.var(ddof=1) + (len(b) - 1) * b.var(ddof=1)) / (len(a) + len(b) - 2))
     bound = a.mean() - b.mean() + sps.t.ppf(0.95, len(a) + len(b) - 2) * sp * np.sqrt(1 / len(a) + 1 / len(b))
     assert row["hi_val"] == pytest.approx(bound)
+    # a loss even at the best level: the other tail of the same test
+    assert row["p_val_loss"] == pytest.approx(sps.ttest_ind(va[best], va[0.0], alternative="less").pvalue)
 
 
 def test_table1_without_base_is_noted():

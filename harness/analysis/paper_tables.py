@@ -20,7 +20,9 @@ def table1(frame: pd.DataFrame, *, metric_train: str = "train_acc", metric_val: 
     t-tests (H1: Δ > 0), raw and corrected over those levels (the best level is chosen after
     looking at the data);
     ``mde_val``: smallest Δ val detectable with power 0.8 at ``alpha`` one-tailed; ``hi_val``:
-    the upper one-sided (1 - ``alpha``) confidence bound of Δ val."""
+    the upper one-sided (1 - ``alpha``) confidence bound of Δ val; ``p_val_loss``: the
+    one-tailed p of a loss (H1: Δ val < 0) at that level, which the paper's tests, one-tailed
+    for a gain, read as p ≈ 1: where even the best λ is worse than the base."""
     rows = []
     for key in sorted_levels(frame[by]):
         sub = frame[matches(frame[by], key)]
@@ -39,7 +41,8 @@ def table1(frame: pd.DataFrame, *, metric_train: str = "train_acc", metric_val: 
         b = base[0]
         p_tr = [stats.ttest(tr[l], tr[b], welch=test == "welch", alternative="greater").p for l in cands]
         p_va = [stats.ttest(va[l], va[b], welch=test == "welch", alternative="greater").p for l in cands]
-        best = max(cands, key=lambda l: (_mean(va[l]), -float(l)))
+        best = best_level(va, cands)
+        p_loss = stats.ttest(va[b], va[best], welch=test == "welch", alternative="greater").p  # base > best
         i = cands.index(best)
         p_tr_adj, p_va_adj = stats.adjust(p_tr, correction)[i], stats.adjust(p_va, correction)[i]
         n_best = len(va[best])
@@ -52,14 +55,19 @@ def table1(frame: pd.DataFrame, *, metric_train: str = "train_acc", metric_val: 
             stars_train=stats.stars(p_tr[i]), p_train_adj=p_tr_adj, stars_train_adj=stats.stars(p_tr_adj),
             d_val=_mean(va[best]) - row["base_val"], p_val=p_va[i],
             stars_val=stats.stars(p_va[i]), p_val_adj=p_va_adj, stars_val_adj=stats.stars(p_va_adj),
-            mde_val=mde * stats.pooled_sd(va[best], va[b]),
+            p_val_loss=p_loss, mde_val=mde * stats.pooled_sd(va[best], va[b]),
             hi_val=stats.diff_upper_bound(va[best], va[b], alpha, welch=test == "welch"),
             note=note)
         rows.append(row)
     cols = ["by", "n_base", "base_train", "base_val", "n_levels", "best", "n_best", "d_train",
             "p_train", "stars_train", "p_train_adj", "stars_train_adj", "d_val", "p_val",
-            "stars_val", "p_val_adj", "stars_val_adj", "mde_val", "hi_val", "note"]
+            "stars_val", "p_val_adj", "stars_val_adj", "p_val_loss", "mde_val", "hi_val", "note"]
     return pd.DataFrame(rows).reindex(columns=cols).rename(columns={"by": by})
+
+
+def best_level(values: dict, levels: list):
+    """The level with the highest mean (the lower one on a tie): Table 1's best λ."""
+    return max(levels, key=lambda l: (_mean(values[l]), -float(l)))
 
 
 def _mean(x) -> float:
@@ -70,7 +78,8 @@ def _mean(x) -> float:
 AGREES, CONTRADICTS, UNDECIDED_GAIN, NOT_RUN = "agrees", "contradicts", "undecided", "not run"
 
 
-def compare_table1(ours: pd.DataFrame, rows: dict, by: str = "arch", alpha: float = 0.05) -> pd.DataFrame:
+def compare_table1(ours: pd.DataFrame, rows: dict, by: str = "arch", alpha: float = 0.05,
+                   either_way: bool = False) -> pd.DataFrame:
     """Published Table 1 rows ({arch: paper.TABLE1_COLUMNS values}) beside ours (table1),
     one row per published architecture: both Δ and p of train and val, our corrected p, and
     ``gain``, how our validation gain at the best λ stands to the published one (one-tailed,
@@ -84,7 +93,11 @@ def compare_table1(ours: pd.DataFrame, rows: dict, by: str = "arch", alpha: floa
       (gain_excluded);
     - 'undecided': a gain the paper did not find that the correction takes away, or none
       where it found one, with too few seeds to exclude it;
-    - grouping.UNTESTABLE (no p: fewer than 2 replications a side) or 'not run'."""
+    - grouping.UNTESTABLE (no p: fewer than 2 replications a side) or 'not run'.
+
+    ``either_way``: the paper states no difference at all ("no interesting distinction"),
+    so a significant loss at the best λ (``p_val_loss``: even the best level is worse than
+    the base) contradicts it too."""
     mine = {level_label(k): r for k, r in zip(ours[by], ours.to_dict("records"))} if len(ours) else {}
     out = []
     for arch, values in rows.items():
@@ -94,16 +107,21 @@ def compare_table1(ours: pd.DataFrame, rows: dict, by: str = "arch", alpha: floa
             row.update({f"d_{part}_paper": theirs[f"d_{part}"], f"p_{part}_paper": theirs[f"p_{part}"],
                         f"d_{part}_ours": m.get(f"d_{part}", np.nan), f"p_{part}_ours": m.get(f"p_{part}", np.nan),
                         f"p_{part}_adj_ours": m.get(f"p_{part}_adj", np.nan)})
-        row["gain"] = _gain(m, theirs, alpha) if m else NOT_RUN
+        row["hi_val_ours"] = m.get("hi_val", np.nan)
+        row["d_val_paper_here"] = scaled_gain(m, theirs) if m else np.nan
+        row["p_val_loss_ours"] = m.get("p_val_loss", np.nan)
+        row["gain"] = _gain(m, theirs, alpha, either_way) if m else NOT_RUN
         out.append(row)
     return pd.DataFrame(out)
 
 
-def _gain(mine: dict, theirs: dict, alpha: float) -> str:
+def _gain(mine: dict, theirs: dict, alpha: float, either_way: bool = False) -> str:
     p = mine.get("p_val", np.nan)
     if not np.isfinite(p):
         return UNTESTABLE
     ours_sig, paper_sig = p < alpha, theirs["p_val"] is not None and theirs["p_val"] < alpha
+    if either_way and not paper_sig and mine.get("p_val_loss", np.nan) < alpha:
+        return CONTRADICTS
     if ours_sig == paper_sig:
         return AGREES
     if ours_sig:  # a gain the paper did not find: a contradiction only if it survives the pick
@@ -121,7 +139,15 @@ def gain_excluded(mine: dict, theirs: dict) -> bool:
     published = theirs["d_val"] / (1.0 - theirs["base_val"])
     if error <= 0:  # a perfect base: no error to take a share of; only a bound below 0 excludes a gain
         return bool(hi < 0 < published)
-    return bool(hi / error < published)
+    return bool(hi < scaled_gain(mine, theirs))
+
+
+def scaled_gain(mine: dict, theirs: dict) -> float:
+    """The published Δ val as the same share of our base's error as of the paper's: what
+    gain_excluded holds our bound against (NaN where the paper prints none)."""
+    if theirs["d_val"] is None or theirs["base_val"] is None:
+        return np.nan
+    return theirs["d_val"] / (1.0 - theirs["base_val"]) * (1.0 - mine.get("base_val", np.nan))
 
 
 _PRETTY = {"model": {"vgg16": "VGG-16", "resnet50": "ResNet-50"}}

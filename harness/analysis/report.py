@@ -144,14 +144,8 @@ def _verdict(r: ReportWriter):
     if not r.verdicts:
         return
     table = verdict.verdict_table(r.verdicts)
-    counts = table["verdict"].str.split(":").str[0].value_counts()
-    tally = ", ".join(f"{int(counts.get(w, 0))} {w}" for w in
-                      (verdict.REPRODUCES, verdict.DOES_NOT, verdict.UNDECIDED))
     with r.verdict_first():
-        r.md("## Verdict", "",
-             f"Of {len(table)} published claims and tables compared: {tally}. A claim reproduces when the 95% "
-             "interval of every cell it speaks of lies in the published range; a sign table when every cell "
-             "agrees; Table 1 when every architecture's significance at the best λ agrees. The rest of the report is the evidence.", "")
+        r.md("## Verdict", "", verdict.tally(r.verdicts), "")
         # the files name the section as report.md#anchor; the report links it
         files = table.assign(evidence=table["evidence"].str.replace(r"^\[.*\]\((#.*)\)$", r"report.md\1", regex=True))
         r.table(files, "verdict", "The paper's claims and tables against the replications", show=table)

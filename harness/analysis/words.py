@@ -21,6 +21,8 @@ METRICS = {
 # factor column -> words; 'lam' reads λ1 or λ2 by the report's models (guidance_symbol)
 FACTORS = {"latent": "latent", "train.monitor": "stopping monitor", "arch": "architecture",
            "placement": "placement", "epoch": "epoch", "seed": "seed"}
+# data set key -> its name; an unknown one stays as it is
+DATASETS = {"mnist": "MNIST", "cifar10": "CIFAR-10", "imagenette": "Imagenette", "coco": "COCO"}
 # The paper names the guidance strength λ1 on dense layers and λ2 on conv layers.
 _DENSE_MODELS = {"dense_ae"}
 
@@ -53,6 +55,11 @@ def _lam(symbol: bool) -> str:
 def metric(name: str) -> str:
     """'val_mse' -> 'validation MSE'; unknown names unchanged."""
     return METRICS.get(name, name)
+
+
+def dataset(name: str) -> str:
+    """'cifar10' -> 'CIFAR-10'; unknown names unchanged."""
+    return DATASETS.get(str(name), str(name))
 
 
 def capital(text: str) -> str:
