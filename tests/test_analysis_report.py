@@ -404,12 +404,19 @@ def test_placement_is_compared_only_where_both_placements_ran(tmp_path):
 
     frame = cnn_frame().assign(study="c", model="cnn", placement="first")
     two_block = frame[frame["arch"] == "32-32"].assign(placement="all", id=lambda d: d["id"] + "a")
+    # at λ2 = 0 the placements are one training; above, all layers lose a little, seed by seed
+    two_block["val_acc"] -= np.where(two_block["lam"] > 0, 0.002 + 0.001 * (two_block["seed"] % 2), 0.0)
     frame = pd.concat([frame, two_block], ignore_index=True)
     definition = {"name": "c", "grid": {"arch": [[32], [32, 32]], "placement": ["first", "all"], "lam": [0.0, 1e-3, 1.0]},
                   "analyses": [spec_to_dict(ProtocolEffect(metric="val_acc", protocol="placement", alpha=0.05))]}
     study_report(definition, frame, None, tmp_path)
     report = (tmp_path / "report.md").read_text()
-    assert "- arch=32: only placement = first recorded, nothing to compare." in report
+    assert "- At architecture 32: only placement first recorded, nothing to compare." in report
+    assert "At λ2 = 0 every placement is one training" in report
+    effect = pd.read_csv(tmp_path / "protocol_placement_val_acc_arch-32-32.csv")
+    assert list(effect["lam"]) == [0.001, 1.0] and (effect["a"] == "first").all() and (effect["diff"] > 0).all()
+    paired = pd.read_csv(tmp_path / "protocol_placement_val_acc_arch-32-32_paired.csv")
+    assert list(paired["lam"]) == [0.001, 1.0] and (paired["mean_diff"] > 0).all()
     assert "### Effect of the placement on validation accuracy at architecture 32-32" in report
     assert "## Does the placement change validation accuracy?" in report
     assert not (tmp_path / "protocol_placement_val_acc_arch-32.csv").exists()

@@ -254,8 +254,23 @@ def test_protocol_effect_compares_each_level():
     frame = cnn_frame()
     frame["train.monitor"] = np.where(frame["seed"] % 2, "total", "task")
     eff = protocol.protocol_effect(frame[frame["arch"] == "32"], "val_acc", "train.monitor", "lam")
-    assert len(eff) == 3 and set(eff["a"]) == {"task"} and set(eff["b"]) == {"total"}
+    assert len(eff) == 3 and set(eff["a"]) == {"total"} and set(eff["b"]) == {"task"}
     assert (eff["p_adj"] >= eff["p"]).all()
+    # read in the direction of the paired table beside it (the later value minus the earlier)
+    assert np.allclose(eff["diff"], eff["mean_a"] - eff["mean_b"])
+
+
+def test_a_setting_that_is_one_training_at_a_level_is_found():
+    """Defect: at λ2 = 0 the two placements are one training (no term to place), yet the
+    placement tables and ANOVA counted each of those trainings twice and tested them."""
+    rows = [dict(status="done", seed=seed, lam=lam, placement=where,
+                 val_acc=0.98 + 0.001 * seed + (0.002 * (where == "first") if lam else 0.0))
+            for seed in range(3) for lam in (0.0, 0.1) for where in ("all", "first")]
+    frame = pd.DataFrame(rows)
+    assert protocol.same_training_levels(frame, "val_acc", "placement", "lam") == [0.0]
+    # one seed alone is not evidence; a seed recorded under one placement only is not compared
+    assert protocol.same_training_levels(frame[frame["seed"] == 0], "val_acc", "placement", "lam") == []
+    assert protocol.same_training_levels(frame[frame["placement"] == "all"], "val_acc", "placement", "lam") == []
 
 
 def test_open_choices_lists_values_used():

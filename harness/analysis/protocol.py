@@ -197,12 +197,14 @@ def protocol_effect(frame: pd.DataFrame, metric: str, protocol: str, factor: str
                     alpha: float = 0.01, test: str = "student",
                     correction: str = "holm") -> pd.DataFrame:
     """For each level of ``factor``: every pair of ``protocol`` values compared (two-sided),
-    corrected across the whole table."""
+    corrected across the whole table. ``diff`` = mean_a − mean_b with ``b`` the earlier
+    value in sort order, as by_seed.paired_by_seed takes the lowest as its baseline: the
+    two tables of one comparison read in one direction."""
     rows = []
     for level in sorted_levels(frame[factor]):
         sub = frame[matches(frame[factor], level)]
         long = pairwise(groups(sub, metric, protocol), alpha=alpha, test=test, correction="none", metric=metric)
-        long = long[[sort_key(r) < sort_key(c) for r, c in zip(long["row"], long["col"])]]
+        long = long[[sort_key(r) > sort_key(c) for r, c in zip(long["row"], long["col"])]]
         for r in long.itertuples(index=False):
             rows.append({factor: level, "a": r.row, "b": r.col, "n_a": r.n_row, "n_b": r.n_col,
                          "mean_a": r.mean_row, "mean_b": r.mean_col, "diff": r.diff, "p": r.p,
@@ -212,3 +214,20 @@ def protocol_effect(frame: pd.DataFrame, metric: str, protocol: str, factor: str
     if len(out):
         add_signs(out, "diff", "n_a", "n_b", alpha=alpha, correction=correction)
     return out
+
+
+def same_training_levels(frame: pd.DataFrame, metric: str, protocol: str, factor: str) -> list:
+    """The levels of ``factor`` where the ``protocol`` values are one training: every seed
+    recorded under two or more of them has the same ``metric`` under each, in two or more
+    seeds (the guidance's placement at λ = 0, where there is no term to place). Comparing
+    them tests nothing and counts each training twice."""
+    done = frame[frame["status"] == grouping.DONE] if "status" in frame.columns else frame
+    if "seed" not in done.columns or done[protocol].nunique() < 2:
+        return []
+    levels = []
+    for level in sorted_levels(done[factor]):
+        per_seed = done[matches(done[factor], level)].groupby("seed")[metric].agg(["nunique", "size"])
+        shared = per_seed[per_seed["size"] > 1]
+        if len(shared) >= 2 and (shared["nunique"] == 1).all():
+            levels.append(level)
+    return levels
