@@ -304,7 +304,7 @@ def _diagnostics(r: ReportWriter, frame: pd.DataFrame, factors: list[str]):
          "guidance term. A grad_ratio far below 1 is a small gradient in norm, not necessarily "
          "no effect: Adam scales each weight's step by its own gradient history, so a weight "
          "the task loss does not move (one on an input that is always 0) follows even a tiny "
-         "guidance gradient at full step size; compare logdet_mean with λ = 0.", "")
+         "guidance gradient at full step size; compare logdet_mean (log_c11_mean) with λ = 0.", "")
     if len(sentences) > 1:  # the summary gets one line; each slice's sentence stays here
         overview = summaries.guidance_overview(guided, "lam", words.factor("lam"), by)
         r.summary.append(f"{overview} ([each slice](#{anchor}))" if overview else sentences[0])

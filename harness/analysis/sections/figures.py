@@ -60,6 +60,9 @@ def _profile(r: ReportWriter, spec: ProfilePlot, frame, recorded, factors):
     if spec.kind:
         profiles = profiles[profiles["kind"] == spec.kind]
     keys = [spec.split_by] if spec.split_by else []
+    r.md("Values in nats (harness.entropy.profile): a conv filter's is (l − p + 1)(w − q + 1) · Σ log|c11| over "
+         "its input channels (entropy.c11), the factor being the number of positions it is applied at, so a layer with a "
+         "larger output reads larger per filter; a dense layer's is log|det W| of its square part.", "")
     for labels, sub in grouping.slices(frame, spec.at, keys):
         where = words.slice_words(labels) or "all replications"
         ids = set(_trained_models(sub[sub["status"] == "done"], factors)["id"])
