@@ -189,6 +189,12 @@ def test_a_statement_of_no_difference_is_contradicted_by_a_loss_too():
     cmp = paper_tables.compare_table1(flat.assign(hi_val=0.0002), first)
     assert cmp["d_val_paper_here"][0] == pytest.approx(0.0052 / (1 - 0.6402) * 0.02)
     assert cmp["hi_val_ours"][0] == 0.0002 and cmp["gain"][0] == "contradicts"
+    # the seeds a level needs to see that gain (power 0.8, one-tailed α) at our spread
+    from statsmodels.stats.power import TTestIndPower
+    spread = paper_tables.compare_table1(flat.assign(sd_val=0.001), first)
+    need = TTestIndPower().solve_power(effect_size=0.0052 / (1 - 0.6402) * 0.02 / 0.001, alpha=0.05, power=0.8,
+                                       alternative="larger")
+    assert spread["seeds_paper_here"][0] == np.ceil(need)
     carried = verdict.table1_row("T", "first", cmp, elsewhere="MNIST")
     assert carried["verdict"] == "does not carry over to MNIST: 0 of 1 architectures agree, 1 contradict"
     text = verdict.tally([row, carried, away])

@@ -20,7 +20,8 @@ def table1(frame: pd.DataFrame, *, metric_train: str = "train_acc", metric_val: 
     t-tests (H1: Δ > 0), raw and corrected over those levels (the best level is chosen after
     looking at the data);
     ``mde_val``: smallest Δ val detectable with power 0.8 at ``alpha`` one-tailed; ``hi_val``:
-    the upper one-sided (1 - ``alpha``) confidence bound of Δ val; ``p_val_loss``: the
+    the upper one-sided (1 - ``alpha``) confidence bound of Δ val; ``sd_val``: the pooled sd
+    of val at the best level and the base; ``p_val_loss``: the
     one-tailed p of a loss (H1: Δ val < 0) at that level, which the paper's tests, one-tailed
     for a gain, read as p ≈ 1: where even the best λ is worse than the base."""
     rows = []
@@ -55,13 +56,13 @@ def table1(frame: pd.DataFrame, *, metric_train: str = "train_acc", metric_val: 
             stars_train=stats.stars(p_tr[i]), p_train_adj=p_tr_adj, stars_train_adj=stats.stars(p_tr_adj),
             d_val=_mean(va[best]) - row["base_val"], p_val=p_va[i],
             stars_val=stats.stars(p_va[i]), p_val_adj=p_va_adj, stars_val_adj=stats.stars(p_va_adj),
-            p_val_loss=p_loss, mde_val=mde * stats.pooled_sd(va[best], va[b]),
+            p_val_loss=p_loss, mde_val=mde * stats.pooled_sd(va[best], va[b]), sd_val=stats.pooled_sd(va[best], va[b]),
             hi_val=stats.diff_upper_bound(va[best], va[b], alpha, welch=test == "welch"),
             note=note)
         rows.append(row)
     cols = ["by", "n_base", "base_train", "base_val", "n_levels", "best", "n_best", "d_train",
             "p_train", "stars_train", "p_train_adj", "stars_train_adj", "d_val", "p_val",
-            "stars_val", "p_val_adj", "stars_val_adj", "p_val_loss", "mde_val", "hi_val", "note"]
+            "stars_val", "p_val_adj", "stars_val_adj", "p_val_loss", "mde_val", "sd_val", "hi_val", "note"]
     return pd.DataFrame(rows).reindex(columns=cols).rename(columns={"by": by})
 
 
@@ -108,7 +109,11 @@ def compare_table1(ours: pd.DataFrame, rows: dict, by: str = "arch", alpha: floa
                         f"d_{part}_ours": m.get(f"d_{part}", np.nan), f"p_{part}_ours": m.get(f"p_{part}", np.nan),
                         f"p_{part}_adj_ours": m.get(f"p_{part}_adj", np.nan)})
         row["hi_val_ours"] = m.get("hi_val", np.nan)
-        row["d_val_paper_here"] = scaled_gain(m, theirs) if m else np.nan
+        row["d_val_paper_here"] = here = scaled_gain(m, theirs) if m else np.nan
+        # seeds per level that find that gain with power 0.8 (one-tailed), at our spread
+        sd = m.get("sd_val", np.nan)
+        row["seeds_paper_here"] = (stats.seeds_needed(here / sd if sd > 0 else np.inf, alpha, 0.8, alternative="greater")
+                                   if np.isfinite(here) and np.isfinite(sd) else np.nan)
         row["p_val_loss_ours"] = m.get("p_val_loss", np.nan)
         row["gain"] = _gain(m, theirs, alpha, either_way) if m else NOT_RUN
         out.append(row)
