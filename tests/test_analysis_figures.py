@@ -198,9 +198,11 @@ def test_a_statement_of_no_difference_is_contradicted_by_a_loss_too():
     carried = verdict.table1_row("T", "first", cmp, elsewhere="MNIST")
     assert carried["verdict"] == "does not carry over to MNIST: 0 of 1 architectures agree, 1 contradict"
     text = verdict.tally([row, carried, away])
-    assert text.startswith("Of 1 published claims and tables compared: 0 reproduce, 1 does not reproduce, 0 inconclusive. "
+    assert text.startswith("Of 1 published claim or table compared: 0 reproduce, 1 does not reproduce, 0 inconclusive. "
                            "2 more held against results on another data set than ours")
     assert "1 does not carry over to MNIST, 1 undecided on MNIST." in text
+    # with nothing on our own data set, no count of reproductions at all
+    assert verdict.tally([carried]).startswith("1 held against results on another data set than ours")
 
 
 def test_table1_verdict_names_untestable_architectures():

@@ -268,9 +268,19 @@ def test_a_setting_that_is_one_training_at_a_level_is_found():
             for seed in range(3) for lam in (0.0, 0.1) for where in ("all", "first")]
     frame = pd.DataFrame(rows)
     assert protocol.same_training_levels(frame, "val_acc", "placement", "lam") == [0.0]
-    # one seed alone is not evidence; a seed recorded under one placement only is not compared
+    # one seed alone is not evidence
     assert protocol.same_training_levels(frame[frame["seed"] == 0], "val_acc", "placement", "lam") == []
-    assert protocol.same_training_levels(frame[frame["placement"] == "all"], "val_acc", "placement", "lam") == []
+    # a seed run twice under one placement is not two placements agreeing
+    twice = frame[(frame["seed"] > 0) | (frame["placement"] == "all")]
+    twice = pd.concat([twice, twice[(twice["seed"] == 0)]], ignore_index=True)
+    assert protocol.same_training_levels(twice[twice["seed"] < 2], "val_acc", "placement", "lam") == []
+    # a value under one placement and none under the other is not the same training
+    missing = frame.copy()
+    missing.loc[(missing["lam"] == 0.0) & (missing["placement"] == "first") & (missing["seed"] == 1), "val_acc"] = np.nan
+    assert protocol.same_training_levels(missing, "val_acc", "placement", "lam") == []
+    # two trainings that agree in a capped stopping epoch but not in accuracy are two
+    capped = frame.assign(stop_epoch=200)
+    assert protocol.same_training_levels(capped, "stop_epoch", "placement", "lam") == [0.0]
 
 
 def test_open_choices_lists_values_used():
@@ -340,7 +350,8 @@ def test_guidance_sentence_reads_the_gradient_and_the_targeted_weights():
 def test_the_guidance_overview_counts_what_each_slice_sentence_says():
     """The summary's one line over several slices (one sentence per slice filled E1's and
     E3's first screens): the span of the largest grad_ratio means, and the tested λ > 0
-    levels whose target moved, counted by hand here; a slice that cannot test is named."""
+    levels whose target moved, counted by hand here; a slice that cannot test is counted
+    apart, and a slice without the target's data is not called untestable."""
     lam = [0.0] * 3 + [1e-4] * 3 + [1.0] * 3
     moved_once = pd.DataFrame({"status": "done", "lam": lam, "term_led": 0.25,
                                "grad_ratio": [0, 0, 0, 1e-8, 2e-8, 3e-8, 1e-9, 1e-9, 1e-9],
@@ -352,7 +363,12 @@ def test_the_guidance_overview_counts_what_each_slice_sentence_says():
     assert line.startswith("Guidance term, over 3 slices by latent: its gradient reaches 2e-08 to 5 of the task")
     assert "up to 50% of the weights" in line
     assert "differs from λ1 = 0 at 1 of 4 tested λ1 > 0 levels (Welch t-test, α = 0.01), in 1 of 2 slices" in line
-    assert line.endswith("untestable in 1 slice(s) (fewer than 2 replications)")
+    assert line.endswith("untestable in 1 slice(s) (fewer than 2 replications at λ1 = 0 or at every λ1 > 0)")
+    no_target = moved_once.drop(columns=["logdet_mean"])
+    assert "untestable" not in summaries.guidance_overview([moved_once, no_target], "lam", "λ1")
+    lone = pd.concat([moved_once, moved_once.iloc[[3]].assign(lam=10.0)])  # one replication at λ1 = 10
+    assert "at 1 of 2 tested λ1 > 0 levels (Welch t-test, α = 0.01; 1 more with one replication)" in \
+        summaries.guidance_overview([lone], "lam", "λ1")
     each = [summaries.guidance_sentence(f, "lam", "λ1") for f in (moved_once, never)]
     assert "to 7.5 at 0.0001" in each[0] and "at no λ1 > 0 differs" in each[1]
     assert summaries.guidance_overview([moved_once.assign(lam=0.0)]) is None
@@ -533,6 +549,9 @@ def test_an_accuracy_is_equivalent_only_within_a_share_of_its_error():
     close = by_seed.paired_by_seed(frame.assign(val_acc=np.r_[near, first]), "val_acc", "placement", alpha=0.05)
     assert close["verdict"].iloc[0] == "equivalent"
     assert "within ±5% of its error (1 − mean)" in by_seed.paired_sentence(paired.to_frame().T, "val_acc", "placement", 0.05)
+    # two perfect training accuracies are equivalent, not untestable for a margin of 0
+    perfect = significance.pairwise({"a": np.ones(4), "b": np.ones(4)}, metric="train_acc").set_index(["row", "col"])
+    assert perfect.loc[("a", "b"), "p_equiv"] == 0.0 and perfect.loc[("a", "b"), "verdict3"] == "equivalent"
     # a metric that is not a rate keeps its own margin of the mean, with or without a spec
     epochs = {1: np.array([10.0, 11, 12]), 2: np.array([11.0, 12, 13])}
     long = significance.pairwise(epochs, metric="stop_epoch").set_index(["row", "col"])

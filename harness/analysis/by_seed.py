@@ -111,19 +111,10 @@ def seed_plan(frame: pd.DataFrame, metric: str, factor: str, factors: list[str],
                    "mde_paired": stats.min_detectable_paired(len(xp), alpha, power) * sd_diff}
             if target is not None:
                 row["effect"] = target
-                row["seeds"] = stats.seeds_needed(_ratio(target, sd), alpha, power)
-                row["seeds_paired"] = stats.seeds_needed(_ratio(target, sd_diff), alpha, power, paired=True)
+                row["seeds"] = stats.seeds_needed(stats.standardized(target, sd), alpha, power)
+                row["seeds_paired"] = stats.seeds_needed(stats.standardized(target, sd_diff), alpha, power, paired=True)
             rows.append(row)
     return pd.DataFrame(rows)
-
-
-def _ratio(effect: float, sd: float) -> float:
-    """effect / sd, with an sd of 0 giving inf (any nonzero effect is certain) and 0 / 0 = 0."""
-    if not np.isfinite(sd) or not np.isfinite(effect):
-        return np.nan
-    if sd == 0:
-        return np.inf if effect else 0.0
-    return effect / sd
 
 
 def paired_sentence(paired: pd.DataFrame, metric: str, factor: str, alpha: float,

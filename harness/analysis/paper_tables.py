@@ -111,9 +111,8 @@ def compare_table1(ours: pd.DataFrame, rows: dict, by: str = "arch", alpha: floa
         row["hi_val_ours"] = m.get("hi_val", np.nan)
         row["d_val_paper_here"] = here = scaled_gain(m, theirs) if m else np.nan
         # seeds per level that find that gain with power 0.8 (one-tailed), at our spread
-        sd = m.get("sd_val", np.nan)
-        row["seeds_paper_here"] = (stats.seeds_needed(here / sd if sd > 0 else np.inf, alpha, 0.8, alternative="greater")
-                                   if np.isfinite(here) and np.isfinite(sd) else np.nan)
+        effect = stats.standardized(here, m.get("sd_val", np.nan))
+        row["seeds_paper_here"] = stats.seeds_needed(effect, alpha, 0.8, alternative="greater")
         row["p_val_loss_ours"] = m.get("p_val_loss", np.nan)
         row["gain"] = _gain(m, theirs, alpha, either_way) if m else NOT_RUN
         out.append(row)

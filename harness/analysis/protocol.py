@@ -216,18 +216,37 @@ def protocol_effect(frame: pd.DataFrame, metric: str, protocol: str, factor: str
     return out
 
 
+# The outcomes one training fixes: two runs that agree in every one recorded are one
+# training, where agreeing in a single discrete metric (a stopping epoch at its cap) is not.
+OUTCOMES = ("val_acc", "train_acc", "val_mse", "train_mse", "val_loss", "train_loss", "stop_epoch", "best_epoch")
+
+
 def same_training_levels(frame: pd.DataFrame, metric: str, protocol: str, factor: str) -> list:
-    """The levels of ``factor`` where the ``protocol`` values are one training: every seed
-    recorded under two or more of them has the same ``metric`` under each, in two or more
-    seeds (the guidance's placement at λ = 0, where there is no term to place). Comparing
-    them tests nothing and counts each training twice."""
+    """The levels of ``factor`` where the ``protocol`` values are one training: in two or
+    more seeds recorded under two or more of them, every outcome (``metric`` and OUTCOMES)
+    is the same under each, and present under each or none (the guidance's placement at
+    λ = 0, where there is no term to place). Comparing them tests nothing and counts each
+    training twice."""
     done = frame[frame["status"] == grouping.DONE] if "status" in frame.columns else frame
-    if "seed" not in done.columns or done[protocol].nunique() < 2:
+    if "seed" not in done.columns or metric not in done.columns:
         return []
+    outcomes = [metric] + [c for c in OUTCOMES if c in done.columns and c != metric]
     levels = []
     for level in sorted_levels(done[factor]):
-        per_seed = done[matches(done[factor], level)].groupby("seed")[metric].agg(["nunique", "size"])
-        shared = per_seed[per_seed["size"] > 1]
-        if len(shared) >= 2 and (shared["nunique"] == 1).all():
-            levels.append(level)
+        shared = 0
+        for _, runs in done[matches(done[factor], level)].groupby("seed"):
+            if runs[protocol].nunique() < 2:
+                continue  # this seed ran under one value only: nothing to tell
+            if not all(_one_value(runs[c]) for c in outcomes):
+                break
+            shared += 1
+        else:
+            if shared >= 2:
+                levels.append(level)
     return levels
+
+
+def _one_value(values: pd.Series) -> bool:
+    """The same value in every run, or missing in every run."""
+    present = values.dropna()
+    return not len(present) or (len(present) == len(values) and present.nunique() == 1)

@@ -307,7 +307,7 @@ def _diagnostics(r: ReportWriter, frame: pd.DataFrame, factors: list[str]):
          "guidance gradient at full step size; compare logdet_mean (log_c11_mean) with λ = 0.", "")
     if len(sentences) > 1:  # the summary gets one line; each slice's sentence stays here
         overview = summaries.guidance_overview(guided, "lam", words.factor("lam"), by)
-        r.summary.append(f"{overview} ([each slice](#{anchor}))" if overview else sentences[0])
+        r.summary += [f"{overview} ([each slice](#{anchor}))"] if overview else sentences
     else:
         r.summary += sentences
     r.md(*(f"- {s}." for s in sentences), "")

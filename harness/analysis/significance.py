@@ -29,8 +29,12 @@ def margin(metric: str) -> float:
 
 
 def margin_delta(metric: str | None, fraction: float, mean: float) -> float:
-    """The margin in metric units: ``fraction`` of |mean|, or of 1 − mean for a rate in OF_ERROR."""
-    return fraction * abs(1.0 - mean if metric in OF_ERROR else mean)
+    """The margin in metric units: ``fraction`` of |mean|, or of 1 − mean for a rate in OF_ERROR
+    (floored at float64's resolution, so that two perfect accuracies are equivalent, not
+    untestable for a margin of 0)."""
+    if metric in OF_ERROR:
+        return fraction * max(abs(1.0 - mean), np.finfo(float).eps)
+    return fraction * abs(mean)
 
 
 def margin_words(metric: str | None, fraction: float, whose: str) -> str:

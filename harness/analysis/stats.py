@@ -263,6 +263,16 @@ def _t_power(df: float, nc: float, alpha: float, alternative: str) -> float:
     return float(sum(np.nan_to_num(t, nan=0.0) for t in tails))
 
 
+def standardized(effect: float, sd: float) -> float:
+    """effect / sd, with an sd of 0 giving inf (any nonzero effect is certain) and 0 / 0 = 0;
+    NaN where either is unknown."""
+    if not np.isfinite(sd) or not np.isfinite(effect):
+        return np.nan
+    if sd == 0:
+        return np.inf if effect else 0.0
+    return effect / sd
+
+
 def seeds_needed(effect: float, alpha: float, target: float = 0.8, *, paired: bool = False,
                  alternative: str = "two-sided", limit: int = 100_000) -> float:
     """Fewest seeds per level (at least 2) at which the t-test detects a standardized effect

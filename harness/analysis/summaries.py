@@ -205,7 +205,7 @@ def guidance_overview(frames: list[pd.DataFrame], factor: str = "lam", shown: st
     slices the targeted log|det W| (log|c11|) moved. ``by``: what the slices are ("latent
     and stopping monitor"). None when no slice trained guidance."""
     shown = shown or factor
-    ratios, led, tests = [], [], []
+    ratios, led, tests, infinite = [], [], [], 0
     for frame in frames:
         if factor not in frame.columns:
             continue
@@ -217,6 +217,8 @@ def guidance_overview(frames: list[pd.DataFrame], factor: str = "lam", shown: st
             if metric in guided.columns:
                 means = _level_means(guided, metric, factor)
                 out += [float(means.max())] if len(means) else []
+        if "grad_ratio" in guided.columns:
+            infinite += int(np.isinf(guided["grad_ratio"].astype(float)).sum())
         tests.append(_target_test(done, factor))
     if not tests:
         return None
@@ -224,7 +226,8 @@ def guidance_overview(frames: list[pd.DataFrame], factor: str = "lam", shown: st
     if ratios:
         span = f"{min(ratios):.3g}" if min(ratios) == max(ratios) else f"{min(ratios):.3g} to {max(ratios):.3g}"
         parts.append(f"its gradient reaches {span} of the task gradient in norm (grad_ratio, the largest "
-                     f"mean over {shown} > 0, slice by slice)")
+                     f"mean over {shown} > 0, slice by slice"
+                     + (f"; {infinite} replication(s) with a task gradient of 0, left out" if infinite else "") + ")")
     if led:
         parts.append(f"it outweighs the task gradient on up to {max(led):.0%} of the weights it acts on")
     testable = [t for t in tests if t is not None and not t["few"]]
@@ -232,11 +235,13 @@ def guidance_overview(frames: list[pd.DataFrame], factor: str = "lam", shown: st
         names = " / ".join(dict.fromkeys(t["name"] for t in testable))
         moved = sum(len(t["moved"]) for t in testable)
         of = moved + sum(len(t["kept"]) for t in testable)
+        lone = sum(len(t["untestable"]) for t in testable)
         parts.append(f"the final {names} differs from {shown} = 0 at {moved} of {of} tested {shown} > 0 levels "
-                     f"(Welch t-test, α = 0.01), in {sum(bool(t['moved']) for t in testable)} of {len(testable)} slices")
-    untested = len(tests) - len(testable)
-    if untested and any(t is not None for t in tests):
-        parts.append(f"untestable in {untested} slice(s) (fewer than 2 replications)")
+                     f"(Welch t-test, α = 0.01{f'; {lone} more with one replication' if lone else ''}), in "
+                     f"{sum(bool(t['moved']) for t in testable)} of {len(testable)} slices")
+    few = sum(t is not None and bool(t["few"]) for t in tests)
+    if few:
+        parts.append(f"untestable in {few} slice(s) (fewer than 2 replications at {shown} = 0 or at every {shown} > 0)")
     slices = f"{len(tests)} slices" + (f" by {by}" if by else "")
     return f"Guidance term, over {slices}: " + "; ".join(parts) if parts else None
 

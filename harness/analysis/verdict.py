@@ -134,17 +134,18 @@ def tally(rows: list[dict]) -> str:
     words = [row["verdict"].split(":")[0] for row in rows]
     own = [w for w in words if w in (REPRODUCES, DOES_NOT, UNDECIDED)]
     plural = {REPRODUCES: "reproduce", DOES_NOT: "do not reproduce"}
-    text = (f"Of {len(own)} published claims and tables compared: " + ", ".join(
-        f"{own.count(w)} {w if own.count(w) == 1 else plural.get(w, w)}" for w in (REPRODUCES, DOES_NOT, UNDECIDED)) + ".")
+    text = (f"Of {len(own)} published {'claim or table' if len(own) == 1 else 'claims and tables'} compared: "
+            + ", ".join(f"{own.count(w)} {w if own.count(w) == 1 else plural.get(w, w)}"
+                        for w in (REPRODUCES, DOES_NOT, UNDECIDED)) + "." if own else "")
     elsewhere = [w for w in words if w not in own]
     if elsewhere:
-        text += (f" {len(elsewhere)} more held against results on another data set than ours, as whether they "
+        text += (f" {len(elsewhere)} {'more ' if own else ''}held against results on another data set than ours, as whether they "
                  "carry over, not as a reproduction: " + ", ".join(
                      f"{elsewhere.count(w)} {w}" for w in dict.fromkeys(elsewhere)) + ".")
     rules = [rule for rule in (CLAIM_RULE, SIGN_RULE, TABLE1_RULE) if any(row.get("rule") == rule for row in rows)]
     if rules:
         text += " What reproduces means: " + "; ".join(rules) + "."
-    return text + " The rest of the report is the evidence."
+    return text.strip() + " The rest of the report is the evidence."
 
 
 def verdict_table(rows: list[dict]) -> pd.DataFrame:

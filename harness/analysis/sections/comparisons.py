@@ -53,7 +53,7 @@ def _significance(r: ReportWriter, spec: SignificanceTable, frame, recorded, fac
         gone = grouping.left_out_sentence(sub, spec.metric, spec.factor)
         if gone:
             r.md(f"**{gone}**", "")
-        _omnibus(r, sub, spec, base, where)
+        _omnibus(r, sub, spec, base, labels)
         raw = significance.sign_matrix(long, "sign")
         adj = significance.sign_matrix(long, "sign_adj")
         raw.index.name = adj.index.name = f"{spec.factor} row \\ col"
@@ -80,7 +80,7 @@ def _survival(sub, spec) -> dict:
             for level in levels}
 
 
-def _omnibus(r, sub, spec, base, where):
+def _omnibus(r, sub, spec, base, labels):
     """Does the factor matter at all: unpaired, seed-blocked, rank and censored versions."""
     table = omnibus.omnibus(sub, spec.metric, spec.factor)
     tested = table[np.isfinite(table["p"].astype(float))]
@@ -90,10 +90,11 @@ def _omnibus(r, sub, spec, base, where):
     blocked = "The seed sets a replication's initial weights and data order, so the blocked tests compare the " \
               "levels within each seed."
     if "seed" in sub.columns and not table["unit"].eq("seed").any():
-        blocked = (f"No seed-blocked test: fewer than 2 seeds have every {spec.factor} level done with a finite "
-                   f"{spec.metric}.")
-    r.md(f"**Omnibus tests of {spec.factor}** (does it matter at all?): {'; '.join(parts)}. {blocked}", "")
-    r.table(table, base + "_omnibus", f"Omnibus tests of {spec.factor} on {spec.metric}, {where}")
+        blocked = (f"No seed-blocked test: fewer than 2 seeds have every {words.factor(spec.factor)} level done "
+                   f"with a finite {words.metric(spec.metric)}.")
+    r.md(f"**Omnibus tests of {words.factor(spec.factor)}** (does it matter at all?): {'; '.join(parts)}. {blocked}", "")
+    r.table(table, base + "_omnibus", f"Omnibus tests of {words.factor(spec.factor)} on {words.metric(spec.metric)}"
+            f"{words.at(labels)}")
 
 
 def _levels_table(r, grp, factor, metric, base):

@@ -10,13 +10,12 @@ from harness.analysis import by_seed, grouping, omnibus, protocol, significance,
 from harness.analysis.spec import ProtocolEffect
 from harness.training.stopping import STOPPING_RULE
 from harness.analysis.sections.base import renders
-from harness.analysis.writer import ReportWriter, at_label, stem
+from harness.analysis.writer import ReportWriter, stem
 
 
 @renders(ProtocolEffect)
 def _protocol(r: ReportWriter, spec: ProtocolEffect, frame, recorded, factors):
     for labels, sub in grouping.slices(frame, spec.at, factors, exclude=(spec.factor, spec.protocol)):
-        where = at_label(labels)
         values = grouping.sorted_levels(sub[spec.protocol])
         if len(values) < 2:  # e.g. placement on a one-block CNN, where "all" is "first"
             r.md(f"- {'At ' + words.slice_words(labels) if labels else 'All replications'}: only "
@@ -44,7 +43,7 @@ def _protocol(r: ReportWriter, spec: ProtocolEffect, frame, recorded, factors):
         r.table(eff, base, f"{words.capital(setting_word)} values compared at each {lam} (two-sided, "
                 f"α = {spec.alpha:g}, {spec.correction} across the table; diff = mean_a − mean_b){words.at(labels)}")
         if spec.protocol in STOPPING_RULE:
-            _protocol_rm_anova(r, spec, compared, base, where)
+            _protocol_rm_anova(r, spec, compared, base, labels)
             anova = []
         else:
             anova = omnibus.two_way_anova(compared, spec.metric, spec.factor, spec.protocol)
@@ -76,23 +75,24 @@ def _protocol(r: ReportWriter, spec: ProtocolEffect, frame, recorded, factors):
         r.md("")
 
 
-def _protocol_rm_anova(r, spec, sub, base, where):
+def _protocol_rm_anova(r, spec, sub, base, labels):
     """λ × a stopping-rule setting: its arms of a (λ, seed) are one trained model, so the
     seed is the unit measured under every arm (repeated measures), not two replications."""
     anova = omnibus.repeated_measures_anova(sub, spec.metric, spec.factor, spec.protocol)
-    shared = (f"the {spec.protocol} arms of a ({spec.factor}, seed) share one trained model "
+    lam, setting_word = words.factor(spec.factor), words.factor(spec.protocol)
+    shared = (f"the {setting_word} arms of a ({lam}, seed) share one trained model "
               "(a stopping rule decides only when it stops)")
     if not len(anova):
         r.md(f"No ANOVA: {shared}, so an unpaired ANOVA would count each training twice, and the seeds do "
-             f"not cover every {spec.factor} × {spec.protocol} cell once, which a repeated-measures ANOVA needs.", "")
+             f"not cover every {lam} × {setting_word} cell once, which a repeated-measures ANOVA needs.", "")
         return
     effects = {row.effect: row for row in anova.itertuples(index=False)}
     method, protocol_ = effects[spec.factor], effects[spec.protocol]
-    r.md(f"Repeated-measures ANOVA ({spec.factor} × {spec.protocol}, seed as the unit: {shared}): "
-         f"{spec.factor} partial η² = {method.partial_eta_sq:.3f} (p = {method.p:.2g}), {spec.protocol} "
+    r.md(f"Repeated-measures ANOVA ({lam} × {setting_word}, seed as the unit: {shared}): partial η² "
+         f"{lam} {method.partial_eta_sq:.3f} (p = {method.p:.2g}), {setting_word} "
          f"{protocol_.partial_eta_sq:.3f} (p = {protocol_.p:.2g}).", "")
-    r.table(anova, base + "_anova", f"Repeated-measures ANOVA of {spec.metric}: {spec.factor} × "
-            f"{spec.protocol}, seed as the unit, {where}")
+    r.table(anova, base + "_anova", f"Repeated-measures ANOVA of {words.metric(spec.metric)}: {lam} × "
+            f"{setting_word}, seed as the unit{words.at(labels)}")
 
 
 def _protocol_paired(r, spec, sub, base, labels):
