@@ -311,9 +311,12 @@ def _diagnostics(r: ReportWriter, frame: pd.DataFrame, factors: list[str]):
     else:
         r.summary += sentences
     r.md(*(f"- {s}." for s in sentences), "")
-    keep = [c for c in table.columns if not c.endswith("_sd")]
-    r.table(table, "diagnostics", "Entropy diagnostics (mean per cell; sd in the CSV)",
-            show=table[keep], inline=len(table) <= 60)
+    show = table[[c for c in table.columns if not c.endswith("_sd")]]
+    counts = [c for c in show.columns if c.endswith("_n")]
+    if len(counts) > 1 and all(show[c].equals(show[counts[0]]) for c in counts):  # one n says it
+        show = show.drop(columns=counts[1:]).rename(columns={counts[0]: "n"})
+    r.table(table, "diagnostics", "Entropy diagnostics (mean per cell; sd and each diagnostic's n in the CSV)",
+            show=show, inline=len(table) <= 60)
 
 
 def _methods(r: ReportWriter):
