@@ -192,6 +192,7 @@ def table1_row(title: str, where: str, compared: pd.DataFrame, *, alpha: float =
               + (f", {undecided} undecided" if undecided else "")
               + (f", {untestable} more untestable" if untestable else ""))
     nothing = "no architecture testable" if untestable else "no architecture run"
+    why = f"{nothing} ({untestable} run with fewer than 2 replications a side)" if untestable else nothing
     stated = not len(compared) or compared["d_val_paper"].isna().all()  # a sentence of the paper, no table
     asked = "differ significantly from the base" if either_way else "gain significantly"
     return dict(kind=1, rule=TABLE1_RULE, claim=f"{title} ({where}): which architectures {asked}",
@@ -200,6 +201,5 @@ def table1_row(title: str, where: str, compared: pd.DataFrame, *, alpha: float =
                            f"validation gain significant in {int(published[ran.index].sum()) if n else 0} of {n} "
                            f"(all rows: {int(sum(published))} of {len(compared)})"),
                 replicated=replicated if n else nothing,
-                verdict=f"{word}: {detail}" if n else f"{word}: {nothing}"
-                + (f" ({untestable} run with fewer than 2 replications a side)" if untestable else ""),
+                verdict=f"{word}: {detail if n else why}",
                 evidence=evidence)
